@@ -1,0 +1,41 @@
+# The commands people run. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint typecheck check schemas demo-model quality bench bench-service clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the service with its dev tools
+
+test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## unit tests only: no broker, no research corpora
+	$(BIN)/pytest -m "not kafka and not slow"
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(BIN)/mypy
+
+check: lint typecheck test ## everything CI runs
+
+schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
+	$(BIN)/python -m schemas.generate
+
+clean: ## remove the virtual environment and build leftovers
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts
