@@ -9,7 +9,7 @@
 # in the package (model/samples/demo.jsonl) so that it starts anywhere. Production mounts
 # a real model artifact directory read-only over /opt/article-classifier/model
 #   docker run -v /srv/models/2024-06:/opt/article-classifier/model:ro ...
-# or points ARTICLE_CLASSIFIER_MODEL_DIR at another mounted directory.
+# or points ARTICLE_CLASSIFIER_MODEL at another mounted directory.
 # No research corpus is in the build context (see .dockerignore).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -59,13 +59,11 @@ RUN groupadd --system --gid 10001 classifier \
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/article-classifier/model /opt/article-classifier/model
 
-# ARTICLE_CLASSIFIER_MODEL_DIR feeds `serve --model-dir`; ARTICLE_CLASSIFIER_MODEL feeds the
-# `--model` option of the offline commands, e.g.
+# ARTICLE_CLASSIFIER_MODEL feeds `--model` of serve and of the offline commands, e.g.
 #   docker run --rm -i --entrypoint article-classifier IMAGE classify < articles.jsonl
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ARTICLE_CLASSIFIER_MODEL_DIR=/opt/article-classifier/model \
     ARTICLE_CLASSIFIER_MODEL=/opt/article-classifier/model \
     ARTICLE_CLASSIFIER_METRICS_HOST=0.0.0.0 \
     ARTICLE_CLASSIFIER_METRICS_PORT=9108

@@ -19,6 +19,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
+demo: $(STAMP) ## run it end to end: embedded broker, demo model, service, sample articles
+	$(BIN)/article-classifier demo
+
+demo-model: $(STAMP) ## train the demo model into artifacts/demo-model
+	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model --name demo
+
+quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../shared/data)
+	$(BIN)/python -m model.quality --data $(DATA)
+
+bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared/data)
+	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
+
+bench-service: $(STAMP) ## service throughput through the broker vs in-process, and latency
+	$(BIN)/python benchmarks/bench_service.py --data $(DATA)
+
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest
 

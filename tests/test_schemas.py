@@ -54,8 +54,12 @@ def test_valid_event_decodes_with_every_field() -> None:
 
 def test_title_or_body_alone_is_enough() -> None:
     """An event needs only an article_id and one non-blank text field."""
-    assert isinstance(decode_article(_encode({"article_id": "a", "title": "Only a title"})), ArticleEvent)
-    assert isinstance(decode_article(_encode({"article_id": "a", "body": "Only a body"})), ArticleEvent)
+    assert isinstance(
+        decode_article(_encode({"article_id": "a", "title": "Only a title"})), ArticleEvent
+    )
+    assert isinstance(
+        decode_article(_encode({"article_id": "a", "body": "Only a body"})), ArticleEvent
+    )
 
 
 def test_unknown_fields_pass_through_to_the_output() -> None:
@@ -146,7 +150,9 @@ def test_size_limit_is_enforced_before_parsing() -> None:
 def test_default_size_limit_is_one_mebibyte() -> None:
     """Without an explicit limit, events up to 1 MiB are accepted and larger ones refused."""
     filler = "x" * (1024 * 1024)
-    assert _error(_encode({"article_id": "a", "body": filler})).reason is DecodeErrorReason.TOO_LARGE
+    assert (
+        _error(_encode({"article_id": "a", "body": filler})).reason is DecodeErrorReason.TOO_LARGE
+    )
 
 
 def test_error_messages_never_echo_article_text() -> None:
@@ -172,7 +178,8 @@ def test_classified_at_is_rfc3339_utc() -> None:
     stamp = utc_now_rfc3339()
     assert stamp.endswith("Z")
     assert isinstance(
-        decode_article(_encode({"article_id": "a", "title": "t", "published_at": stamp})), ArticleEvent
+        decode_article(_encode({"article_id": "a", "title": "t", "published_at": stamp})),
+        ArticleEvent,
     )
 
 
@@ -185,7 +192,9 @@ def test_scores_outside_unit_interval_are_refused() -> None:
 def test_labelled_article_distinguishes_missing_and_empty_tags() -> None:
     """A missing tags key means 'no tag label'; an empty list means 'no tag applies'."""
     unlabelled = LabelledArticle.model_validate_json(_encode({"article_id": "a", "title": "t"}))
-    negative = LabelledArticle.model_validate_json(_encode({"article_id": "a", "title": "t", "tags": []}))
+    negative = LabelledArticle.model_validate_json(
+        _encode({"article_id": "a", "title": "t", "tags": []})
+    )
     assert unlabelled.tags is None
     assert unlabelled.section is None
     assert negative.tags == []

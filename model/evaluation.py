@@ -1,0 +1,114 @@
+"""Scoring a predictor on labelled records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.metrics import LabelStats, SectionMetrics, TagMetrics, section_metrics, tag_metrics
+from model.predictor import Predictor
+from schemas import LabelledArticle
+
+BATCH_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationReport:
+    """Metrics of each head on labelled records; a head is None when no record has its label."""
+
+    model_name: str
+    model_version: str
+    records: int
+    sections: SectionMetrics | None
+    tags: TagMetrics | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "model": {"name": self.model_name, "version": self.model_version},
+            "records": self.records,
+            "sections": None if self.sections is None else self.sections.to_dict(),
+            "tags": None if self.tags is None else self.tags.to_dict(),
+        }
+
+    def render_text(self) -> str:
+        """A human-readable report with one table per head."""
+        lines = [f"model {self.model_name} {self.model_version} on {self.records} records"]
+        if self.sections is None:
+            lines.append("sections: no record has a section label")
+        else:
+            s = self.sections
+            lines.append(
+                f"sections ({s.records} records): accuracy {s.accuracy:.4f}, "
+                f"macro-F1 {s.macro_f1:.4f}"
+            )
+            lines.extend(_table(s.per_label))
+        if self.tags is None:
+            lines.append("tags: no record has a tags label")
+        else:
+            t = self.tags
+            lines.append(
+                f"tags ({t.records} records): micro-F1 {t.micro_f1:.4f} "
+                f"(precision {t.micro_precision:.4f}, recall {t.micro_recall:.4f}), "
+                f"macro-F1 {t.macro_f1:.4f}"
+            )
+            lines.extend(_table(t.per_label))
+        return "\n".join(lines)
+
+
+def _table(rows: Sequence[LabelStats]) -> list[str]:
+    width = max([len("label"), *(len(row.label) for row in rows)])
+    header = f"  {'label':<{width}}  precision  recall     f1  support  predicted"
+    body = [
+        f"  {row.label:<{width}}  {row.precision:9.4f}  {row.recall:6.4f}  {row.f1:6.4f}"
+        f"  {row.support:7d}  {row.predicted:9d}"
+        for row in rows
+    ]
+    return [header, *body]
+
+
+def evaluate(predictor: Predictor, records: Sequence[LabelledArticle]) -> EvaluationReport:
+    """Predict ``records`` and compare with their labels, head by head.
+
+    Tags are scored over the model's tags plus any tag the records carry (a tag the model
+    does not know can only be missed); macro-F1 averages the tags that occur in the
+    records or the predictions.
+    """
+    predictions = []
+    for start in range(0, len(records), BATCH_SIZE):
+        predictions.extend(predictor.predict(records[start : start + BATCH_SIZE]))
+
+    labelled = [(r, p) for r, p in zip(records, predictions, strict=True) if r.section is not None]
+    sections = None
+    if labelled:
+        sections = section_metrics(
+            [str(record.section) for record, _ in labelled],
+            [p.section.label if p.section is not None else "" for _, p in labelled],
+        )
+
+    tagged = [(r, p) for r, p in zip(records, predictions, strict=True) if r.tags is not None]
+    tags = None
+    if tagged:
+        known = set(predictor.tags)
+        extra = sorted({t for record, _ in tagged for t in record.tags or () if t not in known})
+        labels = [*predictor.tags, *extra]
+        index = {label: i for i, label in enumerate(labels)}
+        truth = np.zeros((len(tagged), len(labels)), dtype=np.bool_)
+        predicted = np.zeros_like(truth)
+        for row, (record, prediction) in enumerate(tagged):
+            for tag in record.tags or ():
+                truth[row, index[tag]] = True
+            for score in prediction.tags:
+                predicted[row, index[score.label]] = True
+        tags = tag_metrics(truth, predicted, labels)
+
+    return EvaluationReport(
+        model_name=predictor.name,
+        model_version=predictor.version,
+        records=len(records),
+        sections=sections,
+        tags=tags,
+    )

@@ -1,0 +1,100 @@
+"""The ``model.json`` manifest: what a model is, how it was trained and how well it does."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas import check_rfc3339
+
+FORMAT_VERSION: Literal[1] = 1
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LibraryVersions(_Strict):
+    """Versions of the libraries the model was trained with."""
+
+    python: str
+    scikit_learn: str
+    numpy: str
+    scipy: str
+    joblib: str
+
+
+class RecordCounts(_Strict):
+    """How many training records there were, and how many each head learned from."""
+
+    total: Count
+    section: Count
+    tags: Count
+
+
+class LabelRow(_Strict):
+    """Cross-validated scores of one label (``threshold``: the tag's decision score cut)."""
+
+    label: str
+    precision: Fraction
+    recall: Fraction
+    f1: Fraction
+    support: Count
+    predicted: Count
+    threshold: float | None = None
+
+
+class SectionReport(_Strict):
+    """Cross-validated section-head metrics (out-of-fold predictions)."""
+
+    records: Count
+    accuracy: Fraction
+    macro_f1: Fraction
+    per_label: list[LabelRow]
+
+
+class TagReport(_Strict):
+    """Cross-validated tags-head metrics (thresholds tuned on the other folds)."""
+
+    records: Count
+    micro_precision: Fraction
+    micro_recall: Fraction
+    micro_f1: Fraction
+    macro_f1: Fraction
+    per_label: list[LabelRow]
+
+
+class CrossValidatedMetrics(_Strict):
+    """Metrics of each head; a head the model does not have is null."""
+
+    folds: Annotated[int, Field(ge=2)]
+    section: SectionReport | None
+    tags: TagReport | None
+
+
+class ModelCard(_Strict):
+    """Everything known about a trained model before it is written to disk."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    version: Annotated[str, Field(min_length=1, max_length=256)]
+    created_at: Annotated[str, AfterValidator(check_rfc3339)]
+    libraries: LibraryVersions
+    sections: list[str]
+    tags: list[str]
+    training_data_sha256: Sha256
+    records: RecordCounts
+    params: dict[str, int | float | str | bool | None]
+    metrics: CrossValidatedMetrics
+
+
+class Manifest(ModelCard):
+    """``model.json``: the model card plus the file it describes and that file's hash."""
+
+    format_version: Literal[1]
+    model_file: Literal["model.joblib"]
+    model_sha256: Sha256

@@ -1,0 +1,95 @@
+"""Per-tag decision thresholds (SCut with an fbr fallback) and the score mapping.
+
+Thresholds are tuned on out-of-fold decision scores, so they reflect how the model ranks
+articles it has not seen. A tag whose best out-of-fold F1 stays below ``fbr`` (typically a
+very rare tag, whose few positives were never in the model that scored them) falls back to
+the linear model's own boundary at 0 rather than to "never": the final model is trained on
+every positive, so the tag can still be predicted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import minimize_scalar
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+#: Decision-score threshold used for tags whose tuned F1 is below ``fbr``.
+FALLBACK_THRESHOLD = 0.0
+
+
+def best_f1_cut(scores: FloatArray, positive: BoolArray) -> tuple[float, float]:
+    """The threshold that maximises F1 of ``scores > threshold``, and that F1.
+
+    The cut is placed half way between two adjacent distinct scores so that it does not
+    sit exactly on a training score. With no positives the F1 is 0 and no cut is found.
+    """
+    n_positive = int(positive.sum())
+    if n_positive == 0 or scores.size == 0:
+        return float("inf"), 0.0
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    true_positives = np.cumsum(positive[order])
+    f1 = 2.0 * true_positives / (np.arange(1, scores.size + 1) + n_positive)
+    # Only a change of score is a place to cut: ties fall on the same side.
+    distinct = np.r_[ranked[:-1] > ranked[1:], True]
+    f1 = np.where(distinct, f1, -1.0)
+    best = int(np.argmax(f1))
+    cut = (ranked[best] + ranked[best + 1]) / 2.0 if best + 1 < scores.size else ranked[best] - 1.0
+    return float(cut), float(f1[best])
+
+
+def tune_thresholds(scores: FloatArray, labels: BoolArray, *, fbr: float) -> FloatArray:
+    """One threshold per column of ``scores`` (SCut, falling back below ``fbr``)."""
+    thresholds = np.empty(scores.shape[1], dtype=np.float64)
+    for column in range(scores.shape[1]):
+        cut, f1 = best_f1_cut(scores[:, column], labels[:, column])
+        thresholds[column] = cut if f1 >= fbr and f1 > 0.0 else FALLBACK_THRESHOLD
+    return thresholds
+
+
+def cross_fitted_predictions(
+    scores: FloatArray, labels: BoolArray, folds: NDArray[np.intp], *, fbr: float
+) -> BoolArray:
+    """Tag decisions for each fold with thresholds tuned on the other folds only.
+
+    This makes the reported metrics honest about threshold tuning without a nested
+    cross-validation: the scores of a fold never influence the threshold applied to it.
+    """
+    predicted = np.zeros(scores.shape, dtype=np.bool_)
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        thresholds = tune_thresholds(scores[~held_out], labels[~held_out], fbr=fbr)
+        predicted[held_out] = scores[held_out] > thresholds
+    return predicted
+
+
+def fit_slope(margins: FloatArray, labels: BoolArray) -> float:
+    """Slope ``a`` of ``sigmoid(a * margin)`` that best fits the labels (log loss).
+
+    The margin is the decision score minus the tag's threshold, so a score of 0.5 is the
+    decision boundary for every tag; one pooled slope is robust for rare tags.
+    """
+    if margins.size == 0:
+        return 1.0
+    targets = labels.astype(np.float64)
+
+    def loss(log_slope: float) -> float:
+        z = np.exp(log_slope) * margins
+        # log(1 + exp(-z)) for positives and log(1 + exp(z)) for negatives, stably.
+        return float(np.mean(np.logaddexp(0.0, np.where(targets > 0, -z, z))))
+
+    result = minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def sigmoid(values: NDArray[np.floating]) -> NDArray[np.floating]:
+    """The logistic function, computed without overflow warnings."""
+    out: NDArray[np.floating] = np.empty_like(values)
+    positive = values >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-values[positive]))
+    exp = np.exp(values[~positive])
+    out[~positive] = exp / (1.0 + exp)
+    return out

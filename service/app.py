@@ -1,0 +1,240 @@
+"""The service's lifecycle: HTTP -> model -> (producer -> consumer -> pipeline), in reverse out.
+
+Delivery is at least once. An input offset is committed only after the broker has
+acknowledged (acks=all) every output and dead letter of the records up to it, so a crash
+at any moment means reprocessing, never a skipped record. The duplicate window is the
+records fetched after the last successful commit: at most ``max_in_flight_batches x
+batch_size`` records per instance (1,024 with the defaults), re-published after a crash,
+a failed commit, a lost group membership, or a shutdown drain that overran its timeout.
+A clean shutdown (SIGTERM/SIGINT) and a rebalance drain and commit first, so they cause
+no duplicates. Outputs are deterministic for a model version (except ``classified_at``),
+so downstream de-duplicates on ``(article_id, event_id, classification.model.version)``.
+Per-partition order holds on both output topics (the output keeps the input key, so per
+article); after a restart a re-published record can follow a later one for the same key:
+the last copy of each is in order.
+
+When the broker cannot be reached (at start or later), the session is closed, the
+service reports not-ready on ``/readyz``, and it retries with a capped exponential
+backoff, resuming from the last committed offsets by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from service.classify import ArticlePredictor
+from service.errors import ServiceError
+from service.health import Assignment, Health
+from service.http import HealthServer
+from service.kafka import make_consumer, make_producer
+from service.logs import configure_logging
+from service.metrics import ServiceMetrics
+from service.pipeline import Pipeline
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_DRAIN_TIMEOUT = 1
+_BACKOFF_INITIAL_S = 0.5
+_BACKOFF_MAX_S = 10.0
+_CLIENT_CLOSE_TIMEOUT_S = 10.0
+
+
+async def run_service(
+    settings: ServiceSettings,
+    *,
+    predictor: ArticlePredictor | None = None,
+    stop: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
+    http_port: asyncio.Future[int] | None = None,
+) -> int:
+    """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
+
+    ``predictor`` defaults to ``model.Predictor.load(settings.model_dir)``. ``http_port``,
+    if given, receives the bound metrics port (useful with ``metrics_port=0``).
+    """
+    stop = stop or asyncio.Event()
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    health = Health()
+    metrics.ready.set_function(lambda: float(health.is_ready()))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+    async with AsyncExitStack() as stack:
+        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        server = await stack.enter_async_context(
+            HealthServer(
+                settings.metrics_host, settings.metrics_port, registry=registry, health=health
+            )
+        )
+        if http_port is not None and not http_port.done():
+            http_port.set_result(server.port)
+        if predictor is None:
+            predictor = await asyncio.get_running_loop().run_in_executor(
+                executor, _load_predictor, settings.model_dir
+            )
+        metrics.model_info.info({"name": predictor.name, "version": predictor.version})
+        health.model_loaded = True
+        logger.info(
+            "model loaded", extra={"model_name": predictor.name, "model_version": predictor.version}
+        )
+        return await _sessions(
+            settings,
+            predictor=predictor,
+            stop=stop,
+            metrics=metrics,
+            health=health,
+            executor=executor,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+
+async def _sessions(
+    settings: ServiceSettings,
+    *,
+    predictor: ArticlePredictor,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+    executor: ThreadPoolExecutor,
+) -> int:
+    """Run consumer-group sessions until stopped, restarting after broker failures."""
+    backoff = _BACKOFF_INITIAL_S
+    while not stop.is_set():
+        try:
+            drained = await _session(
+                settings,
+                predictor=predictor,
+                stop=stop,
+                metrics=metrics,
+                health=health,
+                executor=executor,
+            )
+        except (KafkaError, ServiceError, OSError) as error:
+            metrics.broker_errors.inc()
+            health.broker_reachable = False
+            health.broker_error = repr(error)
+            logger.warning(
+                "broker session failed; retrying",
+                extra={
+                    "error": repr(error),
+                    "retry_in_s": backoff,
+                    "bootstrap_servers": settings.bootstrap_servers,
+                },
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            continue
+        return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
+    return EXIT_OK
+
+
+async def _session(
+    settings: ServiceSettings,
+    *,
+    predictor: ArticlePredictor,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+    executor: ThreadPoolExecutor,
+) -> bool:
+    """One producer + consumer pair; True when it stopped after a complete drain."""
+    async with AsyncExitStack() as stack:
+        stack.callback(_mark_stopped, health)
+        producer = make_producer(settings)
+        # Registered before start: a client whose start failed must still be closed.
+        stack.push_async_callback(_close, producer, "producer")
+        await producer.start()
+        consumer = make_consumer(settings)
+        # Closing the stack stops the consumer first: it leaves the group after the drain.
+        stack.push_async_callback(_close, consumer, "consumer")
+        pipeline = Pipeline(
+            consumer,
+            producer,
+            predictor,
+            settings=settings,
+            metrics=metrics,
+            health=health,
+            executor=executor,
+        )
+        consumer.subscribe([settings.input_topic], listener=pipeline.listener())
+        await consumer.start()
+        health.broker_reachable = True
+        health.broker_error = None
+        health.assignment = Assignment.WAITING
+        logger.info(
+            "consumer started",
+            extra={"group_id": settings.group_id, "topic": settings.input_topic},
+        )
+        return await pipeline.run(stop)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _close(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None:
+    """Stop a client, bounded: with the broker gone, leaving the group or flushing could
+    otherwise wait for ever."""
+    try:
+        await asyncio.wait_for(client.stop(), _CLIENT_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("kafka client did not close in time", extra={"client": name})
+    except KafkaError as error:
+        logger.warning(
+            "kafka client closed with an error", extra={"client": name, "error": repr(error)}
+        )
+
+
+def _mark_stopped(health: Health) -> None:
+    health.assignment = Assignment.STOPPED
+
+
+def _load_predictor(directory: Path) -> ArticlePredictor:
+    from model import Predictor  # noqa: PLC0415 - not needed when a predictor is injected
+
+    predictor: ArticlePredictor = Predictor.load(directory)
+    return predictor
+
+
+def serve(settings: ServiceSettings) -> int:
+    """Run the service until SIGTERM or SIGINT; return the exit status."""
+    configure_logging(settings.log_level.value)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ServiceSettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    service = asyncio.create_task(run_service(settings, stop=stop))
+    try:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({service, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # The drain has its own bound; this one also covers closing the clients.
+        done, _ = await asyncio.wait({service}, timeout=settings.shutdown_timeout_s + 10)
+        if not done:
+            logger.error("shutdown overran its bound; exiting without a clean close")
+            service.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await service
+            return EXIT_DRAIN_TIMEOUT
+        return service.result()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    logger.info("signal received; shutting down", extra={"signal": signal.Signals(signum).name})
+    stop.set()

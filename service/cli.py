@@ -1,0 +1,258 @@
+"""The ``article-classifier`` command line: train, evaluate, classify, serve, broker, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from model import ModelError
+from schemas import DEFAULT_MAX_EVENT_BYTES
+from service.app import serve
+from service.broker import run_broker_forever
+from service.cli_env import EnvironmentValueError, apply_environment
+from service.demo import run_demo
+from service.offline import run_classify, run_evaluate, run_train
+from service.settings import ConfigError, add_serve_arguments, settings_from_args
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+DEMO_CORPUS = Path(__file__).resolve().parent.parent / "model" / "samples" / "demo.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, before environment defaults are applied."""
+
+    parser = argparse.ArgumentParser(
+        prog="article-classifier",
+        description="Classify news articles (one section, any number of tags) from Kafka or files.",
+        epilog="Every option can also be set with ARTICLE_CLASSIFIER_<OPTION>; flags win.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model artifact from labelled JSONL",
+        description="Train the section and tag heads on labelled JSONL files and write a model "
+        "artifact directory (model.joblib + model.json manifest). Prints cross-validated metrics.",
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="labelled JSONL file; repeat to combine corpora (env: comma-separated)",
+    )
+    train.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="artifact directory to write"
+    )
+    train.add_argument("--name", default="article-classifier", help="model name in the manifest")
+    train.add_argument(
+        "--version",
+        dest="model_version",
+        default=None,
+        help="model version (default: derived from the training data and time)",
+    )
+    train.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip and count invalid lines instead of failing on the first one",
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a model on labelled JSONL",
+        description="Section accuracy and macro-F1; tag micro/macro-F1, precision and recall; "
+        "a per-label table.",
+    )
+    evaluate.add_argument(
+        "--model", type=Path, required=True, metavar="DIR", help="artifact directory"
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="labelled JSONL file; repeatable",
+    )
+    evaluate.add_argument(
+        "--json", dest="as_json", action="store_true", help="print one JSON object"
+    )
+    evaluate.add_argument("--skip-invalid", action="store_true", help="skip invalid lines")
+
+    classify = commands.add_parser(
+        "classify",
+        help="classify ArticleEvent JSONL from a file or stdin",
+        description="Read ArticleEvent JSONL and write one ClassifiedArticleEvent line per valid "
+        "input line, in input order. Invalid lines are reported on stderr and skipped.",
+    )
+    classify.add_argument(
+        "--model", type=Path, required=True, metavar="DIR", help="artifact directory"
+    )
+    classify.add_argument(
+        "--input", default="-", metavar="FILE|-", help="input JSONL (default: stdin)"
+    )
+    classify.add_argument(
+        "--output", default="-", metavar="FILE|-", help="output JSONL (default: stdout)"
+    )
+    classify.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any input line was invalid"
+    )
+    classify.add_argument(
+        "--max-event-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_EVENT_BYTES,
+        help="largest accepted event in bytes (default: %(default)s)",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the Kafka service",
+        description="Consume ArticleEvents, publish ClassifiedArticleEvents, dead-letter invalid "
+        "records; metrics and health on one HTTP port.",
+    )
+    add_serve_arguments(serve)
+
+    broker = commands.add_parser(
+        "broker",
+        help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1",
+        description="Run tansu, a Kafka-protocol broker with in-memory storage, on 127.0.0.1 for "
+        "development and demos. Not for production.",
+    )
+    broker.add_argument(
+        "--port", type=_port, default=9092, help="listener port (default: %(default)s)"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run everything end to end on the embedded broker with the demo model",
+        description="Start the embedded broker, train the demo model if needed, start the "
+        "service, publish the sample articles and a few invalid events, and print every "
+        "classified article and dead letter as it arrives.",
+    )
+    demo.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("artifacts/demo-model"),
+        metavar="DIR",
+        help="where the demo model lives; trained there if missing (default: %(default)s)",
+    )
+    demo.add_argument("--metrics-port", type=_port, default=9108, help="metrics/health HTTP port")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the service and broker up after the demo until Ctrl-C",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        apply_environment(parser)
+    except EnvironmentValueError as error:
+        parser.error(str(error))
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        status = _exit_status_for(error)
+        if status is None:
+            raise
+        print(f"article-classifier {args.command}: error: {error}", file=sys.stderr)
+        return status
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "train":
+        return run_train(
+            args.data,
+            args.out,
+            name=args.name,
+            version=args.model_version,
+            skip_invalid=args.skip_invalid,
+            stdout=sys.stdout,
+        )
+    if command == "evaluate":
+        return run_evaluate(
+            args.model,
+            args.data,
+            as_json=args.as_json,
+            skip_invalid=args.skip_invalid,
+            stdout=sys.stdout,
+        )
+    if command == "classify":
+        with _open_binary(args.input, "rb") as source, _open_binary(args.output, "wb") as sink:
+            return run_classify(
+                args.model,
+                source,
+                sink,
+                strict=args.strict,
+                max_event_bytes=args.max_event_bytes,
+                stderr=sys.stderr,
+            )
+    if command == "serve":
+        return serve(settings_from_args(args))
+    if command == "broker":
+        return run_broker_forever(args.port)
+
+    return run_demo(
+        model_dir=args.model_dir,
+        metrics_port=args.metrics_port,
+        keep_running=args.keep_running,
+        corpus=DEMO_CORPUS,
+    )
+
+
+def _open_binary(name: str, mode: str) -> BinaryStream:
+    if name == "-":
+        stream = sys.stdin.buffer if "r" in mode else sys.stdout.buffer
+        return BinaryStream(stream, close=False)
+    return BinaryStream(open(name, mode), close=True)
+
+
+class BinaryStream:
+    """A file or a standard stream as a context manager that closes only what it opened."""
+
+    def __init__(self, stream: IO[bytes], *, close: bool) -> None:
+        self._stream = stream
+        self._close = close
+
+    def __enter__(self) -> IO[bytes]:
+        return self._stream
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._close:
+            self._stream.close()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a TCP port between 1 and 65535, got {value}")
+    return value
+
+
+def _exit_status_for(error: Exception) -> int | None:
+    """Expected failures get a one-line message and a status; anything else is a bug."""
+
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, ModelError | OSError):
+        return EXIT_FAILURE
+    return None

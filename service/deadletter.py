@@ -1,0 +1,41 @@
+"""What a dead letter carries: the original key and value, and why it was refused."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from schemas import DecodeErrorReason
+
+#: Longest ``error.message`` header; a validation message can quote a lot of input.
+MAX_MESSAGE_BYTES = 1024
+
+
+class DeadLetterReason(StrEnum):
+    """Every ``error.reason`` header value: the decode reasons plus the model's failure."""
+
+    INVALID_UTF8 = DecodeErrorReason.INVALID_UTF8.value
+    INVALID_JSON = DecodeErrorReason.INVALID_JSON.value
+    SCHEMA_VIOLATION = DecodeErrorReason.SCHEMA_VIOLATION.value
+    TOO_LARGE = DecodeErrorReason.TOO_LARGE.value
+    CLASSIFICATION_ERROR = "classification_error"
+
+
+def dead_letter_headers(
+    reason: DeadLetterReason | DecodeErrorReason,
+    message: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter, values UTF-8 encoded (the message cut to a bound)."""
+    encoded = message.encode("utf-8")
+    if len(encoded) > MAX_MESSAGE_BYTES:
+        encoded = encoded[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
+    return [
+        ("error.reason", str(reason.value).encode()),
+        ("error.message", encoded),
+        ("source.topic", topic.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    ]

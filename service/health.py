@@ -1,0 +1,47 @@
+"""Readiness: which of the service's checks pass right now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Assignment(StrEnum):
+    """Where the consumer stands in its group."""
+
+    STOPPED = "stopped"
+    WAITING = "waiting_for_assignment"
+    ASSIGNED = "assigned"
+
+
+@dataclass
+class Health:
+    """Mutable readiness state, written by the runtime and read by ``/readyz``."""
+
+    model_loaded: bool = False
+    broker_reachable: bool = False
+    assignment: Assignment = Assignment.STOPPED
+    broker_error: str | None = None
+
+    def checks(self) -> dict[str, bool]:
+        """Each readiness check by name, True when it passes."""
+        return {
+            "model_loaded": self.model_loaded,
+            "broker_reachable": self.broker_reachable,
+            "consumer_in_group": self.assignment is not Assignment.STOPPED,
+        }
+
+    def is_ready(self) -> bool:
+        """Ready when every check passes."""
+        return all(self.checks().values())
+
+    def report(self) -> dict[str, object]:
+        """The JSON body of ``/readyz``."""
+        checks = self.checks()
+        return {
+            "ready": all(checks.values()),
+            "checks": checks,
+            "failing": [name for name, ok in checks.items() if not ok],
+            "assignment": self.assignment.value,
+            "broker_error": self.broker_error,
+        }

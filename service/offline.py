@@ -1,0 +1,115 @@
+"""The offline commands: ``train``, ``evaluate`` and ``classify`` (no Kafka involved)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import IO, TextIO
+
+from model import CorpusLoad, Predictor, evaluate, load_labelled, save_artifact, train
+from schemas import ArticleEvent, DecodeError, decode_article, encode_classified, utc_now_rfc3339
+
+CLASSIFY_BATCH_SIZE = 256
+
+
+def run_train(
+    data: Sequence[Path],
+    out: Path,
+    *,
+    name: str,
+    version: str | None,
+    skip_invalid: bool,
+    stdout: TextIO,
+) -> int:
+    """Train on labelled JSONL files, write the artifact, print the cross-validated summary."""
+    corpus = _load(data, skip_invalid=skip_invalid)
+    trained = train(corpus.records, name=name, version=version)
+    path = save_artifact(trained, out)
+    print(trained.render_summary(), file=stdout)
+    print(
+        f"model {trained.manifest.name} {trained.manifest.version} written to {path}", file=stdout
+    )
+    return 0
+
+
+def run_evaluate(
+    model_dir: Path, data: Sequence[Path], *, as_json: bool, skip_invalid: bool, stdout: TextIO
+) -> int:
+    """Score a saved model on labelled JSONL files."""
+    predictor = Predictor.load(model_dir)
+    corpus = _load(data, skip_invalid=skip_invalid)
+    report = evaluate(predictor, corpus.records)
+    if as_json:
+        print(json.dumps(report.to_dict(), sort_keys=True), file=stdout)
+    else:
+        print(report.render_text(), file=stdout)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    number: int
+    result: ArticleEvent | DecodeError
+
+
+def run_classify(
+    model_dir: Path,
+    source: IO[bytes],
+    sink: IO[bytes],
+    *,
+    strict: bool,
+    max_event_bytes: int,
+    stderr: TextIO,
+) -> int:
+    """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
+
+    Invalid lines are reported on stderr with their line number and reason, and skipped;
+    blank lines are ignored. With ``strict`` the exit status is 1 if any line was invalid.
+    """
+    predictor = Predictor.load(model_dir)
+    valid = invalid = 0
+    for batch in _batches(_decode_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
+        events: list[ArticleEvent] = []
+        for line in batch:
+            if isinstance(line.result, DecodeError):
+                invalid += 1
+                print(
+                    f"line {line.number}: {line.result.reason}: {line.result.message}", file=stderr
+                )
+            else:
+                events.append(line.result)
+        if not events:
+            continue
+        classified_at = utc_now_rfc3339()
+        for event, classification in zip(events, predictor.predict(events), strict=True):
+            sink.write(encode_classified(event, classification, classified_at) + b"\n")
+        valid += len(events)
+    sink.flush()
+    print(f"classified {valid} article(s), {invalid} invalid line(s) skipped", file=stderr)
+    return 1 if strict and invalid else 0
+
+
+def _decode_lines(source: IO[bytes], max_event_bytes: int) -> Iterator[_Line]:
+    for number, raw in enumerate(source, start=1):
+        stripped = raw.rstrip(b"\r\n")
+        if stripped.strip():
+            yield _Line(number, decode_article(stripped, max_bytes=max_event_bytes))
+
+
+def _batches(lines: Iterable[_Line], size: int) -> Iterator[list[_Line]]:
+    iterator = iter(lines)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _load(paths: Sequence[Path], *, skip_invalid: bool) -> CorpusLoad:
+    corpus = load_labelled(paths, skip_invalid=skip_invalid)
+    for error in corpus.skipped:
+        print(f"skipped {error}", file=sys.stderr)
+    if corpus.skipped:
+        print(f"skipped {len(corpus.skipped)} invalid line(s)", file=sys.stderr)
+    return corpus

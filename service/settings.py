@@ -1,0 +1,175 @@
+"""The service's one typed configuration object, and the ``serve`` command-line options.
+
+Every option is a plain argparse flag (``--bootstrap-servers`` -> dest ``bootstrap_servers``,
+the same names the offline commands use: ``--model`` feeds ``model_dir``) whose value is validated here, not by argparse, so a bad value from a flag or from its
+``ARTICLE_CLASSIFIER_<DEST>`` environment variable fails the same way: a ``ConfigError``
+naming the option and the value (the CLI prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from schemas import DEFAULT_MAX_EVENT_BYTES
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the option and the bad value."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class ServiceSettings(BaseModel):
+    """Everything ``serve`` needs. Frozen: built once in ``main()`` and passed down."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_dir: Path = Field(description="model artifact directory")
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
+    input_topic: str = Field(default="articles", min_length=1, max_length=249)
+    output_topic: str = Field(default="articles.classified", min_length=1, max_length=249)
+    dead_letter_topic: str = Field(default="articles.dead-letter", min_length=1, max_length=249)
+    group_id: str = Field(default="article-classifier", min_length=1)
+    client_id: str = Field(default="article-classifier", min_length=1)
+    #: All interfaces by default: the port is scraped by Prometheus and probed by the
+    #: orchestrator from outside the container. Use 127.0.0.1 to keep it local.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - see the comment above
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=50, ge=0, le=5_000)
+    max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+    #: Also the time a new member's join may wait, and how soon a dead member's partitions
+    #: move (6000 is Apache Kafka's default group.min.session.timeout.ms).
+    session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1)
+    low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    log_level: LogLevel = LogLevel.INFO
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        topics = {self.input_topic, self.output_topic, self.dead_letter_topic}
+        if len(topics) != 3:
+            raise ValueError("input, output and dead-letter topics must be three different topics")
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_plain_username and self.sasl_plain_password
+        ):
+            raise ValueError(
+                f"security protocol {self.security_protocol} needs --sasl-mechanism, "
+                "--sasl-plain-username and --sasl-plain-password"
+            )
+        return self
+
+    @property
+    def fetch_limit_bytes(self) -> int:
+        """Largest record the consumer fetches and the producer forwards: room for an
+        oversize record (over ``max_event_bytes``) to be fetched whole and dead-lettered."""
+        return max(4 * self.max_event_bytes, 8 * 1024 * 1024)
+
+
+# (flag, settings field, help). Values arrive as strings and are validated by ServiceSettings.
+_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--model", "model_dir", "model artifact directory (required)"),
+    ("--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers, comma-separated"),
+    ("--input-topic", "input_topic", "topic of ArticleEvents"),
+    ("--output-topic", "output_topic", "topic for ClassifiedArticleEvents"),
+    ("--dead-letter-topic", "dead_letter_topic", "topic for invalid records"),
+    ("--group-id", "group_id", "Kafka consumer group"),
+    ("--client-id", "client_id", "Kafka client id"),
+    ("--metrics-host", "metrics_host", "interface of the metrics/health HTTP server"),
+    ("--metrics-port", "metrics_port", "port of the metrics/health HTTP server (0: any free)"),
+    ("--batch-size", "batch_size", "most records classified in one batch"),
+    ("--batch-max-wait-ms", "batch_max_wait_ms", "longest wait to fill a batch, in ms"),
+    ("--max-in-flight-batches", "max_in_flight_batches", "batches fetched but not committed"),
+    ("--session-timeout-ms", "session_timeout_ms", "consumer group session timeout, in ms"),
+    ("--shutdown-timeout-s", "shutdown_timeout_s", "bound on the drain at shutdown, in seconds"),
+    ("--max-event-bytes", "max_event_bytes", "larger records are dead-lettered as too_large"),
+    (
+        "--low-confidence-threshold",
+        "low_confidence_threshold",
+        "a section score under this counts as low confidence",
+    ),
+    ("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR"),
+    ("--security-protocol", "security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("--sasl-mechanism", "sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    ("--sasl-plain-username", "sasl_plain_username", "SASL user name"),
+    ("--sasl-plain-password", "sasl_plain_password", "SASL password (prefer the env variable)"),
+    ("--ssl-cafile", "ssl_cafile", "CA bundle to verify the brokers"),
+    ("--ssl-certfile", "ssl_certfile", "client certificate (PEM)"),
+    ("--ssl-keyfile", "ssl_keyfile", "client private key (PEM)"),
+)
+_FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every ``serve`` option to ``parser``; defaults shown are ServiceSettings'."""
+    fields = ServiceSettings.model_fields
+    for flag, field, text in _OPTIONS:
+        default = fields[field].default
+        shown = "" if default is None or field == "model_dir" else f" (default: {default})"
+        parser.add_argument(flag, dest=_dest(flag), default=None, help=text + shown.replace("%", "%%"))
+
+
+def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    """Build the settings from parsed arguments; unset options keep their defaults."""
+    given = {field: getattr(args, _dest(flag), None) for flag, field, _ in _OPTIONS}
+    values: dict[str, Any] = {field: value for field, value in given.items() if value not in (None, "")}
+    return settings_from_mapping(values)
+
+
+def settings_from_mapping(values: dict[str, Any]) -> ServiceSettings:
+    """Validate ``values`` (strings or typed values) into settings or raise ConfigError."""
+    if "model_dir" not in values:
+        raise ConfigError("--model is required (or ARTICLE_CLASSIFIER_MODEL)")
+    try:
+        # Lax mode converts the strings argparse hands over ("256" -> 256).
+        return ServiceSettings.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, values)) from None
+
+
+def _describe(error: ValidationError, values: dict[str, Any]) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        location = item["loc"]
+        if location and isinstance(location[0], str) and location[0] in _FLAG_BY_FIELD:
+            name = location[0]
+            shown = "<hidden>" if name == "sasl_plain_password" else repr(values.get(name))
+            problems.append(f"{_FLAG_BY_FIELD[name]}={shown}: {item['msg']}")
+        else:
+            problems.append(item["msg"].removeprefix("Value error, "))
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,248 @@
+"""Shared fixtures: one embedded broker and one demo model per session, helpers for topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from model import Predictor, load_labelled, save_artifact, train
+from service.app import run_service
+from service.broker import EmbeddedBroker, ensure_topics
+from service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"
+
+Record = tuple[bytes | None, bytes | None]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One tansu broker for the whole session."""
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_file=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model, trained once from model/samples/demo.jsonl."""
+    out = tmp_path_factory.mktemp("model") / "demo"
+    trained = train(load_labelled([DEMO_CORPUS]).records, name="demo")
+    save_artifact(trained, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def predictor(model_dir: Path) -> Any:
+    """The demo model loaded once."""
+    return Predictor.load(model_dir)
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dead_letter: str
+    group: str
+
+
+@pytest.fixture
+async def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
+    """Fresh topics (3 input partitions) and group id for one test."""
+    tag = f"{request.node.name[:30]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+    made = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
+    await ensure_topics(
+        broker.bootstrap_servers, {made.input: 3, made.output: 3, made.dead_letter: 1}
+    )
+    return made
+
+
+def make_settings(
+    bootstrap_servers: str, topics: Topics, model_dir: Path, **overrides: Any
+) -> ServiceSettings:
+    """Settings for a test service: loopback, any free metrics port, short batches."""
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "input_topic": topics.input,
+        "output_topic": topics.output,
+        "dead_letter_topic": topics.dead_letter,
+        "group_id": topics.group,
+        "model_dir": model_dir,
+        "metrics_host": "127.0.0.1",
+        "metrics_port": 0,
+        "batch_size": 64,
+        "batch_max_wait_ms": 20,
+        "shutdown_timeout_s": 20,
+        "session_timeout_ms": 6000,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)
+
+
+def demo_texts() -> list[tuple[str, str]]:
+    """(title, body) pairs of the demo corpus."""
+    lines = DEMO_CORPUS.read_text("utf-8").splitlines()
+    return [(row["title"], row["body"]) for row in map(json.loads, lines)]
+
+
+def article_records(count: int, *, prefix: str = "a", keys: int | None = None) -> list[Record]:
+    """``count`` valid events; with ``keys``, article ids repeat so each key gets several."""
+    texts = demo_texts()
+    records: list[Record] = []
+    for index in range(count):
+        article_id = f"{prefix}-{index % keys if keys else index}"
+        title, body = texts[index % len(texts)]
+        event = {"article_id": article_id, "event_id": f"e-{index}", "title": title, "body": body}
+        records.append((article_id.encode(), json.dumps(event).encode()))
+    return records
+
+
+async def produce(bootstrap_servers: str, topic: str, records: Sequence[Record]) -> None:
+    """Produce records in order and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap_servers: str, topic: str, count: int, *, timeout_s: float = 60.0
+) -> list[Any]:
+    """Read a topic from the beginning (no group) until ``count`` records or the deadline."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while not partitions and time.monotonic() < deadline:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or ())])
+        await consumer.seek_to_beginning()
+        out: list[Any] = []
+        while len(out) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def settle(
+    bootstrap_servers: str, topic: str, expected: int, *, quiet_s: float = 1.5
+) -> list[Any]:
+    """All records of ``topic`` once ``expected`` arrived and nothing more came for a while."""
+    records = await consume(bootstrap_servers, topic, expected)
+    more = await consume(bootstrap_servers, topic, len(records) + 1, timeout_s=quiet_s)
+    return more if len(more) > len(records) else records
+
+
+@dataclass
+class RunningService:
+    task: asyncio.Task[int]
+    stop: asyncio.Event
+    registry: CollectorRegistry
+    port: int
+
+
+@asynccontextmanager
+async def running_service(
+    settings: ServiceSettings, predictor: Any, *, timeout_s: float = 30.0
+) -> AsyncIterator[RunningService]:
+    """Run the service in this event loop; stop it (and check it stopped) on exit."""
+    stop = asyncio.Event()
+    registry = CollectorRegistry()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_service(settings, predictor=predictor, stop=stop, registry=registry, http_port=port)
+    )
+    done, _ = await asyncio.wait({task, port}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    service = RunningService(task, stop, registry, port.result())
+    try:
+        yield service
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            task.cancel()
+            raise
+
+
+def service_command(settings: ServiceSettings) -> list[str]:
+    """``python -m service serve`` with flags for ``settings``."""
+    return [
+        sys.executable, "-m", "service", "serve",
+        "--model", str(settings.model_dir),
+        "--bootstrap-servers", settings.bootstrap_servers,
+        "--input-topic", settings.input_topic,
+        "--output-topic", settings.output_topic,
+        "--dead-letter-topic", settings.dead_letter_topic,
+        "--group-id", settings.group_id,
+        "--metrics-host", "127.0.0.1",
+        "--metrics-port", str(settings.metrics_port),
+        "--batch-size", str(settings.batch_size),
+        "--batch-max-wait-ms", str(settings.batch_max_wait_ms),
+        "--shutdown-timeout-s", str(settings.shutdown_timeout_s),
+        "--session-timeout-ms", str(settings.session_timeout_ms),
+    ]  # fmt: skip
+
+
+def spawn_service(settings: ServiceSettings, log: Path) -> subprocess.Popen[bytes]:
+    """Start the service as a subprocess writing its JSON logs to ``log``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("ARTICLE_CLASSIFIER_")}
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            service_command(settings), cwd=ROOT, env=env, stdout=sink, stderr=sink
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` and wait (bounded) for the exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+
+
+async def wait_for(condition: Any, *, timeout_s: float = 30.0, interval_s: float = 0.1) -> None:
+    """Poll ``condition()`` (sync or async) until true or fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)

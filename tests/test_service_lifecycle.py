@@ -1,0 +1,200 @@
+"""Shutdown, crashes, rebalances and a late broker: nothing lost, duplicates bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    Topics,
+    article_records,
+    consume,
+    make_settings,
+    produce,
+    running_service,
+    settle,
+    spawn_service,
+    stop_process,
+    wait_for,
+)
+
+from schemas import ClassifiedArticleEvent
+from service.broker import EmbeddedBroker, ensure_topics, free_port
+
+pytestmark = pytest.mark.kafka
+
+
+class Stream:
+    """Produces numbered events in small chunks until stopped (input keeps flowing)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, per_chunk: int = 20) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._per_chunk = per_chunk
+        self.sent = 0
+        self._stop = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Stream]:
+        task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await asyncio.wait_for(task, 30)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            chunk = article_records(self.sent + self._per_chunk, prefix="s", keys=50)[self.sent :]
+            await produce(self._bootstrap, self._topic, chunk)
+            self.sent += len(chunk)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.05)
+
+
+def event_ids(records: list[Any]) -> Counter[str]:
+    """How often each input event id appears in the output."""
+    counts: Counter[str] = Counter()
+    for record in records:
+        event = ClassifiedArticleEvent.model_validate_json(record.value)
+        assert event.event_id is not None
+        counts[event.event_id] += 1
+    return counts
+
+
+async def test_sigterm_drains_and_exits_zero_without_loss_or_duplicates(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any, tmp_path: Path
+) -> None:
+    """SIGTERM mid-stream: exit 0, and with a restart every event is published exactly once."""
+    bootstrap = broker.bootstrap_servers
+    settings = make_settings(bootstrap, topics, model_dir)
+    process = spawn_service(settings, tmp_path / "service.log")
+    try:
+        async with Stream(bootstrap, topics.input).running() as stream:
+            await consume(bootstrap, topics.output, 100, timeout_s=60)
+            status = await asyncio.to_thread(stop_process, process, signal.SIGTERM)
+            assert stream.sent > 0
+    finally:
+        stop_process(process, signal.SIGKILL)
+    log = (tmp_path / "service.log").read_text()
+    assert status == 0, log[-3000:]
+    assert "drained" in log
+    async with running_service(settings, predictor):
+        outputs = await settle(bootstrap, topics.output, stream.sent)
+    counts = event_ids(outputs)
+    assert len(counts) == stream.sent
+    assert max(counts.values()) == 1
+
+
+async def test_kill_minus_nine_then_restart_loses_nothing(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any, tmp_path: Path
+) -> None:
+    """After kill -9 and a restart every event is published; duplicates fit the uncommitted
+    window."""
+    bootstrap = broker.bootstrap_servers
+    settings = make_settings(bootstrap, topics, model_dir)
+    process = spawn_service(settings, tmp_path / "service.log")
+    try:
+        async with Stream(bootstrap, topics.input).running() as stream:
+            await consume(bootstrap, topics.output, 100, timeout_s=60)
+            await asyncio.to_thread(stop_process, process, signal.SIGKILL)
+    finally:
+        stop_process(process, signal.SIGKILL)
+    async with running_service(settings, predictor):
+        outputs = await settle(bootstrap, topics.output, stream.sent)
+    counts = event_ids(outputs)
+    assert len(counts) == stream.sent
+    duplicates = sum(count - 1 for count in counts.values())
+    assert duplicates <= settings.max_in_flight_batches * settings.batch_size
+    by_event: dict[str, set[str]] = {}
+    for record in outputs:
+        event = json.loads(record.value)
+        by_event.setdefault(event["event_id"], set()).add(json.dumps(event["classification"]))
+    assert all(len(classifications) == 1 for classifications in by_event.values())
+
+
+async def test_two_instances_share_partitions_and_survive_one_stopping(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any
+) -> None:
+    """Two instances in one group split the partitions; when one stops the other takes over."""
+    bootstrap = broker.bootstrap_servers
+    settings = make_settings(bootstrap, topics, model_dir)
+    async with (
+        Stream(bootstrap, topics.input).running() as stream,
+        running_service(settings, predictor) as first,
+    ):
+        async with running_service(settings, predictor) as second:
+            await wait_for(lambda: _consumed(first) > 0 and _consumed(second) > 0, timeout_s=45)
+        # second stopped cleanly (its partitions drained and committed); first takes over
+        seen = _consumed(first)
+        await wait_for(lambda: _consumed(first) > seen + 40, timeout_s=45)
+        stream.stop()
+        await wait_for(lambda: _published(first) + _published(second) >= stream.sent)
+    outputs = await settle(bootstrap, topics.output, stream.sent)
+    counts = event_ids(outputs)
+    assert len(counts) == stream.sent
+
+
+def _consumed(service: Any) -> float:
+    value = service.registry.get_sample_value("article_classifier_records_consumed_total")
+    return float(value or 0)
+
+
+def _published(service: Any) -> float:
+    value = service.registry.get_sample_value("article_classifier_articles_published_total")
+    return float(value or 0)
+
+
+async def test_service_started_before_the_broker_catches_up(
+    topics: Topics, model_dir: Path, predictor: Any, tmp_path: Path
+) -> None:
+    """A service started before its broker reports not-ready, then processes everything."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = make_settings(bootstrap, topics, model_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        late = EmbeddedBroker(port, log_file=tmp_path / "late.log")
+        stack.push_async_callback(asyncio.to_thread, late.stop)
+        service = await stack.enter_async_context(running_service(settings, predictor))
+        await wait_for(lambda: _broker_errors(service) >= 1, timeout_s=10)
+        status, body = await _get(service.port, "/readyz")
+        assert status == 503
+        assert "broker_reachable" in json.loads(body)["failing"]
+        await asyncio.to_thread(late.start)
+        await ensure_topics(late.bootstrap_servers, {topics.input: 3, topics.output: 3})
+        records = article_records(50, prefix="late")
+        await produce(late.bootstrap_servers, topics.input, records)
+        outputs = await consume(late.bootstrap_servers, topics.output, len(records))
+        assert len(outputs) == len(records)
+        await wait_for(lambda: _ready(service), timeout_s=10)
+        # the service stops first (exit stack order), then the broker
+
+
+def _broker_errors(service: Any) -> float:
+    value = service.registry.get_sample_value("article_classifier_broker_errors_total")
+    return float(value or 0)
+
+
+def _ready(service: Any) -> bool:
+    return service.registry.get_sample_value("article_classifier_ready") == 1.0
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
