@@ -1,7 +1,8 @@
 """The service's one typed configuration object, and the ``serve`` command-line options.
 
-Every option is a plain argparse flag (``--bootstrap-servers`` -> dest ``bootstrap_servers``,
-the same names the offline commands use: ``--model`` feeds ``model_dir``) whose value is validated here, not by argparse, so a bad value from a flag or from its
+Every option is a plain argparse flag (``--bootstrap-servers`` -> dest ``bootstrap_servers``;
+``--model`` feeds ``model_dir``, as in the offline commands) whose value is validated here,
+not by argparse, so a bad value from a flag or from its
 ``ARTICLE_CLASSIFIER_<DEST>`` environment variable fails the same way: a ``ConfigError``
 naming the option and the value (the CLI prints it and exits 2).
 """
@@ -141,13 +142,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, field, text in _OPTIONS:
         default = fields[field].default
         shown = "" if default is None or field == "model_dir" else f" (default: {default})"
-        parser.add_argument(flag, dest=_dest(flag), default=None, help=text + shown.replace("%", "%%"))
+        help_text = text + shown.replace("%", "%%")
+        parser.add_argument(flag, dest=_dest(flag), default=None, help=help_text)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     """Build the settings from parsed arguments; unset options keep their defaults."""
     given = {field: getattr(args, _dest(flag), None) for flag, field, _ in _OPTIONS}
-    values: dict[str, Any] = {field: value for field, value in given.items() if value not in (None, "")}
+    values: dict[str, Any] = {
+        field: value for field, value in given.items() if value not in (None, "")
+    }
     return settings_from_mapping(values)
 
 
