@@ -114,6 +114,10 @@ class EmbeddedBroker:
             self._log.close()
             self._log = None
 
+    def is_running(self) -> bool:
+        """True while the tansu process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
         """Kill tansu at once (tests of a broker that vanishes)."""
         if self._process is not None:
@@ -150,6 +154,13 @@ def _answers_metadata(bootstrap_servers: str) -> bool:
     """One Kafka metadata round trip, on a private event loop in a private thread (so
     this works whether or not the caller is inside a running loop)."""
     result: list[bool] = []
+    host, _, port = bootstrap_servers.partition(":")
+    try:
+        # A plain connect first: until the port is open, a Kafka client would log an error
+        # for every attempt.
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
 
     async def probe() -> bool:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
@@ -209,7 +220,7 @@ def run_broker_forever(port: int) -> int:
         print(f"tansu broker on {broker.bootstrap_servers} (in-memory; Ctrl-C to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while not stop.wait(1.0):
-                if broker._process is None or broker._process.poll() is not None:
+                if not broker.is_running():
                     print("tansu exited", flush=True)
                     return 1
     return 0

@@ -188,6 +188,9 @@ def _dead_letter(
         "dead letter",
         extra={
             "article_id": article_id,
+            # The key stands in for the article id when the event could not be decoded.
+            "key": None if record.key is None else record.key[:256].decode("utf-8", "replace"),
+            "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
             "reason": reason.value,

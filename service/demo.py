@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from model import ModelError, Predictor, load_labelled, save_artifact, train
 from service.app import run_service
 from service.broker import EmbeddedBroker, ensure_topics
+from service.logs import configure_logging
 from service.settings import ServiceSettings
 
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "model" / "samples" / "articles.jsonl"
@@ -42,6 +43,8 @@ INVALID_EVENTS: tuple[tuple[bytes, bytes], ...] = (
 
 def run_demo(*, model_dir: Path, metrics_port: int, keep_running: bool, corpus: Path) -> int:
     """Run the demo; returns 0 when every expected record arrived."""
+    # The service's own JSON log lines (dead letters are warnings) show between the results.
+    configure_logging("WARNING")
     predictor = _demo_predictor(model_dir, corpus)
     return asyncio.run(_demo(predictor, model_dir, metrics_port, keep_running=keep_running))
 
@@ -83,7 +86,7 @@ async def _demo(
             arrived = await _publish_and_watch(settings, samples)
             expected = len(samples) + len(INVALID_EVENTS)
             _say(f"\n{arrived} of {expected} records came back through Kafka")
-            _show_metrics(settings.metrics_port)
+            await asyncio.to_thread(_show_metrics, settings.metrics_port)
             if keep_running:
                 _say("service still running; press Ctrl-C to stop")
                 await asyncio.Event().wait()
