@@ -32,7 +32,7 @@ bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared
 	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
 
 bench-service: $(STAMP) ## service throughput through the broker vs in-process, and latency
-	$(BIN)/python benchmarks/bench_service.py --data $(DATA)
+	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl
 
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest

@@ -57,8 +57,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    bbc = load_labelled([args.data / "bbc-news" / "train.jsonl"]).records
-    reuters = load_labelled([args.data / "reuters21578" / "train.jsonl"]).records
+    bbc = load_labelled([args.data / "bbc-news" / "train.jsonl"], skip_invalid=True).records
+    reuters = load_labelled([args.data / "reuters21578" / "train.jsonl"], skip_invalid=True).records
     started = time.perf_counter()
     trained = train(
         bbc + reuters, name="bench", version="bench", cv_folds=args.folds, n_jobs=args.jobs
@@ -104,7 +104,8 @@ def main() -> int:
         "batch": args.batch,
         "articles_timed": done,
         "mean_chars": sum(len(a.title) + len(a.body) for a in articles) / len(articles),
-        "vectorise_share": (t1 - t0) / (t2 - t1 + (elapsed / done) * 0),
+        # Vectorising as a fraction of scoring (vectorise + linear map, no output objects).
+        "vectorise_share_of_scoring": (t1 - t0) / (t2 - t1),
         "score_articles_per_second": len(articles) / (t2 - t1),
         "train_seconds": train_seconds,
         "n_features": int(trained.model.weights.shape[0]),

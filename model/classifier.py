@@ -67,6 +67,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     title_repeats: times the headline is repeated before the body (title weighting).
     ngram_max, min_df, max_df: vectoriser vocabulary settings.
     section_c, tag_c: SVM regularisation of each head.
+    tag_positive_weight: weight of a tag's positive examples relative to its negatives.
     tag_fbr: minimum out-of-fold F1 for a tuned tag threshold to be trusted.
     cv_folds: folds of the internal cross-validation (thresholds, calibration, metrics).
     random_state: seeds the folds and the solvers; fitting is deterministic.
@@ -77,12 +78,13 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self,
         *,
         title_repeats: int = 2,
-        ngram_max: int = 2,
+        ngram_max: int = 1,
         min_df: int = 2,
         max_df: float = 1.0,
         section_c: float = 1.0,
         tag_c: float = 1.0,
-        tag_fbr: float = 0.3,
+        tag_positive_weight: float = 1.0,
+        tag_fbr: float = 0.1,
         cv_folds: int = 5,
         random_state: int = 0,
         n_jobs: int = 1,
@@ -93,6 +95,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.max_df = max_df
         self.section_c = section_c
         self.tag_c = tag_c
+        self.tag_positive_weight = tag_positive_weight
         self.tag_fbr = tag_fbr
         self.cv_folds = cv_folds
         self.random_state = random_state
@@ -252,7 +255,12 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             if y.all() or not y.any():
                 # A tag on every (or no) training record: constant decision, no features.
                 return np.zeros(features.shape[1]), 1.0 if y.all() else -1.0
-            svm = LinearSVC(C=self.tag_c, random_state=self.random_state, max_iter=5000)
+            svm = LinearSVC(
+                C=self.tag_c,
+                class_weight={False: 1.0, True: self.tag_positive_weight},
+                random_state=self.random_state,
+                max_iter=5000,
+            )
             svm.fit(features, y)
             return svm.coef_[0].copy(), float(svm.intercept_[0])
 

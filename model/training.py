@@ -14,6 +14,7 @@ import scipy
 import sklearn
 
 from model.classifier import ArticleClassifier
+from model.errors import TrainingError
 from model.inference import LinearTextModel
 from model.manifest import (
     CrossValidatedMetrics,
@@ -82,6 +83,9 @@ def train(
     section scores come from models that never saw the scored fold, and tag thresholds
     applied to a fold are tuned on the other folds' out-of-fold scores only.
     """
+    reserved = {"cv_folds", "random_state", "n_jobs"}.intersection(params or {})
+    if reserved:
+        raise TrainingError(f"set {', '.join(sorted(reserved))} with train()'s own arguments")
     estimator = ArticleClassifier().set_params(
         **dict(params or {}), cv_folds=cv_folds, random_state=random_state, n_jobs=n_jobs
     )

@@ -14,6 +14,7 @@ from model import CorpusLoad, Predictor, evaluate, load_labelled, save_artifact,
 from schemas import ArticleEvent, DecodeError, decode_article, encode_classified, utc_now_rfc3339
 
 CLASSIFY_BATCH_SIZE = 256
+_SKIPPED_LINES_SHOWN = 10
 
 
 def run_train(
@@ -108,8 +109,10 @@ def _batches(lines: Iterable[_Line], size: int) -> Iterator[list[_Line]]:
 
 def _load(paths: Sequence[Path], *, skip_invalid: bool) -> CorpusLoad:
     corpus = load_labelled(paths, skip_invalid=skip_invalid)
-    for error in corpus.skipped:
+    for error in corpus.skipped[:_SKIPPED_LINES_SHOWN]:
         print(f"skipped {error}", file=sys.stderr)
     if corpus.skipped:
-        print(f"skipped {len(corpus.skipped)} invalid line(s)", file=sys.stderr)
+        hidden = len(corpus.skipped) - _SKIPPED_LINES_SHOWN
+        more = f" ({hidden} not shown)" if hidden > 0 else ""
+        print(f"skipped {len(corpus.skipped)} invalid line(s){more}", file=sys.stderr)
     return corpus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,14 @@ def test_unusable_corpora_raise_training_error() -> None:
         train(one_section, name="x", cv_folds=3)
     with pytest.raises(TrainingError, match="fewer than cv_folds"):
         train(tiny_corpus(4), name="x", cv_folds=5)
+
+
+def test_concurrent_predictions_match_sequential_ones() -> None:
+    """One predictor shared by several threads gives the same results as sequential calls."""
+    records = load_labelled([DEMO]).records
+    predictor = Predictor.from_trained(train(records, name="d"))
+    batches = [records[i : i + 37] for i in range(0, len(records), 37)]
+    expected = [predictor.predict(batch) for batch in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        actual = list(pool.map(predictor.predict, batches * 3))
+    assert actual == expected * 3
