@@ -24,15 +24,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from service.classify import ArticlePredictor
+from service.classify import ArticlePredictor, Topics
 from service.errors import ServiceError
 from service.health import Assignment, Health
 from service.http import HealthServer
@@ -41,6 +39,7 @@ from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings
+from service.workers import BatchClassifier, make_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +60,8 @@ async def run_service(
 ) -> int:
     """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
 
-    ``predictor`` defaults to ``model.Predictor.load(settings.model_dir)``. ``http_port``,
+    ``predictor``, if given, is used in a worker thread; by default the model is loaded
+    from ``settings.model_dir`` where ``settings.classify_in`` says. ``http_port``,
     if given, receives the bound metrics port (useful with ``metrics_port=0``).
     """
     stop = stop or asyncio.Event()
@@ -69,9 +69,16 @@ async def run_service(
     metrics = ServiceMetrics(registry)
     health = Health()
     metrics.ready.set_function(lambda: float(health.is_ready()))
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+    classifier = make_classifier(
+        settings.classify_in,
+        settings.model_dir,
+        topics=Topics(settings.output_topic, settings.dead_letter_topic),
+        max_event_bytes=settings.max_event_bytes,
+        log_level=settings.log_level.value,
+        predictor=predictor,
+    )
     async with AsyncExitStack() as stack:
-        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        stack.callback(classifier.close)
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -79,22 +86,19 @@ async def run_service(
         )
         if http_port is not None and not http_port.done():
             http_port.set_result(server.port)
-        if predictor is None:
-            predictor = await asyncio.get_running_loop().run_in_executor(
-                executor, _load_predictor, settings.model_dir
-            )
-        metrics.model_info.info({"name": predictor.name, "version": predictor.version})
+        model = await classifier.start()
+        metrics.model_info.info({"name": model.name, "version": model.version})
         health.model_loaded = True
         logger.info(
-            "model loaded", extra={"model_name": predictor.name, "model_version": predictor.version}
+            "model loaded",
+            extra={
+                "model_name": model.name,
+                "model_version": model.version,
+                "classify_in": settings.classify_in.value if predictor is None else "thread",
+            },
         )
         return await _sessions(
-            settings,
-            predictor=predictor,
-            stop=stop,
-            metrics=metrics,
-            health=health,
-            executor=executor,
+            settings, classifier=classifier, stop=stop, metrics=metrics, health=health
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
@@ -102,23 +106,17 @@ async def run_service(
 async def _sessions(
     settings: ServiceSettings,
     *,
-    predictor: ArticlePredictor,
+    classifier: BatchClassifier,
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    executor: ThreadPoolExecutor,
 ) -> int:
     """Run consumer-group sessions until stopped, restarting after broker failures."""
     backoff = _BACKOFF_INITIAL_S
     while not stop.is_set():
         try:
             drained = await _session(
-                settings,
-                predictor=predictor,
-                stop=stop,
-                metrics=metrics,
-                health=health,
-                executor=executor,
+                settings, classifier=classifier, stop=stop, metrics=metrics, health=health
             )
         except (KafkaError, ServiceError, OSError) as error:
             metrics.broker_errors.inc()
@@ -143,11 +141,10 @@ async def _sessions(
 async def _session(
     settings: ServiceSettings,
     *,
-    predictor: ArticlePredictor,
+    classifier: BatchClassifier,
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    executor: ThreadPoolExecutor,
 ) -> bool:
     """One producer + consumer pair; True when it stopped after a complete drain."""
     async with AsyncExitStack() as stack:
@@ -160,13 +157,7 @@ async def _session(
         # Closing the stack stops the consumer first: it leaves the group after the drain.
         stack.push_async_callback(_close, consumer, "consumer")
         pipeline = Pipeline(
-            consumer,
-            producer,
-            predictor,
-            settings=settings,
-            metrics=metrics,
-            health=health,
-            executor=executor,
+            consumer, producer, classifier, settings=settings, metrics=metrics, health=health
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
         await consumer.start()
@@ -196,13 +187,6 @@ async def _close(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None
 
 def _mark_stopped(health: Health) -> None:
     health.assignment = Assignment.STOPPED
-
-
-def _load_predictor(directory: Path) -> ArticlePredictor:
-    from model import Predictor  # noqa: PLC0415 - not needed when a predictor is injected
-
-    predictor: ArticlePredictor = Predictor.load(directory)
-    return predictor
 
 
 def serve(settings: ServiceSettings) -> int:

@@ -1,8 +1,8 @@
 """One batch of input records -> the records to publish, in input order (synchronous).
 
 ``bytes -> decode_article -> Predictor.predict (whole batch) -> encode_classified -> bytes``.
-This runs in a worker thread; it never raises for bad input or a failing model: every
-record becomes either an output or a dead letter.
+This runs in a worker thread or process (``service.workers``); it never raises for bad
+input or a failing model: every record becomes either an output or a dead letter.
 """
 
 from __future__ import annotations
@@ -75,12 +75,30 @@ class Outgoing:
     reason: DeadLetterReason | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the metrics need of one classification (cheap to send between processes)."""
+
+    section: str | None
+    section_score: float | None
+    tag_count: int
+
+    @classmethod
+    def of(cls, classification: Classification) -> Verdict:
+        section = classification.section
+        return cls(
+            section.label if section else None,
+            section.score if section else None,
+            len(classification.tags),
+        )
+
+
 @dataclass
 class BatchResult:
     """What one batch produced, plus what the metrics need to know about it."""
 
     outgoing: list[Outgoing] = field(default_factory=list)
-    classifications: list[Classification] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     duration_s: float = 0.0
 
 
@@ -120,7 +138,7 @@ def classify_batch(
                 )
             )
             continue
-        result.classifications.append(classification)
+        result.verdicts.append(Verdict.of(classification))
         result.outgoing.append(
             Outgoing(
                 topic=topics.output,
@@ -175,6 +193,16 @@ def _predict(
             continue
         by_id[id(event)] = single
     return by_id
+
+
+def dead_letter_for_crash(record: InputRecord, topics: Topics) -> Outgoing:
+    """The dead letter for a record whose classification killed the worker process."""
+    return _dead_letter(
+        record,
+        topics,
+        DeadLetterReason.CLASSIFICATION_ERROR,
+        "the classification worker died on this article",
+    )
 
 
 def _dead_letter(

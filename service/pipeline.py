@@ -19,7 +19,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +29,14 @@ from aiokafka.errors import (
     KafkaError,
 )
 
-from service.classify import ArticlePredictor, BatchResult, Outgoing, Topics, classify_batch
+from service.classify import BatchResult, Outgoing
 from service.errors import BrokerUnavailableError, DeliveryError
 from service.health import Assignment, Health
 from service.metrics import ServiceMetrics
 from service.offsets import OffsetTracker
 from service.publish import BatchPublisher
 from service.settings import ServiceSettings
+from service.workers import BatchClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +57,18 @@ class Pipeline:
         self,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        predictor: ArticlePredictor,
+        classifier: BatchClassifier,
         *,
         settings: ServiceSettings,
         metrics: ServiceMetrics,
         health: Health,
-        executor: ThreadPoolExecutor,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
-        self._predictor = predictor
+        self._classifier = classifier
         self._settings = settings
         self._metrics = metrics
         self._health = health
-        self._executor = executor
-        self._topics = Topics(settings.output_topic, settings.dead_letter_topic)
         self._tracker = OffsetTracker()
         self._publisher = BatchPublisher(producer)
         self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
@@ -197,17 +194,9 @@ class Pipeline:
             self._to_classify.put_nowait(batch)
 
     async def _classify_stage(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._to_classify.get()
-            batch.result = await loop.run_in_executor(
-                self._executor,
-                _classify,
-                batch.records,
-                self._predictor,
-                self._topics,
-                self._settings.max_event_bytes,
-            )
+            batch.result = await self._classifier.classify(batch.records)
             self._observe_classification(batch.result)
             self._to_send.put_nowait(batch)
 
@@ -294,15 +283,14 @@ class Pipeline:
     def _observe_classification(self, result: BatchResult) -> None:
         metrics = self._metrics
         metrics.classification_duration.observe(result.duration_s)
-        metrics.articles_classified.inc(len(result.classifications))
+        metrics.articles_classified.inc(len(result.verdicts))
         threshold = self._settings.low_confidence_threshold
         sections: Counter[str] = Counter()
         low = 0
-        for classification in result.classifications:
-            section = classification.section
-            sections[section.label if section else "none"] += 1
-            metrics.tags_per_article.observe(len(classification.tags))
-            low += section is not None and section.score < threshold
+        for verdict in result.verdicts:
+            sections[verdict.section or "none"] += 1
+            metrics.tags_per_article.observe(verdict.tag_count)
+            low += verdict.section_score is not None and verdict.section_score < threshold
         for label, count in sections.items():
             metrics.predictions.labels(label).inc(count)
         if low:
@@ -338,12 +326,6 @@ class Pipeline:
 
 async def _wait_any(*futures: asyncio.Future[Any], within_s: float | None = None) -> None:
     await asyncio.wait(futures, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
-
-
-def _classify(
-    records: list[Any], predictor: ArticlePredictor, topics: Topics, max_event_bytes: int
-) -> BatchResult:
-    return classify_batch(records, predictor, topics=topics, max_event_bytes=max_event_bytes)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

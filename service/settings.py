@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from schemas import DEFAULT_MAX_EVENT_BYTES
+from service.workers import WorkerKind
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class ServiceSettings(BaseModel):
     batch_size: int = Field(default=256, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=50, ge=0, le=5_000)
     max_in_flight_batches: int = Field(default=4, ge=1, le=64)
+    classify_in: WorkerKind = WorkerKind.PROCESS
     #: Also the time a new member's join may wait, and how soon a dead member's partitions
     #: move (6000 is Apache Kafka's default group.min.session.timeout.ms).
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
@@ -112,6 +114,11 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--batch-size", "batch_size", "most records classified in one batch"),
     ("--batch-max-wait-ms", "batch_max_wait_ms", "longest wait to fill a batch, in ms"),
     ("--max-in-flight-batches", "max_in_flight_batches", "batches fetched but not committed"),
+    (
+        "--classify-in",
+        "classify_in",
+        "process (a worker process with its own core) or thread (inside the service process)",
+    ),
     ("--session-timeout-ms", "session_timeout_ms", "consumer group session timeout, in ms"),
     ("--shutdown-timeout-s", "shutdown_timeout_s", "bound on the drain at shutdown, in seconds"),
     ("--max-event-bytes", "max_event_bytes", "larger records are dead-lettered as too_large"),

@@ -174,7 +174,7 @@ def test_model_failure_isolates_the_poison_article() -> None:
         None,
     ]
     assert result.outgoing[1].value == records[1].value
-    assert len(result.classifications) == 2
+    assert len(result.verdicts) == 2
 
 
 def test_json_log_lines_carry_extra_fields() -> None:

@@ -1,0 +1,252 @@
+"""Where a batch is classified, off the event loop: a worker thread or a worker process.
+
+Classification is CPU-bound Python (tokenising, scoring, JSON). In a thread it shares the
+interpreter lock with the event loop, so every fetch, send and acknowledgement slows it
+down. In a worker process (the default for ``serve``) it has a core of its own; the
+event loop process only moves bytes. Either way a batch goes in as raw records and comes
+back as the records to publish, in order.
+
+A worker process that dies (out of memory, a crash in native code) is replaced and the
+batch is retried; if the same batch kills the new worker too, its records are classified
+one at a time and a record that kills a worker alone becomes a ``classification_error``
+dead letter, so one poison record cannot stop its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from service.classify import (
+    ArticlePredictor,
+    BatchResult,
+    InputRecord,
+    Topics,
+    classify_batch,
+    dead_letter_for_crash,
+)
+from service.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class WorkerKind(StrEnum):
+    """``--classify-in``: a worker process (default) or a thread of the service process."""
+
+    PROCESS = "process"
+    THREAD = "thread"
+
+
+class ModelIdentity(NamedTuple):
+    name: str
+    version: str
+
+
+class BatchClassifier(Protocol):
+    """Classifies batches off the event loop."""
+
+    async def start(self) -> ModelIdentity:
+        """Load the model (in the worker) and say which one it is."""
+        ...
+
+    async def classify(self, records: Sequence[InputRecord]) -> BatchResult: ...
+
+    def close(self) -> None: ...
+
+
+class WireRecord(NamedTuple):
+    """The parts of a consumer record a worker process needs (cheap to pickle)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ThreadClassifier:
+    """One worker thread; the predictor is loaded in this process (or given)."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        topics: Topics,
+        max_event_bytes: int,
+        predictor: ArticlePredictor | None = None,
+    ) -> None:
+        self._model_dir = model_dir
+        self._predictor = predictor
+        self._classify = functools.partial(
+            _classify_with, topics=topics, max_event_bytes=max_event_bytes
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+
+    async def start(self) -> ModelIdentity:
+        if self._predictor is None:
+            self._predictor = await _run(self._executor, _load_predictor, self._model_dir)
+        return ModelIdentity(self._predictor.name, self._predictor.version)
+
+    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+        if self._predictor is None:
+            raise RuntimeError("ThreadClassifier.start() was not awaited")
+        return await _run(self._executor, self._classify, self._predictor, records)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ProcessClassifier:
+    """One worker process holding the model; replaced if it dies."""
+
+    def __init__(
+        self, model_dir: Path, *, topics: Topics, max_event_bytes: int, log_level: str
+    ) -> None:
+        self._model_dir = model_dir.resolve()
+        self._topics = topics
+        self._max_event_bytes = max_event_bytes
+        self._log_level = log_level
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the service process has threads (the HTTP server, asyncio's).
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self._log_level,),
+        )
+
+    async def start(self) -> ModelIdentity:
+        return await _run(self._pool, _load_in_worker, self._model_dir)
+
+    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+        wire = [
+            WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records
+        ]
+        for attempt in (1, 2):
+            try:
+                return await self._in_worker(wire)
+            except BrokenProcessPool:
+                logger.error(  # noqa: TRY400 - the worker's traceback died with it
+                    "classification worker died; starting a new one",
+                    extra={"attempt": attempt, "records": len(wire)},
+                )
+                self._replace_pool()
+        return await self._one_at_a_time(wire)
+
+    async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
+        return await _run(
+            self._pool,
+            _classify_in_worker,
+            self._model_dir,
+            wire,
+            self._topics,
+            self._max_event_bytes,
+        )
+
+    async def _one_at_a_time(self, wire: Sequence[WireRecord]) -> BatchResult:
+        combined = BatchResult()
+        for record in wire:
+            try:
+                single = await self._in_worker([record])
+            except BrokenProcessPool:
+                self._replace_pool()
+                single = BatchResult(outgoing=[dead_letter_for_crash(record, self._topics)])
+            combined.outgoing.extend(single.outgoing)
+            combined.verdicts.extend(single.verdicts)
+            combined.duration_s += single.duration_s
+        return combined
+
+    def _replace_pool(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_classifier(
+    kind: WorkerKind,
+    model_dir: Path,
+    *,
+    topics: Topics,
+    max_event_bytes: int,
+    log_level: str,
+    predictor: ArticlePredictor | None = None,
+) -> BatchClassifier:
+    """A given predictor object lives in this process, so it always gets a thread."""
+    if predictor is not None or kind is WorkerKind.THREAD:
+        return ThreadClassifier(
+            model_dir, topics=topics, max_event_bytes=max_event_bytes, predictor=predictor
+        )
+    return ProcessClassifier(
+        model_dir, topics=topics, max_event_bytes=max_event_bytes, log_level=log_level
+    )
+
+
+async def _run(executor: Executor, function: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+def _classify_with(
+    predictor: ArticlePredictor,
+    records: Sequence[InputRecord],
+    *,
+    topics: Topics,
+    max_event_bytes: int,
+) -> BatchResult:
+    return classify_batch(records, predictor, topics=topics, max_event_bytes=max_event_bytes)
+
+
+def _load_predictor(model_dir: Path) -> ArticlePredictor:
+    from model import Predictor  # noqa: PLC0415 - only where the model lives
+
+    predictor: ArticlePredictor = Predictor.load(model_dir)
+    return predictor
+
+
+# -- inside the worker process ------------------------------------------------------------
+
+#: The worker process's model, loaded once by its first task (a replacement worker loads
+#: it again). This process does nothing else, so a module-level cache is its whole state.
+_worker_predictors: dict[Path, ArticlePredictor] = {}
+
+
+def _init_worker(log_level: str) -> None:
+    # The service process owns shutdown: Ctrl-C reaches the whole process group, and a
+    # worker that died of it would lose the batch being drained.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(log_level)
+
+
+def _worker_predictor(model_dir: Path) -> ArticlePredictor:
+    predictor = _worker_predictors.get(model_dir)
+    if predictor is None:
+        predictor = _worker_predictors[model_dir] = _load_predictor(model_dir)
+    return predictor
+
+
+def _load_in_worker(model_dir: Path) -> ModelIdentity:
+    predictor = _worker_predictor(model_dir)
+    return ModelIdentity(predictor.name, predictor.version)
+
+
+def _classify_in_worker(
+    model_dir: Path, records: Sequence[WireRecord], topics: Topics, max_event_bytes: int
+) -> BatchResult:
+    return classify_batch(
+        records, _worker_predictor(model_dir), topics=topics, max_event_bytes=max_event_bytes
+    )
