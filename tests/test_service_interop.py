@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -59,7 +59,8 @@ async def test_librdkafka_clients_round_trip(
         outputs = await asyncio.to_thread(
             _consume_with_librdkafka, bootstrap, topics.output, f"{topics.group}-reader", 40
         )
-    assert sorted(message.key() for message in outputs) == sorted(key for key, _ in records)
+    received_keys = [cast(bytes, message.key()) for message in outputs]
+    assert sorted(received_keys) == sorted(cast(bytes, key) for key, _ in records)
     for message in outputs:
         event = ClassifiedArticleEvent.model_validate_json(message.value())
         assert message.key() == event.article_id.encode()

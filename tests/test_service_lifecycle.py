@@ -186,7 +186,7 @@ def _broker_errors(service: Any) -> float:
 
 
 def _ready(service: Any) -> bool:
-    return service.registry.get_sample_value("article_classifier_ready") == 1.0
+    return bool(service.registry.get_sample_value("article_classifier_ready") == 1.0)
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:

@@ -44,6 +44,7 @@ async def test_every_event_is_classified_in_key_order(
         event = ClassifiedArticleEvent.model_validate_json(record.value)
         assert record.key == event.article_id.encode()
         assert event.classification.model.name == predictor.name
+        assert event.event_id is not None
         received[record.key].append(event.event_id)
     assert received == sent
     assert await consume(broker.bootstrap_servers, topics.dead_letter, 1, timeout_s=0.5) == []
