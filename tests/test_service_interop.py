@@ -10,7 +10,15 @@ from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from conftest import Topics, article_records, consume, make_settings, produce, running_service
+from conftest import (
+    Topics,
+    article_records,
+    consume,
+    http_get,
+    make_settings,
+    produce,
+    running_service,
+)
 
 from schemas import ClassifiedArticleEvent
 from service.broker import EmbeddedBroker
@@ -66,17 +74,6 @@ async def test_librdkafka_clients_round_trip(
         assert message.key() == event.article_id.encode()
 
 
-async def _get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    await writer.drain()
-    raw = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 def _sample(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -94,19 +91,19 @@ async def test_health_readiness_and_metrics_over_http(
     async with running_service(make_settings(bootstrap, topics, model_dir), predictor) as svc:
         await consume(bootstrap, topics.output, 30)
         await consume(bootstrap, topics.dead_letter, 1)
-        status, body = await _get(svc.port, "/healthz")
+        status, body = await http_get(svc.port, "/healthz")
         assert status == 200
-        status, body = await _get(svc.port, "/readyz")
+        status, body = await http_get(svc.port, "/readyz")
         assert status == 200, body
         assert json.loads(body)["checks"] == {
             "model_loaded": True,
             "broker_reachable": True,
             "consumer_in_group": True,
         }
-        assert (await _get(svc.port, "/nope"))[0] == 404
+        assert (await http_get(svc.port, "/nope"))[0] == 404
         deadline = time.monotonic() + 10
         while True:
-            status, metrics = await _get(svc.port, "/metrics")
+            status, metrics = await http_get(svc.port, "/metrics")
             published = _sample(metrics, "article_classifier_articles_published_total")
             if published == 30 or time.monotonic() > deadline:
                 break

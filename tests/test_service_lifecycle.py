@@ -16,6 +16,7 @@ from conftest import (
     Topics,
     article_records,
     consume,
+    http_get,
     make_settings,
     produce,
     running_service,
@@ -167,7 +168,7 @@ async def test_service_started_before_the_broker_catches_up(
         stack.push_async_callback(asyncio.to_thread, late.stop)
         service = await stack.enter_async_context(running_service(settings, predictor))
         await wait_for(lambda: _broker_errors(service) >= 1, timeout_s=10)
-        status, body = await _get(service.port, "/readyz")
+        status, body = await http_get(service.port, "/readyz")
         assert status == 503
         assert "broker_reachable" in json.loads(body)["failing"]
         await asyncio.to_thread(late.start)
@@ -187,14 +188,3 @@ def _broker_errors(service: Any) -> float:
 
 def _ready(service: Any) -> bool:
     return bool(service.registry.get_sample_value("article_classifier_ready") == 1.0)
-
-
-async def _get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    raw = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
