@@ -1,7 +1,7 @@
 """One small asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
 It runs on the service's event loop, so ``/healthz`` answering at all proves the loop is
-responsive (classification runs in a worker thread and never blocks it).
+responsive (classification runs in a worker process or thread and never blocks it).
 """
 
 from __future__ import annotations
