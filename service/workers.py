@@ -18,7 +18,10 @@ import asyncio
 import functools
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
@@ -38,6 +41,7 @@ from service.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_PARENT_CHECK_INTERVAL_S = 1.0
 
 
 class WorkerKind(StrEnum):
@@ -230,6 +234,16 @@ def _init_worker(log_level: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A service killed with SIGKILL cannot stop its worker: the worker notices instead."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_CHECK_INTERVAL_S)
+    os._exit(0)
 
 
 def _worker_predictor(model_dir: Path) -> ArticlePredictor:

@@ -108,9 +108,13 @@ async def test_kill_minus_nine_then_restart_loses_nothing(
     try:
         async with Stream(bootstrap, topics.input).running() as stream:
             await consume(bootstrap, topics.output, 100, timeout_s=60)
+            workers = _children(process.pid)
+            assert workers, "the service runs its classification worker process"
             await asyncio.to_thread(stop_process, process, signal.SIGKILL)
     finally:
         stop_process(process, signal.SIGKILL)
+    # The orphaned worker notices its parent is gone and exits by itself.
+    await wait_for(lambda: not any(map(_alive, workers)), timeout_s=15)
     async with running_service(settings, predictor):
         outputs = await settle(bootstrap, topics.output, stream.sent)
     counts = event_ids(outputs)
@@ -184,6 +188,20 @@ async def test_service_started_before_the_broker_catches_up(
 def _broker_errors(service: Any) -> float:
     value = service.registry.get_sample_value("article_classifier_broker_errors_total")
     return float(value or 0)
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not gone and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def _ready(service: Any) -> bool:
