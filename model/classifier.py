@@ -1,7 +1,8 @@
 """The estimator: one TF-IDF pipeline feeding a section head and a tags head.
 
-Section head: one-vs-rest linear SVMs whose decision scores become probabilities through a
-softmax with a temperature fitted on out-of-fold scores (temperature scaling).
+Section head: one-vs-rest linear SVMs plus NBSVM models (SVMs on log-count-ratio scaled
+features, folded back into plain weights) whose summed decision scores become probabilities
+through a softmax with a temperature fitted on out-of-fold scores (temperature scaling).
 Tags head: one linear SVM per tag, with a per-tag threshold tuned on out-of-fold scores
 (see ``model.thresholds``), reported as ``sigmoid(slope * (score - threshold))`` so that
 0.5 is every tag's decision boundary.
@@ -68,7 +69,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     ngram_max, min_df, max_df: vectoriser vocabulary settings.
     section_c, tag_c: SVM regularisation of each head.
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
+    section_nb_alpha: smoothing of the NBSVM (log-count-ratio scaled) one-vs-rest models
+        whose scores are added to the plain SVM scores of the section head; 0 disables them.
     tag_fbr: minimum out-of-fold F1 for a tuned tag threshold to be trusted.
+    tag_rare_count, tag_rare_threshold: a tag with fewer than ``tag_rare_count`` positives
+        gets a threshold no higher than ``tag_rare_threshold`` (SCut is unreliable there).
     cv_folds: folds of the internal cross-validation (thresholds, calibration, metrics).
     random_state: seeds the folds and the solvers; fitting is deterministic.
     n_jobs: threads for fitting the per-tag models.
@@ -82,9 +87,12 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         min_df: int = 2,
         max_df: float = 1.0,
         section_c: float = 1.0,
+        section_nb_alpha: float = 0.01,
         tag_c: float = 1.0,
         tag_positive_weight: float = 1.0,
         tag_fbr: float = 0.1,
+        tag_rare_count: int = 10,
+        tag_rare_threshold: float = -0.7,
         cv_folds: int = 5,
         random_state: int = 0,
         n_jobs: int = 1,
@@ -94,9 +102,12 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.min_df = min_df
         self.max_df = max_df
         self.section_c = section_c
+        self.section_nb_alpha = section_nb_alpha
         self.tag_c = tag_c
         self.tag_positive_weight = tag_positive_weight
         self.tag_fbr = tag_fbr
+        self.tag_rare_count = tag_rare_count
+        self.tag_rare_threshold = tag_rare_threshold
         self.cv_folds = cv_folds
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -210,7 +221,26 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             fitted_coef, fitted_intercept = svm.coef_, svm.intercept_
         coef[:, present] = fitted_coef.T
         intercept[present] = fitted_intercept
+        if self.section_nb_alpha > 0:
+            for label in present:
+                weights, bias = self._fit_nbsvm(features, y == label)
+                coef[:, label] += weights
+                intercept[label] += bias
         return _Head(coef, intercept)
+
+    def _fit_nbsvm(self, features: sp.csr_matrix, positive: BoolArray) -> tuple[FloatArray, float]:
+        """A one-vs-rest SVM on features scaled by their log-count ratio (NBSVM).
+
+        Scaling column ``k`` by ``r[k]`` and learning ``w`` equals the linear model ``r * w``
+        on the unscaled features, so the result adds to the plain SVM's weights.
+        """
+        alpha = self.section_nb_alpha
+        p = alpha + np.asarray(features[positive].sum(axis=0)).ravel()
+        q = alpha + np.asarray(features[~positive].sum(axis=0)).ravel()
+        ratio = np.log((p / p.sum()) / (q / q.sum()))
+        svm = LinearSVC(C=self.section_c, random_state=self.random_state, max_iter=5000)
+        svm.fit(sp.csr_matrix(features.multiply(ratio)), positive)
+        return svm.coef_[0] * ratio, float(svm.intercept_[0])
 
     # -- tags head ----------------------------------------------------------------------
 
@@ -233,9 +263,19 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             head = self._fit_tag_models(features[train], truth[train])
             scores[test] = features[test] @ head.coef + head.intercept
             folds[test] = fold
-        self.tag_thresholds_ = tune_thresholds(scores, truth, fbr=self.tag_fbr)
+        rare_count, rare_threshold = int(self.tag_rare_count), float(self.tag_rare_threshold)
+        self.tag_thresholds_ = tune_thresholds(
+            scores, truth, fbr=self.tag_fbr, rare_count=rare_count, rare_threshold=rare_threshold
+        )
         self.tag_slope_ = fit_slope(scores - self.tag_thresholds_, truth)
-        predicted = cross_fitted_predictions(scores, truth, folds, fbr=self.tag_fbr)
+        predicted = cross_fitted_predictions(
+            scores,
+            truth,
+            folds,
+            fbr=self.tag_fbr,
+            rare_count=rare_count,
+            rare_threshold=rare_threshold,
+        )
         return self._fit_tag_models(features, truth), predicted
 
     def _fit_tag_models(self, features: sp.csr_matrix, truth: BoolArray) -> _Head:

@@ -41,17 +41,38 @@ def best_f1_cut(scores: FloatArray, positive: BoolArray) -> tuple[float, float]:
     return float(cut), float(f1[best])
 
 
-def tune_thresholds(scores: FloatArray, labels: BoolArray, *, fbr: float) -> FloatArray:
-    """One threshold per column of ``scores`` (SCut, falling back below ``fbr``)."""
+def tune_thresholds(
+    scores: FloatArray,
+    labels: BoolArray,
+    *,
+    fbr: float,
+    rare_count: int = 0,
+    rare_threshold: float = FALLBACK_THRESHOLD,
+) -> FloatArray:
+    """One threshold per column of ``scores`` (SCut, falling back below ``fbr``).
+
+    A column with fewer than ``rare_count`` positives has too few out-of-fold scores for
+    SCut to place its cut well (it tends to sit too high: the positives were scored by
+    models that saw even fewer of them), so its threshold is capped at ``rare_threshold``.
+    """
     thresholds = np.empty(scores.shape[1], dtype=np.float64)
     for column in range(scores.shape[1]):
         cut, f1 = best_f1_cut(scores[:, column], labels[:, column])
-        thresholds[column] = cut if f1 >= fbr and f1 > 0.0 else FALLBACK_THRESHOLD
+        threshold = cut if f1 >= fbr and f1 > 0.0 else FALLBACK_THRESHOLD
+        if int(labels[:, column].sum()) < rare_count:
+            threshold = min(threshold, rare_threshold)
+        thresholds[column] = threshold
     return thresholds
 
 
 def cross_fitted_predictions(
-    scores: FloatArray, labels: BoolArray, folds: NDArray[np.intp], *, fbr: float
+    scores: FloatArray,
+    labels: BoolArray,
+    folds: NDArray[np.intp],
+    *,
+    fbr: float,
+    rare_count: int = 0,
+    rare_threshold: float = FALLBACK_THRESHOLD,
 ) -> BoolArray:
     """Tag decisions for each fold with thresholds tuned on the other folds only.
 
@@ -61,7 +82,13 @@ def cross_fitted_predictions(
     predicted = np.zeros(scores.shape, dtype=np.bool_)
     for fold in np.unique(folds):
         held_out = folds == fold
-        thresholds = tune_thresholds(scores[~held_out], labels[~held_out], fbr=fbr)
+        thresholds = tune_thresholds(
+            scores[~held_out],
+            labels[~held_out],
+            fbr=fbr,
+            rare_count=rare_count,
+            rare_threshold=rare_threshold,
+        )
         predicted[held_out] = scores[held_out] > thresholds
     return predicted
 

@@ -20,12 +20,12 @@ DATA = Path(
 REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_RESEARCH_DATA") == "1"
 
 # Guards sit a few points below the 3-fold figures measured when the model was tuned
-# (bbc 0.976, titles 0.720, ModApte-90 micro 0.892 / macro 0.556)
+# (bbc 0.982, titles 0.781, ModApte-90 micro 0.892 / macro 0.571)
 # so that only a clear regression fails.
-MIN_BBC_ACCURACY = 0.95
-MIN_BBC_TITLE_ACCURACY = 0.68
+MIN_BBC_ACCURACY = 0.96
+MIN_BBC_TITLE_ACCURACY = 0.74
 MIN_REUTERS_MICRO_F1 = 0.87
-MIN_REUTERS_MACRO_F1 = 0.52
+MIN_REUTERS_MACRO_F1 = 0.54
 
 
 @pytest.mark.slow
