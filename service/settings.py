@@ -63,7 +63,9 @@ class ServiceSettings(BaseModel):
     batch_size: int = Field(default=256, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=50, ge=0, le=5_000)
     max_in_flight_batches: int = Field(default=4, ge=1, le=64)
-    classify_in: WorkerKind = WorkerKind.PROCESS
+    #: A thread measured faster on a 2-core host shared with the broker (README); a process
+    #: gives classification a core of its own where the host has one to spare.
+    classify_in: WorkerKind = WorkerKind.THREAD
     #: Also the time a new member's join may wait, and how soon a dead member's partitions
     #: move (6000 is Apache Kafka's default group.min.session.timeout.ms).
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)

@@ -2,9 +2,10 @@
 
 Classification is CPU-bound Python (tokenising, scoring, JSON). In a thread it shares the
 interpreter lock with the event loop, so every fetch, send and acknowledgement slows it
-down. In a worker process (the default for ``serve``) it has a core of its own; the
-event loop process only moves bytes. Either way a batch goes in as raw records and comes
-back as the records to publish, in order.
+down. In a worker process (``--classify-in process``) it has a core of its own, at the cost of
+moving every batch between processes; the event loop process only moves bytes. Which is
+faster depends on the host: see the README's benchmark figures. Either way a batch goes
+in as raw records and comes back as the records to publish, in order.
 
 A worker process that dies (out of memory, a crash in native code) is replaced and the
 batch is retried; if the same batch kills the new worker too, its records are classified
@@ -45,7 +46,7 @@ _PARENT_CHECK_INTERVAL_S = 1.0
 
 
 class WorkerKind(StrEnum):
-    """``--classify-in``: a worker process (default) or a thread of the service process."""
+    """``--classify-in``: a thread of the service process (default) or a worker process."""
 
     PROCESS = "process"
     THREAD = "thread"

@@ -209,6 +209,7 @@ def service_command(settings: ServiceSettings) -> list[str]:
         "--batch-max-wait-ms", str(settings.batch_max_wait_ms),
         "--shutdown-timeout-s", str(settings.shutdown_timeout_s),
         "--session-timeout-ms", str(settings.session_timeout_ms),
+        "--classify-in", settings.classify_in.value,
     ]  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from conftest import (
 
 from schemas import ClassifiedArticleEvent
 from service.broker import EmbeddedBroker, ensure_topics, free_port
+from service.workers import WorkerKind
 
 pytestmark = pytest.mark.kafka
 
@@ -78,7 +79,8 @@ async def test_sigterm_drains_and_exits_zero_without_loss_or_duplicates(
 ) -> None:
     """SIGTERM mid-stream: exit 0, and with a restart every event is published exactly once."""
     bootstrap = broker.bootstrap_servers
-    settings = make_settings(bootstrap, topics, model_dir)
+    # As a subprocess with a worker process: the mode where shutdown crosses processes.
+    settings = make_settings(bootstrap, topics, model_dir, classify_in=WorkerKind.PROCESS)
     process = spawn_service(settings, tmp_path / "service.log")
     try:
         async with Stream(bootstrap, topics.input).running() as stream:
@@ -103,7 +105,8 @@ async def test_kill_minus_nine_then_restart_loses_nothing(
     """After kill -9 and a restart every event is published; duplicates fit the uncommitted
     window."""
     bootstrap = broker.bootstrap_servers
-    settings = make_settings(bootstrap, topics, model_dir)
+    # As a subprocess with a worker process: the mode where shutdown crosses processes.
+    settings = make_settings(bootstrap, topics, model_dir, classify_in=WorkerKind.PROCESS)
     process = spawn_service(settings, tmp_path / "service.log")
     try:
         async with Stream(bootstrap, topics.input).running() as stream:
