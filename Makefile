@@ -32,7 +32,11 @@ bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared
 	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
 
 bench-service: $(STAMP) ## service throughput through the broker vs in-process, and latency
-	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl
+	$(BIN)/article-classifier train --data $(DATA)/bbc-news/train.jsonl \
+		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
+		--name research 2>/dev/null
+	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
+		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)"
 
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest

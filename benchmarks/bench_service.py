@@ -95,7 +95,9 @@ def in_process_rates(
     return predict_only, full
 
 
-def spawn(bootstrap: str, model: Path, topics: tuple[str, str, str], port: int) -> Any:
+def spawn(
+    bootstrap: str, model: Path, topics: tuple[str, str, str], port: int, extra_args: list[str]
+) -> Any:
     command = [
         sys.executable, "-m", "service", "serve",
         "--model", str(model), "--bootstrap-servers", bootstrap,
@@ -104,7 +106,7 @@ def spawn(bootstrap: str, model: Path, topics: tuple[str, str, str], port: int) 
         "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
         "--session-timeout-ms", "6000", "--log-level", "WARNING",
     ]  # fmt: skip
-    command += os.environ.get("BENCH_SERVICE_ARGS", "").split()
+    command += extra_args
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTICLE_CLASSIFIER_")}
     return subprocess.Popen(command, cwd=ROOT, env=env)
 
@@ -140,7 +142,7 @@ async def produce_all(bootstrap: str, topic: str, payloads: list[tuple[bytes, by
 
 
 async def throughput(
-    bootstrap: str, model: Path, articles: list[dict[str, str]]
+    bootstrap: str, model: Path, articles: list[dict[str, str]], extra_args: list[str]
 ) -> tuple[float, float]:
     """Articles/s published by one service process working through a backlog, and the
     share of that time its classification thread was busy."""
@@ -149,7 +151,7 @@ async def throughput(
     payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
     await produce_all(bootstrap, topics[0], payloads)
     port = free_port()
-    process = spawn(bootstrap, model, topics, port)
+    process = spawn(bootstrap, model, topics, port, extra_args)
     try:
         deadline = time.monotonic() + 600
         # Polling the service's own counter over HTTP: there is no event to wait on. The
@@ -173,12 +175,18 @@ async def throughput(
 
 
 async def latency(
-    bootstrap: str, model: Path, articles: list[dict[str, str]], rate: float, seconds: float
+    bootstrap: str,
+    model: Path,
+    articles: list[dict[str, str]],
+    rate: float,
+    seconds: float,
+    *,
+    extra_args: list[str],
 ) -> list[float]:
     topics = ("lat-in", "lat-out", "lat-dlq")
     await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
     port = free_port()
-    process = spawn(bootstrap, model, topics, port)
+    process = spawn(bootstrap, model, topics, port, extra_args)
     consumer = AIOKafkaConsumer(topics[1], bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                 group_id="bench-latency-reader", session_timeout_ms=6000,
                                 fetch_max_wait_ms=10)  # fmt: skip
@@ -233,7 +241,9 @@ async def main_async(args: argparse.Namespace) -> int:
         # and this keeps a slow spell from favouring either side.
         before = in_process_rates(predictor, articles, args.batch_size)
         with EmbeddedBroker() as broker:
-            service, busy = await throughput(broker.bootstrap_servers, model, articles)
+            service, busy = await throughput(
+                broker.bootstrap_servers, model, articles, args.service_args.split()
+            )
             after = in_process_rates(predictor, articles, args.batch_size)
             baseline, full = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
             print(f"in-process Predictor.predict:          {baseline:8,.0f} articles/s "
@@ -248,7 +258,12 @@ async def main_async(args: argparse.Namespace) -> int:
                   f"classification thread busy {busy:.0%}")  # fmt: skip
             rate = args.rate or max(1.0, round(baseline * 0.1))
             samples = await latency(
-                broker.bootstrap_servers, model, articles, rate, args.latency_seconds
+                broker.bootstrap_servers,
+                model,
+                articles,
+                rate,
+                args.latency_seconds,
+                extra_args=args.service_args.split(),
             )
     if not samples:
         print("latency: no samples")
@@ -270,6 +285,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="offered rate for latency (default: 10%% of in-process)")  # fmt: skip
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--service-args", default="", help='extra serve flags, e.g. "--classify-in process"'
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 
