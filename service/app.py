@@ -15,7 +15,10 @@ the last copy of each is in order.
 
 When the broker cannot be reached (at start or later), the session is closed, the
 service reports not-ready on ``/readyz``, and it retries with a capped exponential
-backoff, resuming from the last committed offsets by itself.
+backoff with full jitter (reset once a session starts), resuming from the last committed
+offsets by itself. Any other failure of a session is logged with its traceback and
+handled the same way; an open circuit breaker waits a growing delay first. Nothing but a
+stop request ends the session loop.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
-from service.errors import ServiceError
+from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError
 from service.health import Assignment, Health
 from service.http import HealthServer
-from service.kafka import make_consumer, make_producer
+from service.kafka import make_consumer, make_producer, topic_message_limits
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
@@ -48,6 +53,8 @@ EXIT_DRAIN_TIMEOUT = 1
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
+#: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
+_BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
 
 
 async def run_service(
@@ -76,6 +83,7 @@ async def run_service(
         max_event_bytes=settings.max_event_bytes,
         log_level=settings.log_level.value,
         predictor=predictor,
+        max_deaths=settings.worker_max_deaths,
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -111,30 +119,69 @@ async def _sessions(
     metrics: ServiceMetrics,
     health: Health,
 ) -> int:
-    """Run consumer-group sessions until stopped, restarting after broker failures."""
-    backoff = _BACKOFF_INITIAL_S
+    """Run consumer-group sessions until stopped, restarting after any failure.
+
+    No exception type ends the service: a broker failure, an open circuit breaker or any
+    other error closes the session, is logged (with its traceback when it is not a broker
+    error) and is retried from the last commit after a jittered, growing delay. The
+    reconnect backoff resets once a session has started; the breaker's once it closes.
+    """
+    backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    breaker_backoff = Backoff(
+        settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False
+    )
+    half_open = False
+
+    def breaker_closed() -> None:
+        nonlocal half_open
+        half_open = False
+        breaker_backoff.reset()
+
     while not stop.is_set():
         try:
             drained = await _session(
-                settings, classifier=classifier, stop=stop, metrics=metrics, health=health
+                settings,
+                classifier=classifier,
+                stop=stop,
+                metrics=metrics,
+                health=health,
+                on_started=backoff.reset,
+                half_open=half_open,
+                on_breaker_closed=breaker_closed,
             )
-        except (KafkaError, ServiceError, OSError) as error:
+        except BreakerOpenError as error:
+            delay = breaker_backoff.delay()
+            half_open = True
+            metrics.session_restarts.labels("breaker").inc()
+            logger.warning(
+                "circuit breaker open; the session restarts from the last commit later",
+                extra={"error": str(error), "retry_in_s": round(delay, 2)},
+            )
+        except _BROKER_ERRORS as error:
+            delay = backoff.delay()
             metrics.broker_errors.inc()
+            metrics.session_restarts.labels("broker").inc()
             health.broker_reachable = False
             health.broker_error = repr(error)
             logger.warning(
                 "broker session failed; retrying",
                 extra={
                     "error": repr(error),
-                    "retry_in_s": backoff,
+                    "retry_in_s": round(delay, 2),
                     "bootstrap_servers": settings.bootstrap_servers,
                 },
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            continue
-        return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
+        except Exception as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("error").inc()
+            logger.exception(
+                "session failed on an unexpected error; restarting from the last commit",
+                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
+            )
+        else:
+            return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
     return EXIT_OK
 
 
@@ -145,6 +192,9 @@ async def _session(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
+    on_started: Callable[[], None] = lambda: None,
+    half_open: bool = False,
+    on_breaker_closed: Callable[[], None] | None = None,
 ) -> bool:
     """One producer + consumer pair; True when it stopped after a complete drain."""
     async with AsyncExitStack() as stack:
@@ -153,23 +203,53 @@ async def _session(
         # Registered before start: a client whose start failed must still be closed.
         stack.push_async_callback(_close, producer, "producer")
         await producer.start()
+        limits = await _output_limits(settings)
         consumer = make_consumer(settings)
         # Closing the stack stops the consumer first: it leaves the group after the drain.
         stack.push_async_callback(_close, consumer, "consumer")
         pipeline = Pipeline(
-            consumer, producer, classifier, settings=settings, metrics=metrics, health=health
+            consumer,
+            producer,
+            classifier,
+            settings=settings,
+            metrics=metrics,
+            health=health,
+            limits=limits,
+            half_open=half_open,
+            on_breaker_closed=on_breaker_closed,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
         await consumer.start()
         health.broker_reachable = True
         health.broker_error = None
         health.assignment = Assignment.WAITING
+        # Re-testing after the breaker's delay: ready again; the pipeline closes it.
+        health.breaker_open = None
+        on_started()
         logger.info(
             "consumer started",
             extra={"group_id": settings.group_id, "topic": settings.input_topic},
         )
         return await pipeline.run(stop)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _output_limits(settings: ServiceSettings) -> dict[str, int]:
+    """max.message.bytes of the output and dead-letter topics, or ``--max-output-bytes``."""
+    topics = [settings.output_topic, settings.dead_letter_topic]
+    described = await topic_message_limits(settings, topics)
+    limits = {
+        topic: settings.max_output_bytes if limit is None else limit
+        for topic, limit in described.items()
+    }
+    logger.info(
+        "output size limits",
+        extra={
+            "limits": limits,
+            "from_broker": sorted(t for t, limit in described.items() if limit is not None),
+        },
+    )
+    return limits
 
 
 async def _close(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None:

@@ -18,6 +18,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA_VIOLATION = DecodeErrorReason.SCHEMA_VIOLATION.value
     TOO_LARGE = DecodeErrorReason.TOO_LARGE.value
     CLASSIFICATION_ERROR = "classification_error"
+    OUTPUT_REJECTED = "output_rejected"
 
 
 def dead_letter_headers(

@@ -13,3 +13,13 @@ class BrokerUnavailableError(ServiceError):
 
 class DeliveryError(ServiceError):
     """A produced record was not acknowledged; nothing past it may be committed."""
+
+
+class BreakerOpenError(ServiceError):
+    """Too many articles failed in the model: nothing of the batch is published; the
+    session closes and is retried from the last commit after a growing delay."""
+
+
+class WorkerUnstableError(ServiceError):
+    """The classification worker process keeps dying on single articles in a row: the
+    cause is not the input (out of memory, a broken install), so no dead letters."""

@@ -22,6 +22,10 @@ class Health:
     broker_reachable: bool = False
     assignment: Assignment = Assignment.STOPPED
     broker_error: str | None = None
+    #: Why the circuit breaker is open (model failures or a dying worker), else None.
+    breaker_open: str | None = None
+    #: Why the watchdog found the pipeline stuck (a batch over its time bound), else None.
+    stuck: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -29,6 +33,7 @@ class Health:
             "model_loaded": self.model_loaded,
             "broker_reachable": self.broker_reachable,
             "consumer_in_group": self.assignment is not Assignment.STOPPED,
+            "breaker_closed": self.breaker_open is None,
         }
 
     def is_ready(self) -> bool:
@@ -44,4 +49,13 @@ class Health:
             "failing": [name for name, ok in checks.items() if not ok],
             "assignment": self.assignment.value,
             "broker_error": self.broker_error,
+            "breaker": self.breaker_open,
         }
+
+    def is_alive(self) -> bool:
+        """Alive unless the watchdog found work stuck past its time bound (``/healthz``)."""
+        return self.stuck is None
+
+    def liveness(self) -> dict[str, object]:
+        """The JSON body of ``/healthz``."""
+        return {"alive": self.is_alive(), "reason": self.stuck}

@@ -1,7 +1,9 @@
 """One small asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
 It runs on the service's event loop, so ``/healthz`` answering at all proves the loop is
-responsive (classification runs in a worker process or thread and never blocks it).
+responsive (classification runs in a worker process or thread and never blocks it); it
+answers 503 with the reason when the watchdog found a batch stuck past ``--batch-timeout-s``,
+so an orchestrator restarts the process.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ class HealthServer:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/healthz":
-            return 200, "application/json", b'{"alive": true}\n'
+            alive = self._health.is_alive()
+            body = json.dumps(self._health.liveness()).encode() + b"\n"
+            return (200 if alive else 503), "application/json", body
         if path == "/readyz":
             ready = self._health.is_ready()
             body = json.dumps(self._health.report()).encode() + b"\n"

@@ -6,16 +6,27 @@ retried batch can never overtake a later one: per-partition order holds on retri
 Consumer: no auto-commit (offsets are committed after the outputs are acknowledged) and
 fetch limits large enough to fetch an oversize record whole, so it is dead-lettered instead
 of stalling its partition.
+Limits: ``topic_message_limits`` reads the output topics' ``max.message.bytes`` at session
+start so an output that cannot fit is dead-lettered before it is produced.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from service.settings import SecurityProtocol, ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 #: Room for the record batch header and the record's own headers on top of its value.
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
@@ -81,3 +92,44 @@ def make_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
         # means something is wrong: leave the group and let the others take over.
         max_poll_interval_ms=300_000,
     )
+
+
+#: How long the session start waits for the broker to describe the topics' limits.
+_DESCRIBE_TIMEOUT_S = 10.0
+_MAX_MESSAGE_BYTES = "max.message.bytes"
+
+
+async def topic_message_limits(
+    settings: ServiceSettings, topics: Sequence[str]
+) -> dict[str, int | None]:
+    """Each topic's ``max.message.bytes`` as the broker describes it, or None for a topic
+    whose limit it does not report (tansu does not answer describe-configs at all)."""
+    limits: dict[str, int | None] = dict.fromkeys(topics)
+    admin = AIOKafkaAdminClient(
+        **security_kwargs(settings), client_id=f"{settings.client_id}-admin"
+    )
+    try:
+        await asyncio.wait_for(admin.start(), _DESCRIBE_TIMEOUT_S)
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, topic, {_MAX_MESSAGE_BYTES: None})
+            for topic in topics
+        ]
+        responses = await asyncio.wait_for(admin.describe_configs(resources), _DESCRIBE_TIMEOUT_S)
+    except (KafkaError, OSError, TimeoutError) as error:
+        logger.warning(
+            "the broker did not describe the topics' max.message.bytes; using the fallback",
+            extra={"topics": list(topics), "error": repr(error)},
+        )
+        return limits
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), _DESCRIBE_TIMEOUT_S)
+    for response in responses:
+        for resource in response.resources:
+            error_code, _, _, name, entries = resource[:5]
+            if error_code or name not in limits:
+                continue
+            for entry in entries:
+                if entry[0] == _MAX_MESSAGE_BYTES and entry[1] and str(entry[1]).isdigit():
+                    limits[name] = int(entry[1])
+    return limits

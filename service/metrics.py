@@ -89,11 +89,45 @@ class ServiceMetrics:
         self.ready = Gauge(f"{_PREFIX}_ready", "1 when /readyz answers 200.", registry=registry)
         self.broker_errors = Counter(
             f"{_PREFIX}_broker_errors_total",
-            "Failed attempts to reach the broker (start, send, commit).",
+            "Broker failures, each counted once: a session that failed to start or ended on a"
+            " broker error, or the liveness probe finding the broker gone.",
             registry=registry,
         )
         self.commit_failures = Counter(
             f"{_PREFIX}_commit_failures_total",
             "Offset commits that failed.",
+            registry=registry,
+        )
+        self.batch_timeouts = Counter(
+            f"{_PREFIX}_batch_timeouts_total",
+            "Batches still in flight past --batch-timeout-s (the watchdog's findings).",
+            registry=registry,
+        )
+        self.oldest_batch_age = Gauge(
+            f"{_PREFIX}_oldest_in_flight_batch_age_seconds",
+            "Age of the oldest fetched batch not yet committed; 0 when none is in flight.",
+            registry=registry,
+        )
+        self.in_flight_bytes = Gauge(
+            f"{_PREFIX}_in_flight_bytes",
+            "Key and value bytes of the records fetched and not yet committed.",
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            f"{_PREFIX}_circuit_breaker_state",
+            "Circuit breaker: 0 closed, 1 open (nothing published, session backing off),"
+            " 2 half-open (re-testing after the delay).",
+            registry=registry,
+        )
+        self.breaker_trips = Counter(
+            f"{_PREFIX}_circuit_breaker_trips_total",
+            "Times the circuit breaker opened, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.session_restarts = Counter(
+            f"{_PREFIX}_session_restarts_total",
+            "Consumer-group sessions that ended on an error and were restarted, by cause.",
+            ["cause"],
             registry=registry,
         )

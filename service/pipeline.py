@@ -8,6 +8,13 @@ given back after that batch's commit, so memory is bounded whatever the lag.
 Batches flow through every stage in fetch order and the producer keeps per-partition
 order, so outputs keep the input order per partition (hence per key). An offset is
 committed only after every output and dead letter up to it is acknowledged (acks=all).
+
+Bounds: fetching also pauses while the fetched-but-uncommitted records hold
+``max_in_flight_bytes``; a watchdog flags ``/healthz`` when the oldest in-flight batch is
+older than ``batch_timeout_s``; a rebalance drain waits at most ``rebalance_drain_timeout_s``.
+A circuit breaker over the model's outcomes stops publishing when too many articles fail
+(``service.breaker``): the batch that tripped it is not published, the earlier ones are
+committed, and the session ends with BreakerOpenError (the session loop backs off).
 """
 
 from __future__ import annotations
@@ -18,27 +25,29 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from service.classify import BatchResult, Outgoing
-from service.errors import BrokerUnavailableError, DeliveryError
+from service.breaker import CircuitBreaker
+from service.classify import BatchResult, InputRecord, Outgoing
+from service.deadletter import DeadLetterReason
+from service.errors import BreakerOpenError, BrokerUnavailableError, WorkerUnstableError
 from service.health import Assignment, Health
 from service.metrics import ServiceMetrics
 from service.offsets import OffsetTracker
-from service.publish import BatchPublisher
+from service.publish import BatchPublisher, Delivery, Sent, SourceKey
 from service.settings import ServiceSettings
 from service.workers import BatchClassifier
 
 logger = logging.getLogger(__name__)
+
+#: Breaker states, as the ``circuit_breaker_state`` gauge shows them.
+BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = 0, 1, 2
+_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -46,8 +55,13 @@ class _Batch:
     id: int
     records: list[Any]  # aiokafka ConsumerRecord
     next_offsets: dict[TopicPartition, int]
+    nbytes: int
+    started: float
     result: BatchResult | None = None
-    acks: list[asyncio.Future[Any]] | None = None
+    sent: list[Sent] | None = None
+
+    def sources(self) -> dict[SourceKey, InputRecord]:
+        return {(record.partition, record.offset): record for record in self.records}
 
 
 class Pipeline:
@@ -62,6 +76,9 @@ class Pipeline:
         settings: ServiceSettings,
         metrics: ServiceMetrics,
         health: Health,
+        limits: dict[str, int] | None = None,
+        half_open: bool = False,
+        on_breaker_closed: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -70,7 +87,21 @@ class Pipeline:
         self._metrics = metrics
         self._health = health
         self._tracker = OffsetTracker()
-        self._publisher = BatchPublisher(producer)
+        self._publisher = BatchPublisher(
+            producer, limits=limits or {}, dead_letter_topic=settings.dead_letter_topic
+        )
+        self._breaker = CircuitBreaker(
+            window=settings.breaker_window,
+            threshold=settings.breaker_threshold,
+            min_records=settings.breaker_min_records,
+        )
+        self._half_open = half_open
+        self._on_breaker_closed = on_breaker_closed
+        self._in_flight_bytes = 0
+        self._bytes_freed = asyncio.Event()
+        self._started: dict[int, float] = {}
+        self._timed_out: set[int] = set()
+        self._lag_series: set[tuple[str, str]] = set()
         self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
         self._to_classify: asyncio.Queue[_Batch] = asyncio.Queue()
         self._to_send: asyncio.Queue[_Batch] = asyncio.Queue()
@@ -98,6 +129,12 @@ class Pipeline:
         finally:
             idle.cancel()
 
+    @property
+    def rebalance_drain_bound_s(self) -> float:
+        """How long a rebalance waits for in-flight work (within the group's rebalance
+        timeout, which is the shutdown timeout)."""
+        return min(self._settings.rebalance_drain_timeout_s, self._settings.shutdown_timeout_s)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> bool:
@@ -112,7 +149,11 @@ class Pipeline:
             asyncio.create_task(self._send_stage(), name="send"),
             asyncio.create_task(self._ack_stage(), name="ack"),
             asyncio.create_task(self._watch_broker(), name="watch-broker"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
         ]
+        self._metrics.oldest_batch_age.set_function(self._oldest_batch_age)
+        if self._half_open:
+            self._metrics.breaker_state.set(BREAKER_HALF_OPEN)
         for stage in stages:
             stage.add_done_callback(self._on_stage_done)
         stopping = asyncio.create_task(stop.wait())
@@ -148,6 +189,14 @@ class Pipeline:
             if not self._failure.done():
                 self._failure.cancel()
             self._metrics.in_flight_records.set(0)
+            self._metrics.in_flight_bytes.set(0)
+            self._metrics.oldest_batch_age.set_function(lambda: 0.0)
+            self._health.stuck = None
+            # This session's lag series would otherwise linger beside the next session's.
+            for labels in self._lag_series:
+                with contextlib.suppress(KeyError):
+                    self._metrics.consumer_lag.remove(*labels)
+            self._lag_series.clear()
 
     def _on_stage_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._failure.done():
@@ -162,6 +211,9 @@ class Pipeline:
     async def _fetch_stage(self) -> None:
         while True:
             await self._slots.acquire()
+            while self._in_flight_bytes >= self._settings.max_in_flight_bytes:
+                self._bytes_freed.clear()
+                await self._bytes_freed.wait()
             if not self._fetching:
                 self._slots.release()
                 await asyncio.Event().wait()  # parked until cancelled
@@ -184,8 +236,13 @@ class Pipeline:
                 id=next(self._ids),
                 records=records,
                 next_offsets={tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch},
+                nbytes=sum(len(r.key or b"") + len(r.value or b"") for r in records),
+                started=time.monotonic(),
             )
             self._tracker.add(batch.id, batch.next_offsets, len(records))
+            self._started[batch.id] = batch.started
+            self._in_flight_bytes += batch.nbytes
+            self._metrics.in_flight_bytes.set(self._in_flight_bytes)
             self._idle.clear()
             self._next_fetch.update(batch.next_offsets)
             self._metrics.records_consumed.inc(len(records))
@@ -196,7 +253,10 @@ class Pipeline:
     async def _classify_stage(self) -> None:
         while True:
             batch = await self._to_classify.get()
-            batch.result = await self._classifier.classify(batch.records)
+            try:
+                batch.result = await self._classifier.classify(batch.records)
+            except WorkerUnstableError as error:
+                await self._trip("worker", str(error))
             self._observe_classification(batch.result)
             self._to_send.put_nowait(batch)
 
@@ -204,26 +264,108 @@ class Pipeline:
         while True:
             batch = await self._to_send.get()
             assert batch.result is not None
-            batch.acks = await self._publisher.publish(batch.result.outgoing)
+            if self._check_breaker(batch.result.outgoing):
+                share = self._breaker.failure_share
+                await self._trip(
+                    "classification_errors",
+                    f"{share:.0%} of the last {self._breaker.outcomes} articles failed in the"
+                    f" model (threshold {self._settings.breaker_threshold:.0%})",
+                )
+            outgoing = self._publisher.fit(batch.result.outgoing, batch.sources())
+            batch.result.outgoing = outgoing
+            batch.sent = await self._publisher.publish(outgoing)
             self._to_ack.put_nowait(batch)
 
     async def _ack_stage(self) -> None:
         while True:
             batch = await self._to_ack.get()
-            assert batch.result is not None
-            assert batch.acks is not None
-            try:
-                await asyncio.gather(*batch.acks)
-            except KafkaError as error:
-                self._metrics.broker_errors.inc()
-                raise DeliveryError(f"a record was not acknowledged: {error!r}") from error
-            self._observe_published(batch.result.outgoing)
+            assert batch.sent is not None
+            delivery = await self._publisher.confirm(batch.sent, batch.sources())
+            self._observe_published(delivery)
             self._uncommitted.update(self._tracker.complete(batch.id))
             await self._commit()
             self._slots.release()
+            self._started.pop(batch.id, None)
+            self._timed_out.discard(batch.id)
+            self._in_flight_bytes -= batch.nbytes
+            self._bytes_freed.set()
+            self._metrics.in_flight_bytes.set(self._in_flight_bytes)
             self._metrics.in_flight_records.set(self._tracker.in_flight_records)
             if self._tracker.in_flight_batches == 0:
                 self._idle.set()
+            self._to_ack.task_done()
+
+    # -- the circuit breaker -----------------------------------------------------------
+
+    def _check_breaker(self, outgoing: Sequence[Outgoing]) -> bool:
+        """Feed the model's outcomes (classified or classification_error) to the breaker;
+        True when it trips. Half-open (re-testing after a trip), the first batch with
+        outcomes decides alone: it trips the breaker again or closes it."""
+        failed = DeadLetterReason.CLASSIFICATION_ERROR
+        outcomes = [item.reason is failed for item in outgoing if item.reason in (None, failed)]
+        if not outcomes:
+            return False
+        tripped = self._breaker.record(outcomes)
+        if not self._half_open:
+            return tripped
+        if sum(outcomes) / len(outcomes) >= self._settings.breaker_threshold:
+            return True
+        self._half_open = False
+        self._breaker.reset()
+        self._metrics.breaker_state.set(BREAKER_CLOSED)
+        logger.info("circuit breaker closed: the model works again")
+        if self._on_breaker_closed is not None:
+            self._on_breaker_closed()
+        return False
+
+    async def _trip(self, cause: str, reason: str) -> NoReturn:
+        """Publish nothing more; let the batches already sent be committed; end the session."""
+        self._fetching = False
+        self._metrics.breaker_trips.labels(cause).inc()
+        self._metrics.breaker_state.set(BREAKER_OPEN)
+        self._health.breaker_open = f"{cause}: {reason}"
+        logger.error(
+            "circuit breaker open: this batch is not published; the session backs off",
+            extra={"cause": cause, "detail": reason},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._to_ack.join(), self._settings.shutdown_timeout_s)
+        raise BreakerOpenError(f"{cause}: {reason}")
+
+    # -- the watchdog ------------------------------------------------------------------
+
+    def _oldest_batch_age(self) -> float:
+        if not self._started:
+            return 0.0
+        return max(0.0, time.monotonic() - min(self._started.values()))
+
+    async def _watchdog(self) -> None:
+        """Flag ``/healthz`` while a batch is in flight past its time bound."""
+        bound = self._settings.batch_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, bound / 4))
+            now = time.monotonic()
+            late = {bid for bid, started in self._started.items() if now - started > bound}
+            for batch_id in sorted(late - self._timed_out):
+                self._metrics.batch_timeouts.inc()
+                logger.error(
+                    "batch in flight past its time bound; /healthz reports unhealthy",
+                    extra={
+                        "batch": batch_id,
+                        "age_s": round(now - self._started[batch_id], 1),
+                        "batch_timeout_s": bound,
+                        "in_flight_records": self._tracker.in_flight_records,
+                    },
+                )
+            self._timed_out = late
+            if late:
+                self._health.stuck = (
+                    f"{len(late)} batch(es) in flight for more than {bound:g} s"
+                    f" (oldest {self._oldest_batch_age():.0f} s)"
+                )
+            elif self._health.stuck is not None:
+                logger.info("in-flight batches are within their time bound again")
+                self._health.stuck = None
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -247,16 +389,23 @@ class Pipeline:
             self._metrics.commit_failures.inc()
             logger.warning("offset commit refused by the group", extra={"error": repr(error)})
         except KafkaError as error:
+            # Counted in broker_errors_total once, by the session loop.
             self._metrics.commit_failures.inc()
-            self._metrics.broker_errors.inc()
             raise BrokerUnavailableError(f"commit failed: {error!r}") from error
         self._uncommitted.clear()
 
     async def _watch_broker(self) -> None:
-        """Every few seconds: is the broker answering, and how far behind are we?"""
+        """Every ``broker_check_interval_s``: the end offsets of the assigned partitions (or of
+        the input topic's partition 0 while none is): one cheap, targeted request per leader
+        that proves the broker answers and gives the lag."""
+        interval = self._settings.broker_check_interval_s
         while True:
+            assigned = self._consumer.assignment()
+            probed = list(assigned) or [TopicPartition(self._settings.input_topic, 0)]
             try:
-                await asyncio.wait_for(self._consumer.topics(), timeout=5.0)
+                ends = await asyncio.wait_for(
+                    self._consumer.end_offsets(probed), max(_PROBE_TIMEOUT_S, interval)
+                )
             except (KafkaError, TimeoutError) as error:
                 if self._health.broker_reachable:
                     logger.warning("broker unreachable", extra={"error": repr(error)})
@@ -268,17 +417,17 @@ class Pipeline:
                     logger.info("broker reachable again")
                 self._health.broker_reachable = True
                 self._health.broker_error = None
-                self._update_lag()
-            await asyncio.sleep(2.0)
+                self._update_lag({tp: end for tp, end in ends.items() if tp in assigned})
+            await asyncio.sleep(interval)
 
-    def _update_lag(self) -> None:
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
+    def _update_lag(self, ends: dict[TopicPartition, int]) -> None:
+        for tp, end in ends.items():
             position = self._next_fetch.get(tp)
-            if highwater is not None and position is not None:
-                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, highwater - position)
-                )
+            if end is None or position is None:  # nothing fetched from it yet
+                continue
+            labels = (tp.topic, str(tp.partition))
+            self._metrics.consumer_lag.labels(*labels).set(max(0, end - position))
+            self._lag_series.add(labels)
 
     def _observe_classification(self, result: BatchResult) -> None:
         metrics = self._metrics
@@ -296,11 +445,11 @@ class Pipeline:
         if low:
             metrics.low_confidence.inc(low)
 
-    def _observe_published(self, outgoing: Sequence[Outgoing]) -> None:
+    def _observe_published(self, delivery: Delivery) -> None:
         now_ms = time.time() * 1000
         published = 0
         reasons: Counter[str] = Counter()
-        for item in outgoing:
+        for item in delivery.delivered:
             if item.reason is None:
                 published += 1
                 latency = (now_ms - item.source_timestamp_ms) / 1000
@@ -313,11 +462,14 @@ class Pipeline:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._health.assignment = Assignment.ASSIGNED if assigned else Assignment.WAITING
+        assigned_labels = {(tp.topic, str(tp.partition)) for tp in assigned}
         for tp in list(self._next_fetch):
             if tp not in assigned:
                 del self._next_fetch[tp]
-                with contextlib.suppress(KeyError):
-                    self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        for labels in [labels for labels in self._lag_series if labels not in assigned_labels]:
+            self._lag_series.discard(labels)
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(*labels)
         logger.info(
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
@@ -340,7 +492,22 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         started = time.monotonic()
         # Every in-flight batch is drained, not only the revoked partitions': simpler, and
         # a rebalance is rare. The fetch stage is blocked by the rebalance meanwhile.
-        await self._pipeline.drain()
+        # Bounded: past it the partitions are released with their work still in flight
+        # (its commits are skipped, the next owner re-processes: duplicates, never a gap).
+        bound = self._pipeline.rebalance_drain_bound_s
+        drained = asyncio.ensure_future(self._pipeline.drain())
+        await _wait_any(drained, within_s=bound)
+        if not drained.done():
+            drained.cancel()
+            logger.warning(
+                "rebalance drain did not finish in time; partitions released with"
+                " uncommitted work (the next owner re-processes it)",
+                extra={
+                    "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
+                    "timeout_s": bound,
+                },
+            )
+            return
         logger.info(
             "partitions revoked after drain",
             extra={

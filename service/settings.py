@@ -80,6 +80,19 @@ class ServiceSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    #: Apache Kafka's default max.message.bytes: used for a topic whose limit the broker
+    #: does not report (describe-configs unsupported or refused).
+    max_output_bytes: int = Field(default=1_048_588, ge=1024)
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    batch_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+    rebalance_drain_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    breaker_window: int = Field(default=200, ge=1, le=1_000_000)
+    breaker_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    breaker_min_records: int = Field(default=20, ge=1)
+    breaker_backoff_s: float = Field(default=5.0, gt=0, le=3600)
+    breaker_backoff_max_s: float = Field(default=300.0, gt=0, le=86_400)
+    worker_max_deaths: int = Field(default=3, ge=1, le=1000)
+    broker_check_interval_s: float = Field(default=5.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -92,6 +105,11 @@ class ServiceSettings(BaseModel):
             raise ValueError(
                 f"security protocol {self.security_protocol} needs --sasl-mechanism, "
                 "--sasl-plain-username and --sasl-plain-password"
+            )
+        if self.breaker_backoff_max_s < self.breaker_backoff_s:
+            raise ValueError(
+                f"--breaker-backoff-max-s={self.breaker_backoff_max_s} must be at least "
+                f"--breaker-backoff-s={self.breaker_backoff_s}"
             )
         return self
 
@@ -137,6 +155,50 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--ssl-cafile", "ssl_cafile", "CA bundle to verify the brokers"),
     ("--ssl-certfile", "ssl_certfile", "client certificate (PEM)"),
     ("--ssl-keyfile", "ssl_keyfile", "client private key (PEM)"),
+    (
+        "--max-output-bytes",
+        "max_output_bytes",
+        "max.message.bytes assumed for an output or dead-letter topic whose limit the broker "
+        "does not report",
+    ),
+    (
+        "--max-in-flight-bytes",
+        "max_in_flight_bytes",
+        "record bytes fetched but not committed before fetching pauses",
+    ),
+    (
+        "--batch-timeout-s",
+        "batch_timeout_s",
+        "a batch in flight longer than this makes /healthz fail (watchdog), in seconds",
+    ),
+    (
+        "--rebalance-drain-timeout-s",
+        "rebalance_drain_timeout_s",
+        "bound on finishing revoked partitions' work at a rebalance, in seconds",
+    ),
+    ("--breaker-window", "breaker_window", "model outcomes in the circuit breaker's window"),
+    (
+        "--breaker-threshold",
+        "breaker_threshold",
+        "share of classification_error outcomes in the window that opens the breaker",
+    ),
+    (
+        "--breaker-min-records",
+        "breaker_min_records",
+        "outcomes the window needs before the breaker may open",
+    ),
+    ("--breaker-backoff-s", "breaker_backoff_s", "first wait after the breaker opens, in seconds"),
+    ("--breaker-backoff-max-s", "breaker_backoff_max_s", "longest wait of the breaker, in seconds"),
+    (
+        "--worker-max-deaths",
+        "worker_max_deaths",
+        "worker-process deaths on single articles in a row that open the breaker",
+    ),
+    (
+        "--broker-check-interval-s",
+        "broker_check_interval_s",
+        "interval of the broker liveness and lag probe, in seconds",
+    ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}
 

@@ -10,7 +10,10 @@ in as raw records and comes back as the records to publish, in order.
 A worker process that dies (out of memory, a crash in native code) is replaced and the
 batch is retried; if the same batch kills the new worker too, its records are classified
 one at a time and a record that kills a worker alone becomes a ``classification_error``
-dead letter, so one poison record cannot stop its partition.
+dead letter, so one poison record cannot stop its partition. When ``max_deaths`` records
+in a row each kill a worker alone, the cause is not the input (out of memory at model load,
+a broken install): ``WorkerUnstableError`` is raised instead of dead-lettering the stream,
+and the pipeline's circuit breaker opens.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from service.classify import (
     classify_batch,
     dead_letter_for_crash,
 )
+from service.errors import WorkerUnstableError
 from service.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -116,8 +120,17 @@ class ProcessClassifier:
     """One worker process holding the model; replaced if it dies."""
 
     def __init__(
-        self, model_dir: Path, *, topics: Topics, max_event_bytes: int, log_level: str
+        self,
+        model_dir: Path,
+        *,
+        topics: Topics,
+        max_event_bytes: int,
+        log_level: str,
+        max_deaths: int = 3,
     ) -> None:
+        self._max_deaths = max_deaths
+        #: Records in a row that each killed a worker alone.
+        self.consecutive_deaths = 0
         self._model_dir = model_dir.resolve()
         self._topics = topics
         self._max_event_bytes = max_event_bytes
@@ -142,13 +155,16 @@ class ProcessClassifier:
         ]
         for attempt in (1, 2):
             try:
-                return await self._in_worker(wire)
+                result = await self._in_worker(wire)
             except BrokenProcessPool:
                 logger.error(  # noqa: TRY400 - the worker's traceback died with it
                     "classification worker died; starting a new one",
                     extra={"attempt": attempt, "records": len(wire)},
                 )
                 self._replace_pool()
+            else:
+                self.consecutive_deaths = 0
+                return result
         return await self._one_at_a_time(wire)
 
     async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
@@ -168,7 +184,15 @@ class ProcessClassifier:
                 single = await self._in_worker([record])
             except BrokenProcessPool:
                 self._replace_pool()
+                self.consecutive_deaths += 1
+                if self.consecutive_deaths >= self._max_deaths:
+                    raise WorkerUnstableError(
+                        f"the classification worker died on {self.consecutive_deaths} articles"
+                        " in a row, each alone"
+                    ) from None
                 single = BatchResult(outgoing=[dead_letter_for_crash(record, self._topics)])
+            else:
+                self.consecutive_deaths = 0
             combined.outgoing.extend(single.outgoing)
             combined.verdicts.extend(single.verdicts)
             combined.duration_s += single.duration_s
@@ -190,6 +214,7 @@ def make_classifier(
     max_event_bytes: int,
     log_level: str,
     predictor: ArticlePredictor | None = None,
+    max_deaths: int = 3,
 ) -> BatchClassifier:
     """A given predictor object lives in this process, so it always gets a thread."""
     if predictor is not None or kind is WorkerKind.THREAD:
@@ -197,7 +222,11 @@ def make_classifier(
             model_dir, topics=topics, max_event_bytes=max_event_bytes, predictor=predictor
         )
     return ProcessClassifier(
-        model_dir, topics=topics, max_event_bytes=max_event_bytes, log_level=log_level
+        model_dir,
+        topics=topics,
+        max_event_bytes=max_event_bytes,
+        log_level=log_level,
+        max_deaths=max_deaths,
     )
 
 

@@ -41,6 +41,9 @@ _COUNTERS = (
     "low_confidence",
     "commit_failures",
     "broker_errors",
+    "batch_timeouts",
+    "circuit_breaker_trips",
+    "session_restarts",
 )
 _HISTOGRAMS = (
     "batch_size",
@@ -48,7 +51,15 @@ _HISTOGRAMS = (
     "end_to_end_latency_seconds",
     "tags_per_article",
 )
-_GAUGES = ("consumer_lag", "in_flight_records", "ready", "model_info")
+_GAUGES = (
+    "consumer_lag",
+    "in_flight_records",
+    "ready",
+    "model_info",
+    "in_flight_bytes",
+    "oldest_in_flight_batch_age_seconds",
+    "circuit_breaker_state",
+)
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]
     + [
