@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from conftest import http_get
 from prometheus_client import CollectorRegistry
 
 from service import app as app_module
+from service import kafka as kafka_module
 from service.backoff import Backoff
 from service.breaker import CircuitBreaker
 from service.classify import BatchResult, Outgoing, Topics
@@ -401,3 +403,52 @@ async def test_the_session_loop_counts_each_failure_once_resets_backoff_and_surv
     (bug,) = [r for r in caplog.records if "unexpected error" in r.getMessage()]
     assert bug.exc_info is not None
     assert isinstance(bug.exc_info[1], ValueError)
+
+
+# -- topic limits ----------------------------------------------------------------------
+
+
+class _FakeAdmin:
+    """Answers describe-configs like Apache Kafka (or fails like tansu when ``fail``)."""
+
+    fail = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        if self.fail:
+            raise KafkaConnectionError("Connection closed")
+        assert [(r.name, r.configs) for r in resources] == [
+            ("out", {"max.message.bytes": None}),
+            ("dlq", {"max.message.bytes": None}),
+        ]
+        entries = [("max.message.bytes", "2097152", False, False, False)]
+        response = SimpleNamespace(
+            resources=[(0, None, 2, "out", entries), (0, None, 2, "dlq", [])]
+        )
+        return [response]
+
+
+async def test_topic_limits_come_from_describe_configs_or_are_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """max.message.bytes is read per topic; a topic without it, or a broker that does not
+    answer describe-configs, leaves the limit unknown (the setting applies)."""
+    monkeypatch.setattr(kafka_module, "AIOKafkaAdminClient", _FakeAdmin)
+    settings = ServiceSettings(model_dir=Path("m"))
+    assert await kafka_module.topic_message_limits(settings, ["out", "dlq"]) == {
+        "out": 2_097_152,
+        "dlq": None,
+    }
+    monkeypatch.setattr(_FakeAdmin, "fail", True)
+    assert await kafka_module.topic_message_limits(settings, ["out", "dlq"]) == {
+        "out": None,
+        "dlq": None,
+    }
