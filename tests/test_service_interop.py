@@ -99,6 +99,7 @@ async def test_health_readiness_and_metrics_over_http(
             "model_loaded": True,
             "broker_reachable": True,
             "consumer_in_group": True,
+            "breaker_closed": True,
         }
         assert (await http_get(svc.port, "/nope"))[0] == 404
         deadline = time.monotonic() + 10
