@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -31,7 +32,12 @@ from service.http import HealthServer
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.publish import VALUE_DROPPED_HEADER, BatchPublisher, SourceKey, record_bytes
-from service.settings import ServiceSettings
+from service.settings import (
+    ConfigError,
+    ServiceSettings,
+    add_serve_arguments,
+    settings_from_args,
+)
 from service.workers import ProcessClassifier, WireRecord
 
 # -- backoff ---------------------------------------------------------------------------
@@ -452,3 +458,36 @@ async def test_topic_limits_come_from_describe_configs_or_are_unknown(
         "out": None,
         "dlq": None,
     }
+
+
+# -- settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--breaker-threshold", "0"], "--breaker-threshold='0'"),
+        (["--batch-timeout-s", "-1"], "--batch-timeout-s='-1'"),
+        (["--max-in-flight-bytes", "10"], "--max-in-flight-bytes='10'"),
+        (["--max-output-bytes", "big"], "--max-output-bytes='big'"),
+        (["--breaker-backoff-s", "10", "--breaker-backoff-max-s", "5"], "must be at least"),
+    ],
+)
+def test_bad_resilience_options_name_the_option(argv: list[str], named: str) -> None:
+    """A bad value of a new option fails with a ConfigError naming the flag and the value."""
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    with pytest.raises(ConfigError, match=named):
+        settings_from_args(parser.parse_args(["--model", "m", *argv]))
+
+
+def test_resilience_options_arrive_from_flags() -> None:
+    """The new flags reach the settings, typed."""
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    argv = ["--model", "m", "--max-in-flight-bytes", "2048", "--breaker-window", "50"]
+    argv += ["--broker-check-interval-s", "0.5", "--rebalance-drain-timeout-s", "3"]
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    assert (settings.max_in_flight_bytes, settings.breaker_window) == (2048, 50)
+    assert (settings.broker_check_interval_s, settings.rebalance_drain_timeout_s) == (0.5, 3.0)
