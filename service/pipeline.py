@@ -407,11 +407,15 @@ class Pipeline:
                     self._consumer.end_offsets(probed), max(_PROBE_TIMEOUT_S, interval)
                 )
             except (KafkaError, TimeoutError) as error:
+                detail = repr(error)
+                if isinstance(error, TimeoutError):
+                    # end_offsets waits for ever for a partition that does not exist
+                    detail = f"no end offsets for {_names(probed)} in time (do they exist?)"
                 if self._health.broker_reachable:
-                    logger.warning("broker unreachable", extra={"error": repr(error)})
+                    logger.warning("broker unreachable", extra={"error": detail})
                     self._metrics.broker_errors.inc()
                 self._health.broker_reachable = False
-                self._health.broker_error = repr(error)
+                self._health.broker_error = detail
             else:
                 if not self._health.broker_reachable:
                     logger.info("broker reachable again")
@@ -474,6 +478,10 @@ class Pipeline:
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
         )
+
+
+def _names(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
 
 
 async def _wait_any(*futures: asyncio.Future[Any], within_s: float | None = None) -> None:
