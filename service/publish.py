@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 #: A v2 record batch header (61 bytes) plus one record's varints and attributes, rounded up.
 _BATCH_OVERHEAD_BYTES = 128
+_BATCH_HEADER_BYTES = 61
 _HEADER_OVERHEAD_BYTES = 10
 VALUE_DROPPED_HEADER = "error.value_dropped"
 
@@ -210,7 +211,7 @@ class BatchPublisher:
             over_limit = (
                 limit is not None
                 and held
-                and builder.size() + record_bytes(item) - _BATCH_OVERHEAD_BYTES > limit
+                and builder.size() + record_bytes(item) - _BATCH_HEADER_BYTES > limit
             )
             if over_limit:
                 await flush()

@@ -491,3 +491,15 @@ def test_resilience_options_arrive_from_flags() -> None:
     settings = settings_from_args(args)
     assert (settings.max_in_flight_bytes, settings.breaker_window) == (2048, 50)
     assert (settings.broker_check_interval_s, settings.rebalance_drain_timeout_s) == (0.5, 3.0)
+
+
+async def test_producer_batches_are_cut_to_the_topic_limit() -> None:
+    """Records that fit alone are grouped into producer batches no larger than the limit."""
+    producer = _FakeProducer()
+    publisher = BatchPublisher(producer, limits={"out": 1000}, dead_letter_topic="dlq")
+    sent = await publisher.publish([_output(b"v" * 300, i) for i in range(10)])
+    assert len(sent) > 1
+    assert sum(len(s.items) for s in sent) == 10
+    assert all(sum(len(i.value or b"") for i in s.items) <= 1000 for s in sent)
+    delivery = await publisher.confirm(sent, {})
+    assert len(delivery.delivered) == 10
