@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,7 @@ DEFAULT_MAX_DEPTH = 64
 #: The JSON parser (pydantic-core's jiter) refuses anything nested deeper than this itself.
 PARSER_MAX_DEPTH = 200
 _MAX_ERRORS_IN_MESSAGE = 3
+_MAX_NAME_SHOWN = 64
 # jiter's messages for valid JSON it will not build (too deep, an integer over 4,300 digits).
 _PARSER_LIMITS = {
     "recursion limit exceeded": (
@@ -138,7 +140,7 @@ def _walk_fields(event: ArticleEvent, limits: RecordLimits) -> DecodeError | Non
         if depth > limits.max_depth:
             return DecodeError(
                 DecodeErrorReason.TOO_LARGE,
-                f"{name}: nested {depth} levels deep, over the limit of {limits.max_depth}",
+                f"{_shown(name)}: nested {depth} levels deep, over the limit of {limits.max_depth}",
                 name,
             )
         count += len(container)
@@ -165,10 +167,18 @@ def _non_finite(name: str) -> DecodeError:
     # numbers, so passing the field through unchanged is impossible: refuse, never rewrite.
     return DecodeError(
         DecodeErrorReason.SCHEMA_VIOLATION,
-        f"{name}: holds a number outside the range of a double (or NaN/Infinity), "
+        f"{_shown(name)}: holds a number outside the range of a double (or NaN/Infinity), "
         "which cannot be passed through unchanged",
         name,
     )
+
+
+def _shown(name: str) -> str:
+    """A field name fit for a one-line message: unknown names can be anything, of any size."""
+    short = name[:_MAX_NAME_SHOWN]
+    if not (short.isprintable() and short.strip() == short and short):
+        short = json.dumps(short)
+    return short + ("..." if len(name) > _MAX_NAME_SHOWN else "")
 
 
 def _from_validation_error(error: ValidationError) -> DecodeError:
