@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import demo_texts
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from model.text import MAX_BODY_CHARS, compose_text
 from schemas import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_EVENT_BYTES,
@@ -741,3 +743,15 @@ async def test_worker_process_applies_the_caps(model_dir: Path) -> None:
     finally:
         classifier.close()
     assert [item.reason for item in result.outgoing] == [DeadLetterReason.TOO_LARGE, None]
+
+
+def test_the_model_reads_only_the_start_of_a_huge_body(predictor: Any) -> None:
+    """Past MAX_BODY_CHARS a body changes nothing the model says, and the demo articles
+    are all shorter, so their predictions are what they were without the cap."""
+    start = "The central bank kept interest rates on hold as inflation eased. " * 800
+    assert len(start) > MAX_BODY_CHARS
+    capped = ArticleEvent(article_id="a", title="Rates", body=start[:MAX_BODY_CHARS])
+    huge = ArticleEvent(article_id="a", title="Rates", body=start + "striker goal " * 70_000)
+    assert predictor.predict([huge]) == predictor.predict([capped])
+    assert compose_text("t", huge.body, 2) == compose_text("t", capped.body, 2)
+    assert max(len(body) for _, body in demo_texts()) < MAX_BODY_CHARS
