@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import demo_texts
+from conftest import Topics as KafkaTopics
+from conftest import article_records, demo_texts, make_settings, produce, running_service, settle
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -40,6 +41,7 @@ from schemas import (
     encode_classified,
 )
 from schemas.generate import SCHEMA_DIR
+from service.broker import EmbeddedBroker
 from service.classify import Topics, classify_batch, classify_values
 from service.cli import build_parser
 from service.cli import main as cli_main
@@ -755,3 +757,33 @@ def test_the_model_reads_only_the_start_of_a_huge_body(predictor: Any) -> None:
     assert predictor.predict([huge]) == predictor.predict([capped])
     assert compose_text("t", huge.body, 2) == compose_text("t", capped.body, 2)
     assert max(len(body) for _, body in demo_texts()) < MAX_BODY_CHARS
+
+
+@pytest.mark.kafka
+async def test_the_running_service_gives_each_hostile_record_its_outcome(
+    broker: EmbeddedBroker, topics: KafkaTopics, model_dir: Path, predictor: Any
+) -> None:
+    """Through the broker, each hostile record of the corpus (those under 100 kB) comes out
+    once, as an output or a dead letter with its documented reason, the valid records after
+    them are classified, and the service keeps running and stops cleanly."""
+    corpus = [(name, raw, reason) for name, raw, reason in HOSTILE if len(raw or b"") < 100_000]
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (f"hostile-{index}".encode(), raw) for index, (_, raw, _) in enumerate(corpus)
+    ]
+    valid = article_records(20, prefix="after-hostile")
+    await produce(broker.bootstrap_servers, topics.input, records + valid)
+    expected_dead = sum(reason is not None for _, _, reason in corpus)
+    expected_out = len(corpus) - expected_dead + len(valid)
+    settings = make_settings(broker.bootstrap_servers, topics, model_dir)
+    async with running_service(settings, predictor) as service:
+        dead = await settle(broker.bootstrap_servers, topics.dead_letter, expected_dead)
+        outputs = await settle(broker.bootstrap_servers, topics.output, expected_out)
+        assert not service.task.done()
+    outcome: dict[bytes | None, list[str | None]] = {}
+    for record in outputs:
+        outcome.setdefault(record.key, []).append(None)
+    for record in dead:
+        outcome.setdefault(record.key, []).append(dict(record.headers)["error.reason"].decode())
+    for (key, _), (name, _, reason) in zip(records, corpus, strict=True):
+        assert outcome.get(key) == [reason], name
+    assert all(outcome.get(key) == [None] for key, _ in valid)
