@@ -4,8 +4,9 @@ Hand-written hostile records (one per class of problem) and property-based ones
 (hypothesis) go through ``decode_article -> classify_batch -> encode`` with the demo model,
 and through the offline ``classify``. Outputs must parse as strict JSON, validate against
 the checked-in JSON Schema and carry every unknown field unchanged; dead letters carry the
-original bytes and a reason. Profiles: ``default`` (a few hundred examples) and ``ci``
-(chosen when ``CI`` is set, or with ``--hypothesis-profile=ci``).
+original bytes and a reason. Hypothesis profiles: ``default`` (150 examples per property),
+``ci`` (300; chosen when ``CI`` is set) and ``thorough`` (3,000, for a long local run), or
+any one named by ``HYPOTHESIS_PROFILE``.
 """
 
 from __future__ import annotations
@@ -53,12 +54,19 @@ from service.workers import ProcessClassifier, WireRecord
 
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 settings.register_profile(
-    "default", max_examples=200, deadline=None, database=None, suppress_health_check=_SLOW_DATA
+    "default", max_examples=150, deadline=None, database=None, suppress_health_check=_SLOW_DATA
 )
 settings.register_profile(
-    "ci", max_examples=400, deadline=None, database=None, suppress_health_check=_SLOW_DATA
+    "ci", max_examples=300, deadline=None, database=None, suppress_health_check=_SLOW_DATA
 )
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+settings.register_profile(
+    "thorough", max_examples=3000, deadline=None, database=None, suppress_health_check=_SLOW_DATA
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+)
+#: The offline property loads the model and runs each file twice: a third of the examples.
+_OFFLINE_EXAMPLES = max(20, settings().max_examples // 3)
 
 TOPICS = Topics("out", "dlq")
 DECLARED = tuple(ArticleEvent.model_fields)
@@ -629,6 +637,7 @@ def test_every_well_formed_record_comes_out_with_its_unknown_fields(
     assert [reason for reason, _ in outcomes] == [None] * len(values)
 
 
+@settings(max_examples=_OFFLINE_EXAMPLES)
 @given(
     values=st.lists(
         st.one_of(hostile_records(), well_formed_records()).filter(
