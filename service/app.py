@@ -84,6 +84,7 @@ async def run_service(
         log_level=settings.log_level.value,
         predictor=predictor,
         max_deaths=settings.worker_max_deaths,
+        limits=settings.record_limits,
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)

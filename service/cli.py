@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import IO
 
 from model import ModelError
-from schemas import DEFAULT_MAX_EVENT_BYTES
+from schemas import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    PARSER_MAX_DEPTH,
+    RecordLimits,
+)
 from service.app import serve
 from service.broker import run_broker_forever
 from service.cli_env import EnvironmentValueError, apply_environment
@@ -108,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_EVENT_BYTES,
         help="largest accepted event in bytes (default: %(default)s)",
     )
+    classify.add_argument(
+        "--max-title-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_TITLE_CHARS,
+        help="longest accepted title in characters (default: %(default)s)",
+    )
+    classify.add_argument(
+        "--max-fields",
+        type=_positive_int,
+        default=DEFAULT_MAX_FIELDS,
+        help="most fields and array items in one event, at any depth (default: %(default)s)",
+    )
+    classify.add_argument(
+        "--max-depth",
+        type=_depth,
+        default=DEFAULT_MAX_DEPTH,
+        help=f"deepest nesting, the event being level 1, at most {PARSER_MAX_DEPTH} "
+        "(default: %(default)s)",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -198,6 +224,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 strict=args.strict,
                 max_event_bytes=args.max_event_bytes,
                 stderr=sys.stderr,
+                limits=RecordLimits(
+                    max_title_chars=args.max_title_chars,
+                    max_fields=args.max_fields,
+                    max_depth=args.max_depth,
+                ),
             )
     if command == "serve":
         return serve(settings_from_args(args))
@@ -238,6 +269,15 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _depth(text: str) -> int:
+    value = int(text)
+    if not 0 < value <= PARSER_MAX_DEPTH:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {PARSER_MAX_DEPTH} (the JSON parser's own limit), got {value}"
+        )
     return value
 
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from schemas import DEFAULT_MAX_EVENT_BYTES
+from schemas import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    PARSER_MAX_DEPTH,
+    RecordLimits,
+)
 from service.workers import WorkerKind
 
 
@@ -71,6 +78,10 @@ class ServiceSettings(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1)
+    #: Per-record caps (``schemas.RecordLimits``): the reasons for the defaults are there.
+    max_title_chars: int = Field(default=DEFAULT_MAX_TITLE_CHARS, ge=1)
+    max_fields: int = Field(default=DEFAULT_MAX_FIELDS, ge=1)
+    max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1, le=PARSER_MAX_DEPTH)
     low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     log_level: LogLevel = LogLevel.INFO
     security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
@@ -114,6 +125,15 @@ class ServiceSettings(BaseModel):
         return self
 
     @property
+    def record_limits(self) -> RecordLimits:
+        """The per-record caps ``decode_article`` enforces (over one: ``too_large``)."""
+        return RecordLimits(
+            max_title_chars=self.max_title_chars,
+            max_fields=self.max_fields,
+            max_depth=self.max_depth,
+        )
+
+    @property
     def fetch_limit_bytes(self) -> int:
         """Largest record the consumer fetches and the producer forwards: room for an
         oversize record (over ``max_event_bytes``) to be fetched whole and dead-lettered."""
@@ -142,6 +162,17 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--session-timeout-ms", "session_timeout_ms", "consumer group session timeout, in ms"),
     ("--shutdown-timeout-s", "shutdown_timeout_s", "bound on the drain at shutdown, in seconds"),
     ("--max-event-bytes", "max_event_bytes", "larger records are dead-lettered as too_large"),
+    ("--max-title-chars", "max_title_chars", "longer titles are dead-lettered as too_large"),
+    (
+        "--max-fields",
+        "max_fields",
+        "most fields and array items in one event, counted at any depth (more: too_large)",
+    ),
+    (
+        "--max-depth",
+        "max_depth",
+        f"deepest nesting of an event, the event itself being level 1 (at most {PARSER_MAX_DEPTH})",
+    ),
     (
         "--low-confidence-threshold",
         "low_confidence_threshold",

@@ -33,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from schemas import DEFAULT_LIMITS, RecordLimits
 from service.classify import (
     ArticlePredictor,
     BatchResult,
@@ -94,11 +95,12 @@ class ThreadClassifier:
         topics: Topics,
         max_event_bytes: int,
         predictor: ArticlePredictor | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         self._model_dir = model_dir
         self._predictor = predictor
         self._classify = functools.partial(
-            _classify_with, topics=topics, max_event_bytes=max_event_bytes
+            _classify_with, topics=topics, max_event_bytes=max_event_bytes, limits=limits
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
 
@@ -127,6 +129,7 @@ class ProcessClassifier:
         max_event_bytes: int,
         log_level: str,
         max_deaths: int = 3,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         self._max_deaths = max_deaths
         #: Records in a row that each killed a worker alone.
@@ -134,6 +137,7 @@ class ProcessClassifier:
         self._model_dir = model_dir.resolve()
         self._topics = topics
         self._max_event_bytes = max_event_bytes
+        self._limits = limits
         self._log_level = log_level
         self._pool = self._new_pool()
 
@@ -175,6 +179,7 @@ class ProcessClassifier:
             wire,
             self._topics,
             self._max_event_bytes,
+            self._limits,
         )
 
     async def _one_at_a_time(self, wire: Sequence[WireRecord]) -> BatchResult:
@@ -215,11 +220,16 @@ def make_classifier(
     log_level: str,
     predictor: ArticlePredictor | None = None,
     max_deaths: int = 3,
+    limits: RecordLimits = DEFAULT_LIMITS,
 ) -> BatchClassifier:
     """A given predictor object lives in this process, so it always gets a thread."""
     if predictor is not None or kind is WorkerKind.THREAD:
         return ThreadClassifier(
-            model_dir, topics=topics, max_event_bytes=max_event_bytes, predictor=predictor
+            model_dir,
+            topics=topics,
+            max_event_bytes=max_event_bytes,
+            predictor=predictor,
+            limits=limits,
         )
     return ProcessClassifier(
         model_dir,
@@ -227,6 +237,7 @@ def make_classifier(
         max_event_bytes=max_event_bytes,
         log_level=log_level,
         max_deaths=max_deaths,
+        limits=limits,
     )
 
 
@@ -240,8 +251,11 @@ def _classify_with(
     *,
     topics: Topics,
     max_event_bytes: int,
+    limits: RecordLimits = DEFAULT_LIMITS,
 ) -> BatchResult:
-    return classify_batch(records, predictor, topics=topics, max_event_bytes=max_event_bytes)
+    return classify_batch(
+        records, predictor, topics=topics, max_event_bytes=max_event_bytes, limits=limits
+    )
 
 
 def _load_predictor(model_dir: Path) -> ArticlePredictor:
@@ -289,8 +303,16 @@ def _load_in_worker(model_dir: Path) -> ModelIdentity:
 
 
 def _classify_in_worker(
-    model_dir: Path, records: Sequence[WireRecord], topics: Topics, max_event_bytes: int
+    model_dir: Path,
+    records: Sequence[WireRecord],
+    topics: Topics,
+    max_event_bytes: int,
+    limits: RecordLimits = DEFAULT_LIMITS,
 ) -> BatchResult:
     return classify_batch(
-        records, _worker_predictor(model_dir), topics=topics, max_event_bytes=max_event_bytes
+        records,
+        _worker_predictor(model_dir),
+        topics=topics,
+        max_event_bytes=max_event_bytes,
+        limits=limits,
     )
