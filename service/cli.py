@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model artifact from labelled JSONL",
         description="Train the section and tag heads on labelled JSONL files and write a model "
-        "artifact directory (model.joblib + model.json manifest). Prints cross-validated metrics.",
+        "artifact directory (data files + model.json manifest). Prints cross-validated metrics "
+        "and the artifact's sha256 (for --model-sha256).",
     )
     train.add_argument(
         "--data",
