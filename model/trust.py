@@ -60,7 +60,7 @@ class ArtifactTrust:
             if not hmac.compare_digest(actual, self.sha256):
                 raise ArtifactTrustError(
                     f"{directory}: artifact sha256 {actual} is not the pinned {self.sha256} "
-                    "(--model-sha256); refusing to load a model nobody pinned"
+                    "(--model-sha256); refusing to load it"
                 )
         if self.public_key is not None:
             _verify_signature(directory, manifest, self.public_key)

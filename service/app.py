@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from model.trust import trust_from_options
 from service.classify import ArticlePredictor, Topics
 from service.errors import ServiceError
 from service.health import Assignment, Health
@@ -76,6 +77,7 @@ async def run_service(
         max_event_bytes=settings.max_event_bytes,
         log_level=settings.log_level.value,
         predictor=predictor,
+        trust=trust_from_options(settings.model_sha256, settings.model_public_key),
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -88,12 +90,15 @@ async def run_service(
             http_port.set_result(server.port)
         model = await classifier.start()
         metrics.model_info.info({"name": model.name, "version": model.version})
+        health.model_name, health.model_version = model.name, model.version
+        health.model_sha256 = model.sha256
         health.model_loaded = True
         logger.info(
             "model loaded",
             extra={
                 "model_name": model.name,
                 "model_version": model.version,
+                "model_sha256": model.sha256,
                 "classify_in": settings.classify_in.value if predictor is None else "thread",
             },
         )

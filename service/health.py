@@ -22,6 +22,10 @@ class Health:
     broker_reachable: bool = False
     assignment: Assignment = Assignment.STOPPED
     broker_error: str | None = None
+    #: The loaded model, so /readyz shows which one serves (a wrong model is visible).
+    model_name: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -44,4 +48,11 @@ class Health:
             "failing": [name for name, ok in checks.items() if not ok],
             "assignment": self.assignment.value,
             "broker_error": self.broker_error,
+            "model": None
+            if self.model_name is None
+            else {
+                "name": self.model_name,
+                "version": self.model_version,
+                "sha256": self.model_sha256,
+            },
         }

@@ -14,8 +14,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from model.trust import normalize_sha256
 from schemas import DEFAULT_MAX_EVENT_BYTES
 from service.workers import WorkerKind
 
@@ -50,6 +59,10 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_dir: Path = Field(description="model artifact directory")
+    #: sha256 of the artifact's model.json: only that exact artifact is loaded.
+    model_sha256: str | None = None
+    #: Ed25519 public key (PEM): the artifact must carry a valid model.json.sig under it.
+    model_public_key: Path | None = None
     bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
     input_topic: str = Field(default="articles", min_length=1, max_length=249)
     output_topic: str = Field(default="articles.classified", min_length=1, max_length=249)
@@ -81,6 +94,11 @@ class ServiceSettings(BaseModel):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_sha256(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
         topics = {self.input_topic, self.output_topic, self.dead_letter_topic}
@@ -105,6 +123,16 @@ class ServiceSettings(BaseModel):
 # (flag, settings field, help). Values arrive as strings and are validated by ServiceSettings.
 _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--model", "model_dir", "model artifact directory (required)"),
+    (
+        "--model-sha256",
+        "model_sha256",
+        "load only the artifact whose model.json has this sha256 (train prints it)",
+    ),
+    (
+        "--model-public-key",
+        "model_public_key",
+        "Ed25519 public key (PEM): load only an artifact signed with its private key",
+    ),
     ("--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers, comma-separated"),
     ("--input-topic", "input_topic", "topic of ArticleEvents"),
     ("--output-topic", "output_topic", "topic for ClassifiedArticleEvents"),
@@ -167,7 +195,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
 def settings_from_mapping(values: dict[str, Any]) -> ServiceSettings:
     """Validate ``values`` (strings or typed values) into settings or raise ConfigError."""
     if "model_dir" not in values:
-        raise ConfigError("--model is required (or ARTICLE_CLASSIFIER_MODEL)")
+        raise ConfigError(
+            "--model is required (or ARTICLE_CLASSIFIER_MODEL): the directory of a trained "
+            "model artifact (article-classifier train); no model is built in"
+        )
     try:
         # Lax mode converts the strings argparse hands over ("256" -> 256).
         return ServiceSettings.model_validate(values)
