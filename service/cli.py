@@ -284,18 +284,24 @@ def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model-public-key",
-        type=Path,
+        type=_optional_path,
         default=None,
         metavar="PUBLIC.pem",
         help="Ed25519 public key (PEM): load only an artifact signed with its private key",
     )
 
 
-def _sha256(text: str) -> str:
+def _sha256(text: str) -> str | None:
+    if not text.strip():
+        return None  # an empty ARTICLE_CLASSIFIER_MODEL_SHA256 means "no pin", as for serve
     try:
         return normalize_sha256(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
 
 
 def _positive_int(text: str) -> int:
