@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint typecheck check schemas demo-model quality bench bench-service clean lock compose-demo bench-artifact
+.PHONY: help install demo test test-fast lint typecheck check schemas demo-model quality bench bench-service clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,7 @@ check: lint typecheck test ## everything CI runs
 schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
 	$(BIN)/python -m schemas.generate
 
+.PHONY: lock compose-demo bench-artifact
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
 	--annotation-style line --custom-compile-command 'make lock'
 

@@ -34,6 +34,8 @@ from model.training import TrainedModel
 from model.trust import SIGNATURE_FILE, ArtifactTrust, load_private_key, sign_manifest
 
 MANIFEST_FILE = "model.json"
+#: A manifest is tens of kilobytes (per-label metrics); anything this large is not one.
+MAX_MANIFEST_BYTES = 16 * 2**20
 #: The pickle of format 1; never opened, only recognised so it can be refused clearly.
 LEGACY_MODEL_FILE = "model.joblib"
 RETRAIN_HINT = (
@@ -172,13 +174,17 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
 def _read_manifest_bytes(directory: Path) -> bytes:
     path = directory / MANIFEST_FILE
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         if (directory / LEGACY_MODEL_FILE).exists():
             raise _legacy(directory) from None
         raise ArtifactError(f"{path}: cannot read the manifest: no such file") from None
     except OSError as error:
         raise ArtifactError(f"{path}: cannot read the manifest: {error.strerror}") from error
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes, not a manifest")
+    return raw
 
 
 def _legacy(directory: Path) -> ArtifactError:

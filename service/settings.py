@@ -14,17 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from model.trust import normalize_sha256
 from schemas import DEFAULT_MAX_EVENT_BYTES
 from service.workers import WorkerKind
 
@@ -60,7 +51,7 @@ class ServiceSettings(BaseModel):
 
     model_dir: Path = Field(description="model artifact directory")
     #: sha256 of the artifact's model.json: only that exact artifact is loaded.
-    model_sha256: str | None = None
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     #: Ed25519 public key (PEM): the artifact must carry a valid model.json.sig under it.
     model_public_key: Path | None = None
     bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
@@ -93,11 +84,6 @@ class ServiceSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
-
-    @field_validator("model_sha256")
-    @classmethod
-    def _sha256(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_sha256(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:

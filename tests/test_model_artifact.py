@@ -485,6 +485,7 @@ def test_labels_changed_consistently_in_params_are_refused(artifact: Path) -> No
         ("extra-file", r"unexpected extra.bin"),
         ("missing-file", r"missing params.json"),
         ("newer-format", "format_version 3 is newer"),
+        ("huge-manifest", "larger than 16777216 bytes, not a manifest"),
     ],
 )
 def test_missing_or_malformed_files_are_refused(artifact: Path, damage: str, message: str) -> None:
@@ -504,7 +505,9 @@ def test_missing_or_malformed_files_are_refused(artifact: Path, damage: str, mes
         manifest["files"]["extra.bin"] = manifest["files"][ARRAYS_FILE]
     elif damage == "missing-file":
         del manifest["files"][PARAMS_FILE]
-    else:
+    elif damage == "huge-manifest":
+        (artifact / MANIFEST_FILE).write_bytes(b" " * (16 * 2**20 + 1))
+    elif damage == "newer-format":
         manifest["format_version"] = 3
     if damage in {"missing-field", "extra-file", "missing-file", "newer-format"}:
         (artifact / MANIFEST_FILE).write_text(json.dumps(manifest))
