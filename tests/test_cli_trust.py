@@ -277,3 +277,21 @@ def test_broker_and_demo_say_how_to_install_the_embedded_broker(
     assert b"pip install 'article-classifier[demo]'" in result.stderr
     assert b"Traceback" not in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [
+        ("sign", "ARTICLE_CLASSIFIER_KEY"),
+        ("keygen", "ARTICLE_CLASSIFIER_OUT"),
+        ("serve", "ARTICLE_CLASSIFIER_MODEL_SHA256"),
+        ("serve", "ARTICLE_CLASSIFIER_MODEL_PUBLIC_KEY"),
+        ("classify", "ARTICLE_CLASSIFIER_MODEL_PUBLIC_KEY"),
+        ("evaluate", "ARTICLE_CLASSIFIER_MODEL_SHA256"),
+    ],
+)
+def test_trust_options_are_documented_with_their_variables(command: str, variable: str) -> None:
+    """--help of each command shows the new options' environment variables."""
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert f"[env: {variable}]".encode() in result.stdout
