@@ -198,7 +198,7 @@ def _parse_manifest(directory: Path, raw: bytes) -> Manifest:
     path = directory / MANIFEST_FILE
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise ArtifactError(f"{path}: malformed manifest: not JSON ({error})") from None
     version = document.get("format_version") if isinstance(document, dict) else None
     if version == 1 or (isinstance(document, dict) and "model_sha256" in document):

@@ -153,7 +153,7 @@ def _encode_arrays(model: LinearTextModel) -> bytes:
 def _decode_arrays(data: bytes, dims: Mapping[str, int]) -> dict[str, Any]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except Exception as error:  # any failure to parse untrusted bytes is a refusal
         raise ArtifactError(f"{ARRAYS_FILE}: not a valid npz (zip) file: {error}") from None
     with archive:
         names = archive.namelist()
@@ -177,7 +177,9 @@ def _read_member(
     try:
         with archive.open(f"{name}.npy") as member:
             array = _read_npy(member, where, spec, shape)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except ArtifactError:
+        raise
+    except Exception as error:  # corrupt, encrypted, unsupported: all refused
         raise ArtifactError(f"{where}: not a valid .npy array: {error}") from None
     if not np.isfinite(array).all():
         raise ArtifactError(f"{where}: holds NaN or infinite values")

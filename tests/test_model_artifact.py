@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -366,7 +367,37 @@ def _member_bytes(transform: Callable[[bytes], bytes]) -> Callable[[Path], bytes
     return build
 
 
+def _zip_headers(field: str, change: Callable[[int], int]) -> Callable[[Path], bytes]:
+    """arrays.npz with a field of every local and central zip header changed in place."""
+    offsets = {"flags": (6, 8), "method": (8, 10)}[field]
+
+    def build(directory: Path) -> bytes:
+        data = bytearray((directory / ARRAYS_FILE).read_bytes())
+        for signature, offset in zip((b"PK\x03\x04", b"PK\x01\x02"), offsets, strict=True):
+            at = data.find(signature)
+            while at != -1:
+                (value,) = struct.unpack_from("<H", data, at + offset)
+                struct.pack_into("<H", data, at + offset, change(value))
+                at = data.find(signature, at + 4)
+        return bytes(data)
+
+    return build
+
+
+def _corrupt_deflate(directory: Path) -> bytes:
+    """arrays.npz with bytes inside weights.npy's deflate stream inverted."""
+    data = bytearray((directory / ARRAYS_FILE).read_bytes())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("weights.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for index in range(start + 10, start + 60):
+        data[index] ^= 0xFF
+    return bytes(data)
+
+
 _BAD_ARRAYS: dict[str, tuple[Callable[[Path], bytes], str]] = {
+    "encrypted members": (_zip_headers("flags", lambda v: v | 1), "idf: not a valid .npy"),
+    "unknown compression": (_zip_headers("method", lambda v: 99), "idf: not a valid .npy"),
+    "corrupt deflate data": (_corrupt_deflate, "weights: not a valid .npy array"),
     "empty file": (lambda d: b"", "not a valid npz"),
     "truncated file": (
         lambda d: (d / ARRAYS_FILE).read_bytes()[: (d / ARRAYS_FILE).stat().st_size // 2],
@@ -430,6 +461,8 @@ _BAD_PARAMS: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "empty file": (lambda d: b"", "invalid"),
     "not JSON": (lambda d: b"{", "invalid"),
     "a list": (lambda d: b"[]", "invalid"),
+    "deeply nested": (lambda d: b"[" * 100_000, "invalid"),
+    "not UTF-8": (lambda d: b'{"vocabulary": ["caf\xe9"]}', "invalid"),
     "vocabulary one short": (
         _params_change(lambda p: p["vocabulary"].pop()),
         "arrays.npz: idf: shape",
@@ -481,6 +514,8 @@ def test_labels_changed_consistently_in_params_are_refused(artifact: Path) -> No
         ("no-arrays", f"cannot read {ARRAYS_FILE}"),
         ("no-params", f"cannot read {PARAMS_FILE}"),
         ("not-json", "malformed manifest"),
+        ("deeply-nested", "malformed manifest"),
+        ("not-utf8", "malformed manifest"),
         ("missing-field", "malformed manifest"),
         ("extra-file", r"unexpected extra.bin"),
         ("missing-file", r"missing params.json"),
@@ -499,6 +534,10 @@ def test_missing_or_malformed_files_are_refused(artifact: Path, damage: str, mes
         (artifact / PARAMS_FILE).unlink()
     elif damage == "not-json":
         (artifact / MANIFEST_FILE).write_text("{")
+    elif damage == "deeply-nested":
+        (artifact / MANIFEST_FILE).write_bytes(b'{"a": ' + b"[" * 100_000)
+    elif damage == "not-utf8":
+        (artifact / MANIFEST_FILE).write_bytes(b'{"name": "caf\xe9"}')
     elif damage == "missing-field":
         del manifest["name"]
     elif damage == "extra-file":
