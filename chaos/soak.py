@@ -28,7 +28,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.ledger import Audit, Feeder, await_delivery, count_records
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from chaos.ledger import Audit, Feeder, await_delivery
 from chaos.proxy import FaultProxy, client_id_prefix
 from model import load_labelled, save_artifact, train
 from service.broker import EmbeddedBroker, ensure_topics, free_port
@@ -38,6 +41,11 @@ DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"
 CLIENT_ID = "article-classifier"
 _RECOVERY_BOUND_S = 120.0
 _EXIT_BOUND_S = 45.0
+_INPUT_PARTITIONS = 3
+_DESCRIPTION = (
+    "A bounded soak: random kill -9, SIGTERM, partitions and joins while producing, then an"
+    " audit (nothing lost, per-key order); exit status 1 on a broken promise."
+)
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Soak:
     workdir: Path
     rng: random.Random
     max_instances: int
+    #: In the service's group (so it reads its commits) but never joins it: no subscription.
+    watcher: AIOKafkaConsumer
     instances: list[Instance] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     recoveries: list[tuple[str, float]] = field(default_factory=list)
@@ -115,18 +125,29 @@ class Soak:
             instance.process.kill()
             await asyncio.to_thread(instance.process.wait, 5)
 
-    async def recovered(self, outputs_before: int) -> bool:
-        """Every live instance ready and the outputs grown since the fault."""
+    async def recovered(self, backlog: dict[TopicPartition, int]) -> bool:
+        """Every live instance ready and the group's commits past ``backlog`` (the input end
+        offsets when the fault ended): all that came before the fault is out."""
         live = self.live()
         if not live:
             return False
         statuses = await asyncio.gather(*(_readyz(instance.port) for instance in live))
         if any(status != 200 for status in statuses):
             return False
-        return await self._outputs() > outputs_before
+        try:
+            for tp, end in backlog.items():
+                committed = await self.watcher.committed(tp)
+                if committed is None or committed < end:
+                    return False
+        except KafkaError:
+            return False
+        return True
 
-    async def _outputs(self) -> int:
-        return await count_records(self.bootstrap, self.topics[1:])
+    async def backlog(self) -> dict[TopicPartition, int]:
+        """The input topic's end offsets now."""
+        partitions = [TopicPartition(self.topics[0], p) for p in range(_INPUT_PARTITIONS)]
+        ends: dict[TopicPartition, int] = await self.watcher.end_offsets(partitions)
+        return ends
 
     async def inject(self, kind: str) -> None:
         """One fault, then wait (bounded) for recovery and record how long it took."""
@@ -144,9 +165,9 @@ class Soak:
         self.faults[kind] += 1
         if not self.live():
             self.spawn()  # the group must not stay empty: an orchestrator would restart it
-        before = await self._outputs()
+        backlog = await self.backlog()
         started = time.monotonic()
-        while not await self.recovered(before):
+        while not await self.recovered(backlog):
             if time.monotonic() - started > _RECOVERY_BOUND_S:
                 self.unrecovered.append(f"{kind}: no recovery within {_RECOVERY_BOUND_S:.0f} s")
                 return
@@ -161,6 +182,12 @@ class Soak:
         if live < self.max_instances:
             kinds.append("add instance")
         return self.rng.choice(kinds)
+
+    def kill_all(self) -> None:
+        for instance in self.instances:
+            if instance.alive():
+                instance.process.kill()
+                instance.process.wait(5)
 
     def unexpected_exits(self) -> list[str]:
         return [
@@ -194,56 +221,60 @@ def _train_demo_model(out: Path) -> Path:
 
 
 async def run(args: argparse.Namespace) -> int:
+    """The whole soak; the exit status."""
     rng = random.Random(args.seed)  # noqa: S311 - fault choices, reproducible by seed
-    workdir = args.workdir
-    model_dir = args.model or _train_demo_model(workdir / "model")
+    model_dir = args.model or _train_demo_model(args.workdir / "model")
     broker_port = free_port()
     tag = uuid.uuid4().hex[:8]
     topics = (f"articles-{tag}", f"articles.classified-{tag}", f"articles.dead-letter-{tag}")
     started = time.monotonic()
-    async with FaultProxy(broker_port, scope=client_id_prefix(CLIENT_ID)) as proxy:
+    async with contextlib.AsyncExitStack() as stack:
+        proxy = await stack.enter_async_context(
+            FaultProxy(broker_port, scope=client_id_prefix(CLIENT_ID))
+        )
         broker = EmbeddedBroker(
-            broker_port, advertised_port=proxy.port, log_file=workdir / "tansu.log"
+            broker_port, advertised_port=proxy.port, log_file=args.workdir / "tansu.log"
         )
         await asyncio.to_thread(broker.start)
+        stack.push_async_callback(asyncio.to_thread, broker.stop)
+        bootstrap = broker.bootstrap_servers
+        await ensure_topics(bootstrap, {topics[0]: _INPUT_PARTITIONS, topics[1]: 3, topics[2]: 1})
+        group = f"chaos-{tag}"
+        watcher = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await watcher.start()
+        stack.push_async_callback(watcher.stop)
         soak = Soak(
-            broker.bootstrap_servers, proxy, topics, f"chaos-{tag}", model_dir, workdir, rng,
-            args.max_instances,
+            bootstrap, proxy, topics, group, model_dir, args.workdir, rng, args.max_instances,
+            watcher,
         )  # fmt: skip
-        try:
-            await ensure_topics(
-                broker.bootstrap_servers, {topics[0]: 3, topics[1]: 3, topics[2]: 1}
-            )
-            feeder = Feeder(
-                broker.bootstrap_servers, topics[0], keys=args.keys, chunk=100, pause_s=0.1,
-                poison_every=args.poison_every,
-            )  # fmt: skip
-            feeding = asyncio.create_task(feeder.run())
-            for _ in range(2):
-                soak.spawn()
-            deadline = started + args.duration_s
-            _say(f"soak for {args.duration_s:.0f} s (seed {args.seed}); logs in {workdir}")
-            while time.monotonic() < deadline:
-                await asyncio.sleep(rng.uniform(2.0, 6.0))
-                if time.monotonic() >= deadline:
-                    break
-                kind = soak.choose()
-                _say(f"{time.monotonic() - started:6.1f} s  {kind}  (live: {len(soak.live())})")
-                await soak.inject(kind)
-            feeder.stop()
-            await asyncio.wait_for(feeding, 60)
-            if not soak.live():
-                soak.spawn()
-            _say(f"stopped producing after {feeder.acked} events; draining")
-            result = await await_delivery(broker.bootstrap_servers, *topics, timeout_s=240)
-            unexpected = soak.unexpected_exits()
-            for instance in soak.live():
-                await soak.stop(instance, signal.SIGTERM)
-        finally:
-            for instance in soak.instances:
-                if instance.alive():
-                    instance.process.kill()
-            await asyncio.to_thread(broker.stop)
+        stack.callback(soak.kill_all)
+        feeder = Feeder(
+            bootstrap, topics[0], keys=args.keys, chunk=100, pause_s=0.1,
+            poison_every=args.poison_every,
+        )  # fmt: skip
+        feeding = asyncio.create_task(feeder.run())
+        for _ in range(2):
+            soak.spawn()
+        _say(f"soak for {args.duration_s:.0f} s (seed {args.seed}); logs in {args.workdir}")
+        deadline = started + args.duration_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(rng.uniform(2.0, 6.0))
+            if time.monotonic() >= deadline:
+                break
+            kind = soak.choose()
+            _say(f"{time.monotonic() - started:6.1f} s  {kind}  (live: {len(soak.live())})")
+            await soak.inject(kind)
+        feeder.stop()
+        await asyncio.wait_for(feeding, 60)
+        if not soak.live():
+            soak.spawn()
+        _say(f"stopped producing after {feeder.acked} events; draining")
+        result = await await_delivery(bootstrap, *topics, timeout_s=240)
+        unexpected = soak.unexpected_exits()
+        for instance in soak.live():
+            await soak.stop(instance, signal.SIGTERM)
     elapsed = time.monotonic() - started
     print(_table(result, soak, elapsed, feeder.acked))
     problems = [*unexpected, *soak.unrecovered]
@@ -279,7 +310,7 @@ def _say(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=_DESCRIPTION)
     parser.add_argument("--duration-s", type=float, default=180.0, help="how long faults go on")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--max-instances", type=int, default=3)
