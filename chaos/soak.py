@@ -175,13 +175,15 @@ class Soak:
         self.recoveries.append((kind, time.monotonic() - started))
 
     def choose(self) -> str:
+        """A random fault that is possible now; each kind once before any repeats."""
         live = len(self.live())
         kinds = ["partition"]
         if live > 0:
             kinds += ["kill -9", "sigterm"]
         if live < self.max_instances:
             kinds.append("add instance")
-        return self.rng.choice(kinds)
+        fresh = [kind for kind in kinds if not self.faults[kind]]
+        return self.rng.choice(fresh or kinds)
 
     def kill_all(self) -> None:
         for instance in self.instances:
