@@ -9,6 +9,9 @@ switched on and off at any moment:
 - ``blackhole()``: half-open: connections stay open (new ones are accepted and kept) but no
   byte is forwarded either way, as when a peer vanishes without a FIN or RST; the clients
   notice only through their request timeouts. ``restore()`` resumes forwarding.
+- ``strand()``: the connections open now go silent for good (bytes dropped, nothing
+  closed) while new connections work: a client recovers only once its own request
+  timeouts make it reconnect.
 - ``latency_s``: every chunk is delivered that much later, in each direction, without
   limiting throughput (chunks are queued with their due time, order kept).
 
@@ -47,6 +50,7 @@ class Fault(StrEnum):
     NONE = "none"
     PARTITION = "partition"
     BLACKHOLE = "blackhole"
+    STRANDED = "stranded"  # counted only: it applies to connections, not to the proxy
 
 
 @dataclass
@@ -65,6 +69,8 @@ class _Link:
     upstream: asyncio.StreamWriter
     in_scope: bool
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Stranded: every byte either way is dropped from now on (the peer is gone for good).
+    stranded: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -161,6 +167,16 @@ class FaultProxy:
         self._set(Fault.BLACKHOLE)
         self._flowing.clear()
 
+    def strand(self) -> None:
+        """The connections in scope open now go silent for good: every byte either way is
+        dropped, nothing is closed (a NAT or firewall that forgot them). New connections
+        work normally, so a client that times out and reconnects recovers by itself."""
+        self._count(Fault.STRANDED)
+        logger.info("proxy strands connections", extra={"connections": self.connections})
+        for link in self._links:
+            if link.in_scope:
+                link.stranded = True
+
     def restore(self) -> None:
         """End a partition or a blackhole: connections forward again (latency stays)."""
         if self._fault is not Fault.NONE:
@@ -170,6 +186,9 @@ class FaultProxy:
 
     def _set(self, fault: Fault) -> None:
         self._fault = fault
+        self._count(fault)
+
+    def _count(self, fault: Fault) -> None:
         self.stats.faults[fault.value] = self.stats.faults.get(fault.value, 0) + 1
         logger.info("proxy fault", extra={"fault": fault.value, "connections": self.connections})
 
@@ -206,10 +225,7 @@ class FaultProxy:
         self._links.add(link)
         if head:
             up_writer.write(head)
-        link.tasks = [
-            *self._pipe(reader, up_writer, in_scope),
-            *self._pipe(up_reader, writer, in_scope),
-        ]
+        link.tasks = [*self._pipe(reader, up_writer, link), *self._pipe(up_reader, writer, link)]
         try:
             writers = link.tasks[1::2]
             await asyncio.wait(writers, return_when=asyncio.FIRST_COMPLETED)
@@ -222,17 +238,19 @@ class FaultProxy:
         self,
         source: asyncio.StreamReader,
         sink: asyncio.StreamWriter,
-        in_scope: bool,
+        link: _Link,
     ) -> list[asyncio.Task[None]]:
         """Two tasks: one reads chunks and stamps them with their due time, the other (the
         second) writes them when due and ends after the last one or on an error."""
         chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        gate = self._flowing if in_scope else None
+        gate = self._flowing if link.in_scope else None
 
         async def read() -> None:
             try:
                 while data := await _gated_read(source, gate):
-                    delay = self.latency_s if in_scope else 0.0
+                    if link.stranded:
+                        continue
+                    delay = self.latency_s if link.in_scope else 0.0
                     chunks.put_nowait((time.monotonic() + delay, data))
             finally:
                 chunks.put_nowait((0.0, b""))  # end of stream: the writer stops after the rest
@@ -247,6 +265,8 @@ class FaultProxy:
                     await asyncio.sleep(delay)
                 if gate is not None:
                     await gate.wait()
+                if link.stranded:
+                    continue
                 sink.write(data)
                 await sink.drain()
 

@@ -100,6 +100,23 @@ async def test_proxy_blackhole_holds_bytes_until_restored() -> None:
         writer.close()
 
 
+async def test_proxy_strand_silences_open_connections_but_not_new_ones() -> None:
+    """Stranded connections stay open and drop every byte; a new connection works."""
+    async with echo_server() as port, FaultProxy(port) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await roundtrip(writer, reader, b"one") == b"one"
+        proxy.strand()
+        writer.write(b"two")
+        await writer.drain()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(3), 0.5)
+        assert proxy.connections == 1
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await roundtrip(writer2, reader2, b"new") == b"new"
+        for w in (writer, writer2):
+            w.close()
+
+
 async def test_proxy_latency_delays_each_chunk_and_keeps_order() -> None:
     """Every chunk arrives at least ``latency_s`` later in each direction, in order."""
     async with echo_server() as port, FaultProxy(port) as proxy:
@@ -291,6 +308,8 @@ async def test_half_open_connection_goes_not_ready_and_recovers(
             proxied.proxy.blackhole()
             to_not_ready = await wait_until_status(service, 503, timeout_s=30)
             assert proxied.proxy.connections > 0, "the connections were held open"
+            # Held a while, then resumed: the requests held meanwhile are answered late,
+            # within the clients' request timeouts (the stranded test covers those).
             await asyncio.sleep(5)
             proxied.proxy.restore()
             to_ready = await wait_until_status(service, 200, timeout_s=90)
@@ -300,5 +319,28 @@ async def test_half_open_connection_goes_not_ready_and_recovers(
         assert service.alive()
         assert await service.metric(CONSUMED) > consumed_before > 0
     print(f"half-open: not ready after {to_not_ready:.1f} s, ready {to_ready:.1f} s after restore")
+    assert result.ok, result.summary()
+    assert service.process.returncode == 0, service.tail()
+
+
+@pytest.mark.kafka
+async def test_stranded_connections_are_noticed_and_replaced_without_help(
+    proxied: Proxied, model_dir: Path, tmp_path: Path
+) -> None:
+    """The service's open connections go silent for good (new ones would work): it goes
+    not-ready, then its request timeouts make it reconnect and it recovers by itself, in
+    the same process, with nothing lost."""
+    async with service_behind(proxied, model_dir, tmp_path) as service:
+        async with feeding(feeder_for(proxied, chunk=50, pause_s=0.1, poison_every=25)):
+            await outputs_grow(proxied, 200)
+            consumed_before = await service.metric(CONSUMED)
+            proxied.proxy.strand()
+            to_not_ready = await wait_until_status(service, 503, timeout_s=30)
+            to_ready = await wait_until_status(service, 200, timeout_s=120)
+            await outputs_grow(proxied, 200, timeout_s=90)
+        result = await delivered(proxied)
+        assert service.alive()
+        assert await service.metric(CONSUMED) > consumed_before > 0
+    print(f"stranded: not ready after {to_not_ready:.1f} s, ready again {to_ready:.1f} s later")
     assert result.ok, result.summary()
     assert service.process.returncode == 0, service.tail()
