@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
@@ -72,6 +73,20 @@ def export_fitted(fitted: TfidfVectorizer) -> tuple[tuple[str, ...], NDArray[np.
     return tuple(terms), idf, int(params["ngram_range"][1])
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CountedFeatures:
+    """TF-IDF rows of a batch of texts, and what the vocabulary made of each text.
+
+    ``tokens[i]`` is the number of tokens (word occurrences) of text ``i`` and
+    ``unknown_tokens[i]`` how many of them are not a term of the vocabulary (unigrams only:
+    an unknown n-gram made of known words is not an unknown token).
+    """
+
+    matrix: sp.csr_matrix
+    tokens: NDArray[np.int64]
+    unknown_tokens: NDArray[np.int64]
+
+
 class CompiledVectorizer:
     """TF-IDF from plain data (vocabulary, idf, n-gram length) for fast, read-only transforms.
 
@@ -105,29 +120,57 @@ class CompiledVectorizer:
 
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         """TF-IDF rows (float32 CSR, L2-normalised), equal to the fitted vectoriser's."""
+        return self.transform_counted(texts).matrix
+
+    def transform_counted(self, texts: Iterable[str]) -> CountedFeatures:
+        """``transform``, plus each text's token count and how many of its tokens the
+        vocabulary does not know (counted while counting the terms, at no extra pass)."""
         vocabulary = self._vocabulary
         indices: list[int] = []
         counts: list[int] = []
         lengths: list[int] = []
+        unigram_lengths: list[int] = []
+        tokens_per_text: list[int] = []
         for text in texts:
             tokens = self._token.findall(text.lower())
-            grams: Counter[str] = Counter(tokens)
-            for n in range(2, self._ngram_max + 1):
-                grams.update(
-                    map(" ".join, zip(*(islice(tokens, k, None) for k in range(n)), strict=False))
-                )
+            tokens_per_text.append(len(tokens))
             before = len(indices)
-            for gram, count in grams.items():
+            # Unigrams first, then longer n-grams (a space keeps them apart): the columns
+            # come out in the order a single Counter of both would give.
+            for gram, count in Counter(tokens).items():
                 column = vocabulary.get(gram)
                 if column is not None:
                     indices.append(column)
                     counts.append(count)
+            unigram_lengths.append(len(indices) - before)
+            if self._ngram_max > 1:
+                grams: Counter[str] = Counter()
+                for n in range(2, self._ngram_max + 1):
+                    grams.update(
+                        map(
+                            " ".join,
+                            zip(*(islice(tokens, k, None) for k in range(n)), strict=False),
+                        )
+                    )
+                for gram, count in grams.items():
+                    column = vocabulary.get(gram)
+                    if column is not None:
+                        indices.append(column)
+                        counts.append(count)
             lengths.append(len(indices) - before)
-        return self._weigh(indices, counts, lengths)
+        return self._weigh(indices, counts, lengths, unigram_lengths, tokens_per_text)
 
-    def _weigh(self, indices: list[int], counts: list[int], lengths: list[int]) -> sp.csr_matrix:
+    def _weigh(
+        self,
+        indices: list[int],
+        counts: list[int],
+        lengths: list[int],
+        unigram_lengths: list[int],
+        tokens_per_text: list[int],
+    ) -> CountedFeatures:
         columns = np.asarray(indices, dtype=np.int32)
-        values = np.log(np.asarray(counts, dtype=np.float32))
+        raw_counts = np.asarray(counts, dtype=np.float32)
+        values = np.log(raw_counts)
         values += 1.0
         values *= self._idf[columns]
         indptr = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -138,4 +181,13 @@ class CompiledVectorizer:
         norms[norms == 0.0] = 1.0
         values /= norms.astype(np.float32)[rows]
         shape = (len(lengths), self.n_features)
-        return sp.csr_matrix((values, columns, indptr), shape=shape)
+        tokens = np.asarray(tokens_per_text, dtype=np.int64)
+        # The first unigram_lengths[row] entries of each row are its known unigrams.
+        position = np.arange(columns.size) - np.repeat(indptr[:-1], lengths)
+        unigram = position < np.repeat(np.asarray(unigram_lengths, dtype=np.int64), lengths)
+        known = np.bincount(rows[unigram], weights=raw_counts[unigram], minlength=len(lengths))
+        return CountedFeatures(
+            matrix=sp.csr_matrix((values, columns, indptr), shape=shape),
+            tokens=tokens,
+            unknown_tokens=tokens - known.astype(np.int64),
+        )

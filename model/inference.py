@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from model.features import CompiledVectorizer
+from model.features import CompiledVectorizer, CountedFeatures
 from model.text import HasTitleAndBody, compose_text
 from model.thresholds import sigmoid
 
@@ -83,9 +83,21 @@ class CompiledModel:
 
     def score(self, articles: Sequence[HasTitleAndBody]) -> ScoredBatch:
         """Score a batch of articles with both heads."""
-        features = self._vectorizer.transform(self.model.texts(articles))
-        decisions = np.asarray(features @ self._weights) + self._bias
+        return self.score_features(self.features(articles))
+
+    def features(self, articles: Sequence[HasTitleAndBody]) -> CountedFeatures:
+        """The batch's TF-IDF rows and token counts."""
+        return self._vectorizer.transform_counted(self.model.texts(articles))
+
+    def score_features(self, features: CountedFeatures) -> ScoredBatch:
+        """Score a batch from its features (``features``)."""
+        decisions = np.asarray(features.matrix @ self._weights) + self._bias
         return self.score_decisions(decisions)
+
+    @property
+    def weights(self) -> Float32Array:
+        """The (features x labels) weights, sections first, as the scores use them."""
+        return self._weights
 
     def score_decisions(self, decisions: Float32Array) -> ScoredBatch:
         """Turn raw decision scores (sections, then tags) into probabilities and decisions."""

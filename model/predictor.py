@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from model.artifact import load_artifact
+from model.baseline import TrainingBaseline
+from model.explain import label_explanations, top_terms
 from model.inference import CompiledModel, LinearTextModel, ScoredBatch
 from model.manifest import ModelCard
 from model.text import HasTitleAndBody
 from model.training import TrainedModel
 from model.trust import ArtifactTrust
-from schemas import Classification, LabelScore, ModelRef
+from schemas import MAX_EXPLAIN_TERMS, Classification, Explanations, LabelScore, ModelRef
 
 # Scores are rounded so that outputs carry no float32 noise digits.
 SCORE_DECIMALS = 6
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchPrediction:
+    """The classifications of a batch, and what the model made of each article's text.
+
+    ``tokens[i]`` counts the tokens of the text the model read for article ``i`` (the title
+    counted as often as the model repeats it) and ``unknown_tokens[i]`` those of them that
+    are not in the vocabulary.
+    """
+
+    classifications: list[Classification]
+    tokens: list[int]
+    unknown_tokens: list[int]
 
 
 class Predictor:
@@ -32,7 +51,9 @@ class Predictor:
         "_compiled",
         "_model_ref",
         "_n_sections",
+        "_vocabulary",
         "artifact_sha256",
+        "baseline",
         "manifest",
         "sections",
         "tags",
@@ -49,6 +70,9 @@ class Predictor:
         self._compiled = CompiledModel(model)
         self._n_sections = len(self.sections)
         self._model_ref = ModelRef(name=manifest.name, version=manifest.version)
+        self._vocabulary = model.vocabulary
+        #: The training section mix and tag rate, for drift signals.
+        self.baseline = TrainingBaseline.from_card(manifest)
 
     @classmethod
     def load(cls, directory: Path, trust: ArtifactTrust | None = None) -> Predictor:
@@ -76,40 +100,121 @@ class Predictor:
         """Raw score matrices of a batch (section probabilities, tag scores and decisions)."""
         return self._compiled.score(articles)
 
-    def predict(self, articles: Sequence[HasTitleAndBody]) -> list[Classification]:
-        """One classification per article, in order. Text = headline (weighted) + body."""
+    def predict(
+        self, articles: Sequence[HasTitleAndBody], *, explain: int = 0
+    ) -> list[Classification]:
+        """One classification per article, in order. Text = headline (weighted) + body.
+
+        ``explain`` > 0 adds ``explanations``: the ``explain`` terms that raised the score
+        of the section and of each predicted tag the most (``model.explain``).
+        """
+        return self.predict_batch(articles, explain=explain).classifications
+
+    def predict_batch(
+        self, articles: Sequence[HasTitleAndBody], *, explain: int = 0
+    ) -> BatchPrediction:
+        """``predict``, plus each article's token and unknown-token counts."""
+        if not 0 <= explain <= MAX_EXPLAIN_TERMS:
+            raise ValueError(f"explain must be between 0 and {MAX_EXPLAIN_TERMS}, got {explain}")
         if not articles:
-            return []
-        batch = self._compiled.score(articles)
-        sections = self._sections(batch)
-        tags = self._tags(batch, len(articles))
+            return BatchPrediction([], [], [])
+        features = self._compiled.features(articles)
+        batch = self._compiled.score_features(features)
+        sections, best = self._sections(batch)
+        tags, tag_columns = self._tags(batch, len(articles))
         ref = self._model_ref
-        # The values are valid by construction, so the per-object validation is skipped:
-        # it would cost more than the whole linear model.
+        if explain:
+            explained = self._explain(
+                features.matrix,
+                best=best,
+                tag_columns=tag_columns,
+                predicted=(sections, tags),
+                k=explain,
+            )
+            # Valid by construction, as below.
+            classifications = [
+                Classification.model_construct(
+                    section=section, tags=labels, model=ref, explanations=explanation
+                )
+                for section, labels, explanation in zip(sections, tags, explained, strict=True)
+            ]
+        else:
+            # The values are valid by construction, so the per-object validation is skipped:
+            # it would cost more than the whole linear model.
+            classifications = [
+                Classification.model_construct(section=section, tags=labels, model=ref)
+                for section, labels in zip(sections, tags, strict=True)
+            ]
+        return BatchPrediction(
+            classifications, features.tokens.tolist(), features.unknown_tokens.tolist()
+        )
+
+    def _explain(
+        self,
+        matrix: sp.csr_matrix,
+        *,
+        best: NDArray[np.intp] | None,
+        tag_columns: list[list[int]],
+        predicted: tuple[list[LabelScore | None], list[list[LabelScore]]],
+        k: int,
+    ) -> list[Explanations]:
+        """Each article's explanations: its section first, then its tags in output order."""
+        sections, tags = predicted
+        rows: list[int] = []
+        labels: list[int] = []
+        names: list[str] = []
+        for row, (section, columns, scored) in enumerate(
+            zip(sections, tag_columns, tags, strict=True)
+        ):
+            if best is not None and section is not None:
+                rows.append(row)
+                labels.append(int(best[row]))
+                names.append(section.label)
+            rows.extend([row] * len(columns))
+            labels.extend(self._n_sections + column for column in columns)
+            names.extend(tag.label for tag in scored)
+        found = top_terms(
+            matrix,
+            self._compiled.weights,
+            np.asarray(rows, dtype=np.intp),
+            np.asarray(labels, dtype=np.intp),
+            k,
+        )
+        pairs = iter(label_explanations(found, names, self._vocabulary))
         return [
-            Classification.model_construct(section=section, tags=labels, model=ref)
-            for section, labels in zip(sections, tags, strict=True)
+            Explanations.model_construct(
+                section=next(pairs) if section is not None else None,
+                tags=[next(pairs) for _ in columns],
+            )
+            for section, columns in zip(sections, tag_columns, strict=True)
         ]
 
-    def _sections(self, batch: ScoredBatch) -> list[LabelScore | None]:
+    def _sections(
+        self, batch: ScoredBatch
+    ) -> tuple[list[LabelScore | None], NDArray[np.intp] | None]:
         if not self._n_sections:
-            return [None] * batch.tag_scores.shape[0]
+            return [None] * batch.tag_scores.shape[0], None
         probabilities = batch.section_probabilities
         best = probabilities.argmax(axis=1)
         scores = np.round(
             probabilities[np.arange(best.size), best].astype(np.float64), SCORE_DECIMALS
         )
         names = self.sections
-        return [
+        labels: list[LabelScore | None] = [
             LabelScore.model_construct(label=names[index], score=score)
             for index, score in zip(best.tolist(), scores.tolist(), strict=True)
         ]
+        return labels, best
 
-    def _tags(self, batch: ScoredBatch, n_articles: int) -> list[list[LabelScore]]:
+    def _tags(
+        self, batch: ScoredBatch, n_articles: int
+    ) -> tuple[list[list[LabelScore]], list[list[int]]]:
+        """Each article's predicted tags, and their columns, highest score first."""
         result: list[list[LabelScore]] = [[] for _ in range(n_articles)]
+        tag_columns: list[list[int]] = [[] for _ in range(n_articles)]
         rows, columns = np.nonzero(batch.tag_decisions)
         if rows.size == 0:
-            return result
+            return result, tag_columns
         scores = batch.tag_scores[rows, columns].astype(np.float64)
         # Highest score first within each article; ties broken by tag order, for stability.
         order = np.lexsort((columns, -scores, rows))
@@ -119,4 +224,5 @@ class Predictor:
             rows[order].tolist(), columns[order].tolist(), rounded, strict=True
         ):
             result[row].append(LabelScore.model_construct(label=names[column], score=score))
-        return result
+            tag_columns[row].append(column)
+        return result, tag_columns

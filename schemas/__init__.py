@@ -8,10 +8,14 @@ encode_classified -> bytes``. JSON Schema files generated from these models live
 from schemas._time import check_rfc3339, utc_now_rfc3339
 from schemas.article import RESERVED_FIELDS, SCHEMA_VERSION, ArticleEvent, LabelledArticle
 from schemas.classified import (
+    MAX_EXPLAIN_TERMS,
     Classification,
     ClassifiedArticleEvent,
+    Explanations,
+    LabelExplanation,
     LabelScore,
     ModelRef,
+    TermContribution,
 )
 from schemas.decode import (
     DEFAULT_LIMITS,
@@ -33,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_FIELDS",
     "DEFAULT_MAX_TITLE_CHARS",
+    "MAX_EXPLAIN_TERMS",
     "PARSER_MAX_DEPTH",
     "RESERVED_FIELDS",
     "SCHEMA_VERSION",
@@ -41,10 +46,13 @@ __all__ = [
     "ClassifiedArticleEvent",
     "DecodeError",
     "DecodeErrorReason",
+    "Explanations",
+    "LabelExplanation",
     "LabelScore",
     "LabelledArticle",
     "ModelRef",
     "RecordLimits",
+    "TermContribution",
     "check_rfc3339",
     "decode_article",
     "encode_classified",

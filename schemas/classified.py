@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from schemas._time import Rfc3339
 from schemas.article import ArticleEvent
 
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: Most terms an explanation may list per label (``--explain K``).
+MAX_EXPLAIN_TERMS = 50
 
 
 class LabelScore(BaseModel):
@@ -30,6 +34,57 @@ class ModelRef(BaseModel):
     version: str
 
 
+class TermContribution(BaseModel):
+    """One term of the article and how much it added to a label's decision score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    term: str = Field(description="A term of the model's vocabulary found in the article.")
+    contribution: float = Field(
+        gt=0.0,
+        allow_inf_nan=False,
+        description="The term's TF-IDF value in this article times the model's weight of the "
+        "term for this label, in the units of the label's linear decision score (before the "
+        "softmax of the sections or the threshold and sigmoid of the tags); rounded to 6 "
+        "decimal places.",
+    )
+
+
+class LabelExplanation(BaseModel):
+    """The terms that raised one predicted label's score the most."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    terms: list[TermContribution] = Field(
+        max_length=MAX_EXPLAIN_TERMS,
+        description="At most K terms with a positive contribution, largest first; equal "
+        "contributions in the order of the model's vocabulary. Fewer (or none) when fewer "
+        "of the article's terms raised the score.",
+    )
+
+
+class Explanations(BaseModel):
+    """Why the model chose the section and each tag (``--explain K``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    section: LabelExplanation | None = Field(
+        description="For the predicted section; null when the model has no section head."
+    )
+    tags: list[LabelExplanation] = Field(
+        description="One per predicted tag, in the order of ``tags``."
+    )
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class Classification(BaseModel):
     """What the model says about one article.
 
@@ -43,6 +98,15 @@ class Classification(BaseModel):
     section: LabelScore | None
     tags: list[LabelScore]
     model: ModelRef
+    # Left out of the output, not written as null, when explanations are off: the default
+    # output stays exactly what it was before explanations existed.
+    explanations: Explanations | SkipJsonSchema[None] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="Present only when the service or command runs with --explain K (K > 0): "
+        "the terms behind the section and each tag.",
+    )
 
 
 class ClassifiedArticleEvent(ArticleEvent):
