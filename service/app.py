@@ -87,6 +87,7 @@ async def run_service(
         max_deaths=settings.worker_max_deaths,
         limits=settings.record_limits,
         trust=trust_from_options(settings.model_sha256, settings.model_public_key),
+        explain=settings.explain,
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)

@@ -10,13 +10,14 @@ outside the per-record steps) propagates to the caller.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from schemas import (
     DEFAULT_LIMITS,
@@ -29,6 +30,10 @@ from schemas import (
     utc_now_rfc3339,
 )
 from service.deadletter import DeadLetterReason, dead_letter_headers
+
+if TYPE_CHECKING:
+    from model.baseline import TrainingBaseline
+    from model.predictor import BatchPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,19 @@ class ArticlePredictor(Protocol):
     def version(self) -> str: ...
 
     def predict(self, articles: Sequence[ArticleEvent]) -> list[Classification]: ...
+
+
+@runtime_checkable
+class ObservedPredictor(ArticlePredictor, Protocol):
+    """A predictor that also explains and counts tokens (``model.Predictor``): the service
+    asks it for explanations (``--explain``) and for what the drift signals need."""
+
+    @property
+    def baseline(self) -> TrainingBaseline: ...
+
+    def predict_batch(
+        self, articles: Sequence[ArticleEvent], *, explain: int = 0
+    ) -> BatchPrediction: ...
 
 
 class InputRecord(Protocol):
@@ -84,19 +102,27 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What the metrics need of one classification (cheap to send between processes)."""
+    """What the metrics need of one classification (cheap to send between processes).
+
+    ``tokens`` and ``unknown_tokens`` count the tokens of the text the model read and those
+    outside its vocabulary (both 0 from a predictor that does not count them).
+    """
 
     section: str | None
     section_score: float | None
     tag_count: int
+    tokens: int = 0
+    unknown_tokens: int = 0
 
     @classmethod
-    def of(cls, classification: Classification) -> Verdict:
+    def of(cls, classification: Classification, text: tuple[int, int] = (0, 0)) -> Verdict:
         section = classification.section
         return cls(
             section.label if section else None,
             section.score if section else None,
             len(classification.tags),
+            text[0],
+            text[1],
         )
 
 
@@ -107,6 +133,9 @@ class BatchResult:
     outgoing: list[Outgoing] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     duration_s: float = 0.0
+    #: The training baseline of the model that classified the batch (for drift signals;
+    #: None from a predictor without one). A reference to the model's own object.
+    baseline: TrainingBaseline | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +179,21 @@ def classify_values(
     *,
     max_event_bytes: int,
     limits: RecordLimits = DEFAULT_LIMITS,
+    explain: int = 0,
 ) -> list[Outcome]:
-    """One outcome per value, in order: decode, classify (as one batch), encode."""
+    """One outcome per value, in order: decode, classify (as one batch), encode.
+
+    ``explain`` > 0 asks the predictor for that many explaining terms per label.
+    """
     decoded = [_decode(value, max_event_bytes, limits) for value in values]
     valid = [item for item in decoded if isinstance(item, ArticleEvent)]
-    predictions = _predict(predictor, valid)
+    texts: dict[int, tuple[int, int]] = {}
+    predictions = _predict(predictor, valid, explain=explain, texts=texts)
     classified_at = utc_now_rfc3339()
     return [
-        item if isinstance(item, Refused) else _encode(item, predictions[id(item)], classified_at)
+        item
+        if isinstance(item, Refused)
+        else _encode(item, predictions[id(item)], classified_at, texts.get(id(item), (0, 0)))
         for item in decoded
     ]
 
@@ -169,6 +205,7 @@ def classify_batch(
     topics: Topics,
     max_event_bytes: int,
     limits: RecordLimits = DEFAULT_LIMITS,
+    explain: int = 0,
 ) -> BatchResult:
     """Decode, classify and encode ``records``; the result keeps their order."""
     started = time.perf_counter()
@@ -177,8 +214,11 @@ def classify_batch(
         predictor,
         max_event_bytes=max_event_bytes,
         limits=limits,
+        explain=explain,
     )
     result = BatchResult()
+    if isinstance(predictor, ObservedPredictor):
+        result.baseline = predictor.baseline
     for record, outcome in zip(records, outcomes, strict=True):
         if isinstance(outcome, Refused):
             result.outgoing.append(
@@ -224,13 +264,16 @@ def _decode(
 
 
 def _encode(
-    event: ArticleEvent, prediction: Classification | Exception, classified_at: str
+    event: ArticleEvent,
+    prediction: Classification | Exception,
+    classified_at: str,
+    text: tuple[int, int] = (0, 0),
 ) -> Outcome:
     if isinstance(prediction, Exception):
         return _failure("the model", prediction, event.article_id)
     try:
         _check(prediction)
-        verdict = Verdict.of(prediction)
+        verdict = Verdict.of(prediction, text)
     except _NOT_PER_RECORD:
         raise
     except Exception as error:
@@ -253,6 +296,14 @@ def _check(classification: Classification) -> None:
         scores.append(classification.section.score)
     if not all(math.isfinite(score) and 0.0 <= score <= 1.0 for score in scores):
         raise ValueError("a score is not a number in [0, 1]")
+    explanations = classification.explanations
+    if explanations is not None:
+        explained = [*explanations.tags]
+        if explanations.section is not None:
+            explained.append(explanations.section)
+        values = [term.contribution for label in explained for term in label.terms]
+        if not all(math.isfinite(value) and value > 0.0 for value in values):
+            raise ValueError("an explanation's contribution is not a positive number")
 
 
 def _failure(stage: str, error: Exception, article_id: str | None = None) -> Refused:
@@ -272,14 +323,23 @@ def _failure(stage: str, error: Exception, article_id: str | None = None) -> Ref
 
 
 def _predict(
-    predictor: ArticlePredictor, valid: list[ArticleEvent]
+    predictor: ArticlePredictor,
+    valid: list[ArticleEvent],
+    *,
+    explain: int = 0,
+    texts: dict[int, tuple[int, int]] | None = None,
 ) -> dict[int, Classification | Exception]:
     """Results keyed by ``id(event)``: a classification, or the error of the model on that
-    article alone (after the whole batch failed and each article was retried by itself)."""
+    article alone (after the whole batch failed and each article was retried by itself).
+
+    ``texts``, if given, receives each classified article's (tokens, unknown tokens) by
+    ``id(event)`` from a predictor that counts them.
+    """
     if not valid:
         return {}
+    run = functools.partial(_run_model, predictor, explain=explain, texts=texts)
     try:
-        batch = predictor.predict(valid)
+        batch = run(valid)
     except _NOT_PER_RECORD:
         raise
     except Exception:
@@ -294,12 +354,30 @@ def _predict(
     by_id: dict[int, Classification | Exception] = {}
     for event in valid:
         try:
-            (by_id[id(event)],) = predictor.predict([event])
+            (by_id[id(event)],) = run([event])
         except _NOT_PER_RECORD:
             raise
         except Exception as error:
             by_id[id(event)] = error
     return by_id
+
+
+def _run_model(
+    predictor: ArticlePredictor,
+    articles: list[ArticleEvent],
+    *,
+    explain: int,
+    texts: dict[int, tuple[int, int]] | None,
+) -> list[Classification]:
+    if not isinstance(predictor, ObservedPredictor):
+        return predictor.predict(articles)
+    batch = predictor.predict_batch(articles, explain=explain)
+    if texts is not None and len(batch.tokens) == len(articles):
+        for article, tokens, unknown in zip(
+            articles, batch.tokens, batch.unknown_tokens, strict=True
+        ):
+            texts[id(article)] = (tokens, unknown)
+    return batch.classifications
 
 
 def dead_letter_for_crash(record: InputRecord, topics: Topics) -> Outgoing:

@@ -16,6 +16,7 @@ from schemas import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_FIELDS,
     DEFAULT_MAX_TITLE_CHARS,
+    MAX_EXPLAIN_TERMS,
     PARSER_MAX_DEPTH,
     RecordLimits,
 )
@@ -138,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"deepest nesting, the event being level 1, at most {PARSER_MAX_DEPTH} "
         "(default: %(default)s)",
     )
+    classify.add_argument(
+        "--explain",
+        type=_explain_terms,
+        default=0,
+        metavar="K",
+        help="add the K terms that raised each predicted label's score the most "
+        f"(classification.explanations; 0: off, at most {MAX_EXPLAIN_TERMS}; "
+        "default: %(default)s)",
+    )
     _add_trust_arguments(classify)
 
     serve = commands.add_parser(
@@ -259,6 +269,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
                     max_depth=args.max_depth,
                 ),
                 trust=trust,
+                explain=args.explain,
             )
     if command == "serve":
         return serve(settings_from_args(args))
@@ -347,6 +358,15 @@ def _depth(text: str) -> int:
     if not 0 < value <= PARSER_MAX_DEPTH:
         raise argparse.ArgumentTypeError(
             f"must be between 1 and {PARSER_MAX_DEPTH} (the JSON parser's own limit), got {value}"
+        )
+    return value
+
+
+def _explain_terms(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_EXPLAIN_TERMS:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (off) and {MAX_EXPLAIN_TERMS}, got {value}"
         )
     return value
 

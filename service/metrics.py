@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from service.drift import DriftGauges, DriftTracker
+
 _PREFIX = "article_classifier"
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -130,4 +132,43 @@ class ServiceMetrics:
             "Consumer-group sessions that ended on an error and were restarted, by cause.",
             ["cause"],
             registry=registry,
+        )
+        self.drift = DriftTracker(
+            DriftGauges(
+                section_divergence=Gauge(
+                    f"{_PREFIX}_drift_section_divergence",
+                    "Jensen-Shannon divergence (base 2, 0..1) of the predicted section mix of"
+                    " the last --drift-window articles from the training section mix; NaN"
+                    " until an article came, or without a section head.",
+                    registry=registry,
+                ),
+                unknown_token_share=Gauge(
+                    f"{_PREFIX}_drift_unknown_token_share",
+                    "Share of the tokens of the last --drift-window articles that are not in"
+                    " the model's vocabulary (the title counted as often as the model reads it).",
+                    registry=registry,
+                ),
+                mean_section_score=Gauge(
+                    f"{_PREFIX}_drift_mean_section_score",
+                    "Mean score of the predicted section over the last --drift-window articles.",
+                    registry=registry,
+                ),
+                mean_tags=Gauge(
+                    f"{_PREFIX}_drift_mean_tags_per_article",
+                    "Mean number of predicted tags over the last --drift-window articles.",
+                    registry=registry,
+                ),
+                training_tags=Gauge(
+                    f"{_PREFIX}_drift_training_tags_per_article",
+                    "Mean number of tags of a tag-labelled training article of the serving"
+                    " model; NaN without a tag head.",
+                    registry=registry,
+                ),
+                window_articles=Gauge(
+                    f"{_PREFIX}_drift_window_articles",
+                    "Articles in the drift window now (at most --drift-window; restarts at 0"
+                    " with a new model).",
+                    registry=registry,
+                ),
+            )
         )

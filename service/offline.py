@@ -105,6 +105,7 @@ def run_classify(
     stderr: TextIO,
     limits: RecordLimits = DEFAULT_LIMITS,
     trust: ArtifactTrust | None = None,
+    explain: int = 0,
 ) -> int:
     """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
 
@@ -112,6 +113,7 @@ def run_classify(
     line the service would dead-letter (invalid, over a cap, or failing in the model or the
     encoder) is reported on stderr with its line number, reason and message, and skipped;
     blank lines are ignored. With ``strict`` the exit status is 1 if any line was refused.
+    ``explain`` > 0 adds that many explaining terms per label (``--explain``).
     """
     predictor = Predictor.load(model_dir, trust)
     valid = invalid = 0
@@ -122,6 +124,7 @@ def run_classify(
                 predictor,
                 max_event_bytes=max_event_bytes,
                 limits=limits,
+                explain=explain,
             )
         )
         for line in batch:

@@ -451,6 +451,7 @@ class Pipeline:
             metrics.predictions.labels(label).inc(count)
         if low:
             metrics.low_confidence.inc(low)
+        metrics.drift.observe(result.verdicts, result.baseline, self._settings.drift_window)
 
     def _observe_published(self, delivery: Delivery) -> None:
         now_ms = time.time() * 1000

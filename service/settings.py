@@ -21,6 +21,7 @@ from schemas import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_FIELDS,
     DEFAULT_MAX_TITLE_CHARS,
+    MAX_EXPLAIN_TERMS,
     PARSER_MAX_DEPTH,
     RecordLimits,
 )
@@ -108,6 +109,10 @@ class ServiceSettings(BaseModel):
     breaker_backoff_max_s: float = Field(default=300.0, gt=0, le=86_400)
     worker_max_deaths: int = Field(default=3, ge=1, le=1000)
     broker_check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Explaining terms per label in the output (0: no ``explanations``, the default).
+    explain: int = Field(default=0, ge=0, le=MAX_EXPLAIN_TERMS)
+    #: Articles in the drift signals' sliding window (``service.drift``).
+    drift_window: int = Field(default=1000, ge=100, le=1_000_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -243,6 +248,17 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--broker-check-interval-s",
         "broker_check_interval_s",
         "interval of the broker liveness and lag probe, in seconds",
+    ),
+    (
+        "--explain",
+        "explain",
+        "add the K terms that raised each predicted label's score the most to the output "
+        f"(classification.explanations; 0: off, at most {MAX_EXPLAIN_TERMS})",
+    ),
+    (
+        "--drift-window",
+        "drift_window",
+        "articles in the sliding window of the drift gauges (at least 100)",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}

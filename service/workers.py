@@ -102,12 +102,17 @@ class ThreadClassifier:
         predictor: ArticlePredictor | None = None,
         limits: RecordLimits = DEFAULT_LIMITS,
         trust: ArtifactTrust | None = None,
+        explain: int = 0,
     ) -> None:
         self._model_dir = model_dir
         self._trust = trust
         self._predictor = predictor
         self._classify = functools.partial(
-            _classify_with, topics=topics, max_event_bytes=max_event_bytes, limits=limits
+            _classify_with,
+            topics=topics,
+            max_event_bytes=max_event_bytes,
+            limits=limits,
+            explain=explain,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
 
@@ -140,7 +145,9 @@ class ProcessClassifier:
         max_deaths: int = 3,
         limits: RecordLimits = DEFAULT_LIMITS,
         trust: ArtifactTrust | None = None,
+        explain: int = 0,
     ) -> None:
+        self._explain = explain
         self._max_deaths = max_deaths
         #: Records in a row that each killed a worker alone.
         self.consecutive_deaths = 0
@@ -197,6 +204,7 @@ class ProcessClassifier:
             max_event_bytes=self._max_event_bytes,
             limits=self._limits,
             trust=self._trust,
+            explain=self._explain,
         )
         return await _run(self._pool, job)
 
@@ -219,6 +227,7 @@ class ProcessClassifier:
             combined.outgoing.extend(single.outgoing)
             combined.verdicts.extend(single.verdicts)
             combined.duration_s += single.duration_s
+            combined.baseline = combined.baseline or single.baseline
         return combined
 
     def _replace_pool(self) -> None:
@@ -240,6 +249,7 @@ def make_classifier(
     max_deaths: int = 3,
     limits: RecordLimits = DEFAULT_LIMITS,
     trust: ArtifactTrust | None = None,
+    explain: int = 0,
 ) -> BatchClassifier:
     """A given predictor object lives in this process, so it always gets a thread.
 
@@ -253,6 +263,7 @@ def make_classifier(
             predictor=predictor,
             limits=limits,
             trust=trust,
+            explain=explain,
         )
     return ProcessClassifier(
         model_dir,
@@ -262,6 +273,7 @@ def make_classifier(
         max_deaths=max_deaths,
         limits=limits,
         trust=trust,
+        explain=explain,
     )
 
 
@@ -276,9 +288,15 @@ def _classify_with(
     topics: Topics,
     max_event_bytes: int,
     limits: RecordLimits = DEFAULT_LIMITS,
+    explain: int = 0,
 ) -> BatchResult:
     return classify_batch(
-        records, predictor, topics=topics, max_event_bytes=max_event_bytes, limits=limits
+        records,
+        predictor,
+        topics=topics,
+        max_event_bytes=max_event_bytes,
+        limits=limits,
+        explain=explain,
     )
 
 
@@ -344,6 +362,7 @@ def _classify_in_worker(
     max_event_bytes: int,
     limits: RecordLimits,
     trust: ArtifactTrust | None,
+    explain: int = 0,
 ) -> BatchResult:
     return classify_batch(
         records,
@@ -351,4 +370,5 @@ def _classify_in_worker(
         topics=topics,
         max_event_bytes=max_event_bytes,
         limits=limits,
+        explain=explain,
     )

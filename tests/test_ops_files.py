@@ -59,6 +59,13 @@ _GAUGES = (
     "in_flight_bytes",
     "oldest_in_flight_batch_age_seconds",
     "circuit_breaker_state",
+    # drift signals (service.drift)
+    "drift_section_divergence",
+    "drift_unknown_token_share",
+    "drift_mean_section_score",
+    "drift_mean_tags_per_article",
+    "drift_training_tags_per_article",
+    "drift_window_articles",
 )
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]
