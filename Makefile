@@ -38,6 +38,14 @@ bench-service: $(STAMP) ## service throughput through the broker vs in-process, 
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)"
 
+kafka-jars: $(STAMP) ## fetch Apache Kafka's jars with Maven into ~/.cache/article-classifier
+	$(BIN)/python -m service.kafka_broker
+
+broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and Maven)
+	$(BIN)/article-classifier broker --engine apache-kafka --port 9092
+
+.PHONY: kafka-jars broker-kafka
+
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest
 

@@ -44,6 +44,16 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class CompressionType(StrEnum):
+    """Codec of the produced outputs and dead letters (consumed input may use any)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 class ServiceSettings(BaseModel):
     """Everything ``serve`` needs. Frozen: built once in ``main()`` and passed down."""
 
@@ -80,6 +90,7 @@ class ServiceSettings(BaseModel):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    compression_type: CompressionType = CompressionType.NONE
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -137,6 +148,11 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--ssl-cafile", "ssl_cafile", "CA bundle to verify the brokers"),
     ("--ssl-certfile", "ssl_certfile", "client certificate (PEM)"),
     ("--ssl-keyfile", "ssl_keyfile", "client private key (PEM)"),
+    (
+        "--compression-type",
+        "compression_type",
+        "codec of produced outputs and dead letters: none, gzip, snappy, lz4 or zstd",
+    ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}
 

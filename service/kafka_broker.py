@@ -1,0 +1,458 @@
+"""A real single-node Apache Kafka (KRaft, controller and broker in one JVM) on 127.0.0.1.
+
+For development and tests: ``article-classifier broker --engine apache-kafka``. The broker's
+jars (``org.apache.kafka:kafka_2.13`` with its runtime dependencies, and ``kafka-tools`` for
+the console tools) are fetched once with Maven into ``~/.cache/article-classifier/kafka-<V>/``
+and reused; concurrent first runs are safe (a file lock, then a rename into place). The log
+directory is formatted only when it is not formatted yet, so a broker restarted on the same
+``data_dir`` keeps its cluster id, topics, records and committed offsets.
+
+Needs Java 17+ (``java``) and, for the first fetch, Maven (``mvn``); ``missing_tools()`` names
+what to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from service.broker import BrokerStartError, _answers_metadata, free_port
+
+logger = logging.getLogger(__name__)
+
+#: The version the tests, CI and docker-compose.yml run (image apache/kafka:<this>).
+DEFAULT_KAFKA_VERSION = "4.1.1"
+MIN_JAVA_MAJOR = 17
+_HOST = "127.0.0.1"
+_HEAP = "-Xmx512m"
+_INSTALL_HINT = (
+    "the apache-kafka engine needs {what}: install what is missing, e.g. "
+    "`apt-get install -y openjdk-17-jre-headless maven`"
+)
+# The broker's own logging library and its SLF4J binding: kafka_2.13's POM leaves the
+# binding to the distribution, and without one the broker logs nothing.
+_EXTRA_ARTIFACTS = (
+    ("org.slf4j", "slf4j-api", "2.0.17"),
+    ("org.apache.logging.log4j", "log4j-slf4j2-impl", "2.24.3"),
+)
+_LOG4J2 = """\
+status = warn
+appender.file.type = Console
+appender.file.name = out
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class ToolMissingError(BrokerStartError):
+    """Java or Maven is missing; the message names what to install."""
+
+
+def missing_tools(*, need_maven: bool = True) -> list[str]:
+    """What the apache-kafka engine lacks on this machine, as install hints ([] when ready)."""
+    problems: list[str] = []
+    java = shutil.which("java")
+    if java is None:
+        problems.append(f"Java {MIN_JAVA_MAJOR}+ (`java` not found)")
+    else:
+        major = _java_major(java)
+        if major is not None and major < MIN_JAVA_MAJOR:
+            problems.append(f"Java {MIN_JAVA_MAJOR}+ (found Java {major})")
+    if need_maven and shutil.which("mvn") is None:
+        problems.append("Maven (`mvn` not found)")
+    return problems
+
+
+def require_tools(version: str = DEFAULT_KAFKA_VERSION) -> None:
+    """Raise ToolMissingError naming what to install; Maven only until the jars are cached."""
+    problems = missing_tools(need_maven=not _is_fetched(cache_dir(version)))
+    if problems:
+        raise ToolMissingError(_INSTALL_HINT.format(what=" and ".join(problems)))
+
+
+def _java_major(java: str) -> int | None:
+    try:
+        result = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    # Java 8 and older call themselves "1.8".
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def cache_dir(version: str) -> Path:
+    """Where the jars of Kafka ``version`` live: ``$XDG_CACHE_HOME/article-classifier/...``."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "article-classifier" / f"kafka-{version}"
+
+
+def _is_fetched(directory: Path) -> bool:
+    return (directory / "libs" / f"kafka_2.13-{directory.name.removeprefix('kafka-')}.jar").exists()
+
+
+def fetch_kafka(version: str = DEFAULT_KAFKA_VERSION, *, timeout_s: float = 900.0) -> Path:
+    """The cache directory with ``libs/*.jar`` for Kafka ``version``, fetched if missing."""
+    if not re.fullmatch(r"\d+\.\d+\.\d+(-[A-Za-z0-9.]+)?", version):
+        raise BrokerStartError(f"--kafka-version={version!r}: expected a version like 4.1.1")
+    target = cache_dir(version)
+    if _is_fetched(target):
+        return target
+    require_tools(version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"kafka-{version}.lock").open("w") as lock:
+        # Another process may be fetching the same version: wait for it, then reuse.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_fetched(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f"kafka-{version}.", dir=target.parent))
+        try:
+            _maven_copy_dependencies(version, staging, timeout_s)
+            if target.exists():  # a half-written leftover from an older layout
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("kafka jars fetched", extra={"kafka_version": version, "path": str(target)})
+    return target
+
+
+def _maven_copy_dependencies(version: str, staging: Path, timeout_s: float) -> None:
+    artifacts = [
+        ("org.apache.kafka", "kafka_2.13", version),
+        ("org.apache.kafka", "kafka-tools", version),
+        *_EXTRA_ARTIFACTS,
+    ]
+    dependencies = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in artifacts
+    )
+    (staging / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.article-classifier</groupId><artifactId>kafka-jars</artifactId>"
+        f"<version>1</version><packaging>pom</packaging><dependencies>{dependencies}"
+        "</dependencies></project>\n"
+    )
+    command = [
+        "mvn", "-B", "-q", "-f", str(staging / "pom.xml"),
+        "dependency:copy-dependencies", "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging / 'libs'}",
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        message = f"Maven did not fetch Kafka {version} in {timeout_s:.0f} s"
+        raise BrokerStartError(message) from None
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise BrokerStartError(
+            f"Maven could not fetch Kafka {version} (status {result.returncode}):\n"
+            + "\n".join(tail)
+        )
+
+
+def classpath(version: str = DEFAULT_KAFKA_VERSION) -> str:
+    """The Java class path of Kafka ``version`` (fetched if missing), for brokers and tools."""
+    return str(fetch_kafka(version) / "libs" / "*")
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+class ApacheKafkaBroker:
+    """``with ApacheKafkaBroker(data_dir=...) as broker:`` Apache Kafka on
+    ``broker.bootstrap_servers``.
+
+    Mirrors ``EmbeddedBroker``: ``port`` is the listener; ``advertised_port`` (default:
+    ``port``) is what the broker tells clients to connect to, e.g. a proxy in front of it.
+    Without ``data_dir`` the log lives in a temporary directory removed by ``stop()``.
+    """
+
+    engine = "apache-kafka"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        data_dir: Path | None = None,
+        version: str = DEFAULT_KAFKA_VERSION,
+        start_timeout_s: float = 120.0,
+        stop_timeout_s: float = 30.0,
+        log_file: Path | None = None,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.advertised_port = advertised_port if advertised_port is not None else self.port
+        self.version = version
+        self._controller_port = free_port()
+        self._data_dir = data_dir
+        self._owns_data_dir = data_dir is None
+        self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{_HOST}:{self.advertised_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """The broker's directory (configuration, KRaft log, broker log); made on first start."""
+        if self._data_dir is None:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="article-classifier-kafka-"))
+        return self._data_dir
+
+    @property
+    def log_dir(self) -> Path:
+        """The KRaft log directory (``log.dirs``): topic partitions and metadata."""
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log output."""
+        return self._log_file or self.data_dir / "broker.log"
+
+    def java_command(self, main_class: str, *args: str, heap: str = "-Xmx256m") -> list[str]:
+        """``java -cp <kafka jars> main_class args``: the console tools of this version."""
+        return [
+            "java", heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", classpath(self.version), main_class, *args,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        """Format the log directory if new, start the broker, return once it answers."""
+        if self._process is not None:
+            raise RuntimeError("broker already started")
+        require_tools(self.version)
+        fetch_kafka(self.version)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.log_dir / "meta.properties").exists():
+            self._format(config)
+        log = self.log_file.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                self.java_command("kafka.Kafka", str(config), heap=_HEAP),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + self._start_timeout_s
+        while not _answers_metadata(f"{_HOST}:{self.port}"):
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                raise BrokerStartError(
+                    f"Apache Kafka exited with status {code} on port {self.port}:\n"
+                    + self._log_tail()
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerStartError(
+                    f"Apache Kafka did not answer on port {self.port} in time:\n" + self._log_tail()
+                )
+            time.sleep(0.2)
+        logger.info(
+            "apache kafka ready",
+            extra={"bootstrap_servers": self.bootstrap_servers, "kafka_version": self.version},
+        )
+
+    def _write_config(self) -> Path:
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{_HOST}:{self._controller_port}",
+            "listeners": f"PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:"
+            f"{self._controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{_HOST}:{self.advertised_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            # Topics are created on purpose (tests, kafka-init in compose), never by a typo.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Tests use 6 s session timeouts; Kafka's default floor is 6 s too.
+            "group.min.session.timeout.ms": "1000",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "num.recovery.threads.per.data.dir": "1",
+            "background.threads": "2",
+            "log.retention.hours": "24",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            # One node: nothing to hand leadership to, so skip the wait at shutdown.
+            "controlled.shutdown.enable": "false",
+        }
+        config = self.data_dir / "server.properties"
+        config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return config
+
+    def _format(self, config: Path) -> None:
+        result = subprocess.run(
+            self.java_command(
+                "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                "--cluster-id", _cluster_id(), "--config", str(config),
+            ),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise BrokerStartError(
+                f"formatting {self.log_dir} failed (status {result.returncode}):\n"
+                + (result.stdout + result.stderr)[-3000:]
+            )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_file.read_text("utf-8", errors="replace")
+        except OSError:
+            return "(no broker log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM the broker (kill it if it lingers); safe to call twice."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("apache kafka did not stop in time; killing it")
+                process.kill()
+                process.wait(timeout=10)
+        if self._owns_data_dir and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def kill(self) -> None:
+        """kill -9 the broker (a crash); the data directory stays for a restart."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def is_running(self) -> bool:
+        """True while the broker's JVM is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> ApacheKafkaBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> ApacheKafkaBroker:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def dump_log_segments(broker: ApacheKafkaBroker, topic: str, partition: int = 0) -> str:
+    """The record batches of one partition as Kafka's DumpLogSegments prints them, read from
+    the segment files on disk: what the broker stored (compression codec, producer id)."""
+    directory = broker.log_dir / f"{topic}-{partition}"
+    segments: Sequence[Path] = sorted(directory.glob("*.log"))
+    if not segments:
+        return ""
+    command = broker.java_command(
+        "kafka.tools.DumpLogSegments", "--files", ",".join(map(str, segments))
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    return result.stdout
+
+
+def run_apache_kafka_forever(port: int, *, data_dir: Path | None, version: str) -> int:
+    """``article-classifier broker --engine apache-kafka``: run until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = ApacheKafkaBroker(port, data_dir=data_dir, version=version)
+    print(f"starting Apache Kafka {version} (the first run fetches its jars)", flush=True)
+    with broker:
+        where = str(data_dir) if data_dir is not None else "a temporary directory"
+        print(
+            f"Apache Kafka {version} broker on {broker.bootstrap_servers} "
+            f"(data in {where}; log {broker.log_file}; Ctrl-C to stop)",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(1.0):
+                if not broker.is_running():
+                    print(f"Apache Kafka exited; see {broker.log_file}", flush=True)
+                    return 1
+    return 0
+
+
+def main() -> int:
+    """``python -m service.kafka_broker [VERSION]``: fetch the jars (CI does this before the
+    tests) and print where they are."""
+    version = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_KAFKA_VERSION
+    try:
+        print(fetch_kafka(version))
+    except BrokerStartError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ToolMissingError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

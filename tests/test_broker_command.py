@@ -1,0 +1,144 @@
+"""`article-classifier broker`: both engines start, print their address and stop on SIGTERM;
+Apache Kafka keeps its data across restarts; missing Java or Maven is named."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, article_records, consume, produce, require_apache_kafka
+
+from service.broker import ensure_topics, free_port
+from service.kafka_broker import DEFAULT_KAFKA_VERSION
+
+_ADDRESS = re.compile(r"broker on (127\.0\.0\.1:\d+)")
+
+
+def _broker_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service", "broker", *args]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTICLE_CLASSIFIER_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _start(args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the broker command; return it and the bootstrap address it printed."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            _broker_command(*args), cwd=ROOT, env=_clean_env(), stdout=sink, stderr=sink
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = _ADDRESS.search(log.read_text())
+        if found:
+            return process, found.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=10)
+    raise AssertionError(f"no address printed:\n{log.read_text()[-3000:]}")
+
+
+def _sigterm(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("engine", ["tansu", "apache-kafka"])
+async def test_broker_command_serves_on_its_port_until_sigterm(engine: str, tmp_path: Path) -> None:
+    """The command prints the bootstrap address of the port asked for, the broker takes
+    topics and records there, and SIGTERM stops it with status 0."""
+    if engine == "apache-kafka":
+        require_apache_kafka()
+    port = free_port()
+    process, address = _start(["--engine", engine, "--port", str(port)], tmp_path / "out.log")
+    try:
+        assert address == f"127.0.0.1:{port}"
+        await ensure_topics(address, {"cmd": 1})
+        await produce(address, "cmd", article_records(3))
+        assert len(await consume(address, "cmd", 3)) == 3
+    finally:
+        status = _sigterm(process)
+    assert status == 0, (tmp_path / "out.log").read_text()[-3000:]
+
+
+@pytest.mark.kafka
+async def test_apache_kafka_data_dir_survives_a_restart(tmp_path: Path) -> None:
+    """With --data-dir, a restarted Apache Kafka keeps its cluster id, topics and records."""
+    require_apache_kafka()
+    port, data = free_port(), tmp_path / "data"
+    args = ["--engine", "apache-kafka", "--port", str(port), "--data-dir", str(data)]
+    process, address = _start(args, tmp_path / "first.log")
+    try:
+        await ensure_topics(address, {"kept": 2})
+        await produce(address, "kept", article_records(10))
+    finally:
+        assert _sigterm(process) == 0
+    meta = data / "kraft-logs" / "meta.properties"
+    cluster_id = meta.read_text()
+    process, address = _start(args, tmp_path / "second.log")
+    try:
+        assert len(await consume(address, "kept", 10)) == 10
+    finally:
+        assert _sigterm(process) == 0
+    assert meta.read_text() == cluster_id
+
+
+def test_missing_java_and_maven_are_named_and_exit_2(tmp_path: Path) -> None:
+    """Without java and mvn on PATH (and nothing cached) the apache-kafka engine names both,
+    says how to install them, and exits 2 without starting anything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = _clean_env(PATH=str(bin_dir), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = subprocess.run(
+        _broker_command("--engine", "apache-kafka", "--port", str(free_port())),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Java 17+" in result.stderr
+    assert "Maven" in result.stderr
+    assert "apt-get install" in result.stderr
+    assert not (tmp_path / "cache" / "article-classifier").exists()
+
+
+def test_tansu_refuses_apache_kafka_only_options() -> None:
+    """--data-dir and --kafka-version with the tansu engine are a usage error (exit 2)."""
+    result = subprocess.run(
+        _broker_command("--data-dir", "/tmp/nowhere", "--kafka-version", DEFAULT_KAFKA_VERSION),
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "need --engine apache-kafka" in result.stderr
+
+
+def test_compose_runs_the_apache_kafka_version_the_tests_run() -> None:
+    """docker-compose.yml's Kafka image is the version the tests and CI start."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert f"apache/kafka:{DEFAULT_KAFKA_VERSION}" in compose
+    assert re.findall(r"apache/kafka:([\w.-]+)", compose) == [DEFAULT_KAFKA_VERSION]
