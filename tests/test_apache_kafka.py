@@ -1,5 +1,10 @@
 """What only a real broker can show: a broker crash and restart, compressed input and output,
-the idempotent producer. Each runs on both engines where the engine allows it."""
+the idempotent producer. Each runs on both engines where the engine allows it.
+
+Not here yet: issue 8's "topic limits" test (an output over the output topic's
+max.message.bytes is dead-lettered, not retried for ever) lands together with the
+refused-output dead-lettering it checks, which is being built on another branch.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from service.broker import ensure_topics
 from service.settings import CompressionType
 
 pytestmark = pytest.mark.kafka
+logger = logging.getLogger(__name__)
 
 #: Kafka's codec ids in the record batch attributes.
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -285,6 +291,7 @@ async def test_broker_killed_mid_run_and_restarted_loses_nothing(
     counts = event_ids(outputs)
     assert len(counts) == RESTART_EVENTS, "every event is published"
     duplicates = sum(count - 1 for count in counts.values())
+    logger.info("broker restart: %d events, %d duplicates", len(counts), duplicates)
     assert duplicates <= settings.max_in_flight_batches * settings.batch_size
     # The clean stop after recovery committed everything: the offsets are the topic's end.
     assert sum(final.values()) == RESTART_EVENTS

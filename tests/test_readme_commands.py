@@ -117,10 +117,15 @@ async def test_readme_kcat_commands_send_and_read_back_an_article(
 
 
 async def test_readme_console_tool_commands_create_send_and_read_back(
-    broker: Broker, model_dir: Path, predictor: Any
+    broker_engine: str, broker: Broker, model_dir: Path, predictor: Any
 ) -> None:
     """The README's console-tool lines from the fetched jars create the three topics, send
     an article, and read it back classified."""
+    if broker_engine == "tansu":
+        pytest.skip(
+            "run against Apache Kafka, whose jars bring the tools (against tansu this test "
+            "passed but took 35 s here, the slowest of the suite)"
+        )
     require_apache_kafka()
     lines = readme_commands(lambda line: "org.apache.kafka.tools." in line)
     creates = [line for line in lines if "TopicCommand" in line]
