@@ -3,6 +3,7 @@ Apache Kafka keeps its data across restarts; missing Java or Maven is named."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -12,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaClient
 from conftest import ROOT, article_records, consume, produce, require_apache_kafka
 
 from service.broker import ensure_topics, free_port
-from service.kafka_broker import DEFAULT_KAFKA_VERSION
+from service.kafka_broker import DEFAULT_KAFKA_VERSION, ApacheKafkaBroker
 
 _ADDRESS = re.compile(r"broker on (127\.0\.0\.1:\d+)")
 
@@ -134,3 +136,63 @@ def test_compose_runs_the_apache_kafka_version_the_tests_run() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     assert f"apache/kafka:{DEFAULT_KAFKA_VERSION}" in compose
     assert re.findall(r"apache/kafka:([\w.-]+)", compose) == [DEFAULT_KAFKA_VERSION]
+
+
+class _Forwarder:
+    """A TCP forwarder from one loopback port to another, counting the connections it took."""
+
+    def __init__(self, listen_port: int, target_port: int) -> None:
+        self.listen_port, self.target_port = listen_port, target_port
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Forwarder:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.mark.kafka
+async def test_apache_kafka_advertises_its_advertised_port(tmp_path: Path) -> None:
+    """With advertised_port, Apache Kafka listens on ``port`` but tells clients to use the
+    advertised one, so all their traffic goes through whatever sits there (a fault proxy)."""
+    require_apache_kafka()
+    proxy_port = free_port()
+    broker = ApacheKafkaBroker(advertised_port=proxy_port, data_dir=tmp_path / "data")
+    assert broker.bootstrap_servers == f"127.0.0.1:{proxy_port}"
+    async with _Forwarder(proxy_port, broker.port) as proxy, broker:
+        client = AIOKafkaClient(bootstrap_servers=f"127.0.0.1:{broker.port}")
+        await client.bootstrap()
+        try:
+            assert {node.port for node in client.cluster.brokers()} == {proxy_port}
+        finally:
+            await client.close()
+        before = proxy.connections
+        await ensure_topics(broker.bootstrap_servers, {"proxied": 1})
+        await produce(broker.bootstrap_servers, "proxied", article_records(5))
+        assert len(await consume(broker.bootstrap_servers, "proxied", 5)) == 5
+        assert proxy.connections > before
