@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -200,8 +199,6 @@ class ApacheKafkaBroker:
     ``port``) is what the broker tells clients to connect to, e.g. a proxy in front of it.
     Without ``data_dir`` the log lives in a temporary directory removed by ``stop()``.
     """
-
-    engine = "apache-kafka"
 
     def __init__(
         self,
@@ -405,20 +402,6 @@ class ApacheKafkaBroker:
         traceback: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
-
-
-def dump_log_segments(broker: ApacheKafkaBroker, topic: str, partition: int = 0) -> str:
-    """The record batches of one partition as Kafka's DumpLogSegments prints them, read from
-    the segment files on disk: what the broker stored (compression codec, producer id)."""
-    directory = broker.log_dir / f"{topic}-{partition}"
-    segments: Sequence[Path] = sorted(directory.glob("*.log"))
-    if not segments:
-        return ""
-    command = broker.java_command(
-        "kafka.tools.DumpLogSegments", "--files", ",".join(map(str, segments))
-    )
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return result.stdout
 
 
 def run_apache_kafka_forever(port: int, *, data_dir: Path | None, version: str) -> int:

@@ -23,7 +23,12 @@ from prometheus_client import CollectorRegistry
 from model import Predictor, load_labelled, save_artifact, train
 from service.app import run_service
 from service.broker import EmbeddedBroker, ensure_topics
-from service.kafka_broker import ApacheKafkaBroker, ToolMissingError, require_tools
+from service.kafka_broker import (
+    DEFAULT_KAFKA_VERSION,
+    ApacheKafkaBroker,
+    ToolMissingError,
+    require_tools,
+)
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,13 +41,15 @@ Record = tuple[bytes | None, bytes | None]
 #: a real Apache Kafka (needs Java and Maven: skipped without them, unless CI requires it).
 BROKER_ENGINES = ("tansu", "apache-kafka")
 REQUIRE_APACHE_KAFKA = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA") == "1"
+#: Another 4.x release for the whole suite, as for ``broker --kafka-version``.
+KAFKA_VERSION = os.environ.get("ARTICLE_CLASSIFIER_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
 Broker = EmbeddedBroker | ApacheKafkaBroker
 
 
 def require_apache_kafka() -> None:
     """Skip (fail where CI requires it) when Java or Maven for Apache Kafka is missing."""
     try:
-        require_tools()
+        require_tools(KAFKA_VERSION)
     except ToolMissingError as error:
         if REQUIRE_APACHE_KAFKA:
             pytest.fail(f"{error} (ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA=1)")
@@ -54,7 +61,9 @@ def make_broker(engine: str, directory: Path, port: int | None = None) -> Broker
     directory.mkdir(parents=True, exist_ok=True)
     if engine == "tansu":
         return EmbeddedBroker(port, log_file=directory / "tansu.log")
-    return ApacheKafkaBroker(port, data_dir=directory / "kafka", log_file=directory / "kafka.log")
+    return ApacheKafkaBroker(
+        port, data_dir=directory / "kafka", log_file=directory / "kafka.log", version=KAFKA_VERSION
+    )
 
 
 @pytest.fixture(scope="session", params=BROKER_ENGINES)
