@@ -39,7 +39,7 @@ bench-service: $(STAMP) ## service throughput through the broker vs in-process, 
 		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)"
 
 kafka-jars: $(STAMP) ## fetch Apache Kafka's jars with Maven into ~/.cache/article-classifier
-	$(BIN)/python -m service.kafka_broker
+	$(BIN)/python -m service.kafka_jars
 
 broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and Maven)
 	$(BIN)/article-classifier broker --engine apache-kafka --port 9092

@@ -14,12 +14,8 @@ from service.app import serve
 from service.broker import BrokerStartError, run_broker_forever
 from service.cli_env import EnvironmentValueError, apply_environment
 from service.demo import run_demo
-from service.kafka_broker import (
-    DEFAULT_KAFKA_VERSION,
-    ToolMissingError,
-    require_tools,
-    run_apache_kafka_forever,
-)
+from service.kafka_broker import run_apache_kafka_forever
+from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
 from service.offline import run_classify, run_evaluate, run_train
 from service.settings import ConfigError, add_serve_arguments, settings_from_args
 

@@ -1,14 +1,9 @@
 """A real single-node Apache Kafka (KRaft, controller and broker in one JVM) on 127.0.0.1.
 
-For development and tests: ``article-classifier broker --engine apache-kafka``. The broker's
-jars (``org.apache.kafka:kafka_2.13`` with its runtime dependencies, and ``kafka-tools`` for
-the console tools) are fetched once with Maven into ``~/.cache/article-classifier/kafka-<V>/``
-and reused; concurrent first runs are safe (a file lock, then a rename into place). The log
-directory is formatted only when it is not formatted yet, so a broker restarted on the same
-``data_dir`` keeps its cluster id, topics, records and committed offsets.
-
-Needs Java 17+ (``java``) and, for the first fetch, Maven (``mvn``); ``missing_tools()`` names
-what to install.
+For development and tests: ``article-classifier broker --engine apache-kafka``. Its jars come
+from ``service.kafka_jars`` (fetched once with Maven, then cached). The log directory is
+formatted only when it is not formatted yet, so a broker restarted on the same ``data_dir``
+keeps its cluster id, topics, records and committed offsets.
 """
 
 from __future__ import annotations
@@ -16,14 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import logging
-import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,24 +23,12 @@ from pathlib import Path
 from types import TracebackType
 
 from service.broker import BrokerStartError, _answers_metadata, free_port
+from service.kafka_jars import DEFAULT_KAFKA_VERSION, classpath, fetch_kafka, require_tools
 
 logger = logging.getLogger(__name__)
 
-#: The version the tests, CI and docker-compose.yml run (image apache/kafka:<this>).
-DEFAULT_KAFKA_VERSION = "4.1.1"
-MIN_JAVA_MAJOR = 17
 _HOST = "127.0.0.1"
 _HEAP = "-Xmx512m"
-_INSTALL_HINT = (
-    "the apache-kafka engine needs {what}: install what is missing, e.g. "
-    "`apt-get install -y openjdk-17-jre-headless maven`"
-)
-# The broker's own logging library and its SLF4J binding: kafka_2.13's POM leaves the
-# binding to the distribution, and without one the broker logs nothing.
-_EXTRA_ARTIFACTS = (
-    ("org.slf4j", "slf4j-api", "2.0.17"),
-    ("org.apache.logging.log4j", "log4j-slf4j2-impl", "2.24.3"),
-)
 _LOG4J2 = """\
 status = warn
 appender.file.type = Console
@@ -65,125 +44,6 @@ logger.state.level = WARN
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
-
-
-class ToolMissingError(BrokerStartError):
-    """Java or Maven is missing; the message names what to install."""
-
-
-def missing_tools(*, need_maven: bool = True) -> list[str]:
-    """What the apache-kafka engine lacks on this machine, as install hints ([] when ready)."""
-    problems: list[str] = []
-    java = shutil.which("java")
-    if java is None:
-        problems.append(f"Java {MIN_JAVA_MAJOR}+ (`java` not found)")
-    else:
-        major = _java_major(java)
-        if major is not None and major < MIN_JAVA_MAJOR:
-            problems.append(f"Java {MIN_JAVA_MAJOR}+ (found Java {major})")
-    if need_maven and shutil.which("mvn") is None:
-        problems.append("Maven (`mvn` not found)")
-    return problems
-
-
-def require_tools(version: str = DEFAULT_KAFKA_VERSION) -> None:
-    """Raise ToolMissingError naming what to install; Maven only until the jars are cached."""
-    problems = missing_tools(need_maven=not _is_fetched(cache_dir(version)))
-    if problems:
-        raise ToolMissingError(_INSTALL_HINT.format(what=" and ".join(problems)))
-
-
-def _java_major(java: str) -> int | None:
-    try:
-        result = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    # Java 8 and older call themselves "1.8".
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-def cache_dir(version: str) -> Path:
-    """Where the jars of Kafka ``version`` live: ``$XDG_CACHE_HOME/article-classifier/...``."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "article-classifier" / f"kafka-{version}"
-
-
-def _is_fetched(directory: Path) -> bool:
-    return (directory / "libs" / f"kafka_2.13-{directory.name.removeprefix('kafka-')}.jar").exists()
-
-
-def fetch_kafka(version: str = DEFAULT_KAFKA_VERSION, *, timeout_s: float = 900.0) -> Path:
-    """The cache directory with ``libs/*.jar`` for Kafka ``version``, fetched if missing."""
-    if not re.fullmatch(r"\d+\.\d+\.\d+(-[A-Za-z0-9.]+)?", version):
-        raise BrokerStartError(f"--kafka-version={version!r}: expected a version like 4.1.1")
-    target = cache_dir(version)
-    if _is_fetched(target):
-        return target
-    require_tools(version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f"kafka-{version}.lock").open("w") as lock:
-        # Another process may be fetching the same version: wait for it, then reuse.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_fetched(target):
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=f"kafka-{version}.", dir=target.parent))
-        try:
-            _maven_copy_dependencies(version, staging, timeout_s)
-            if target.exists():  # a half-written leftover from an older layout
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("kafka jars fetched", extra={"kafka_version": version, "path": str(target)})
-    return target
-
-
-def _maven_copy_dependencies(version: str, staging: Path, timeout_s: float) -> None:
-    artifacts = [
-        ("org.apache.kafka", "kafka_2.13", version),
-        ("org.apache.kafka", "kafka-tools", version),
-        *_EXTRA_ARTIFACTS,
-    ]
-    dependencies = "".join(
-        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
-        f"<version>{v}</version></dependency>"
-        for g, a, v in artifacts
-    )
-    (staging / "pom.xml").write_text(
-        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-        "<groupId>local.article-classifier</groupId><artifactId>kafka-jars</artifactId>"
-        f"<version>1</version><packaging>pom</packaging><dependencies>{dependencies}"
-        "</dependencies></project>\n"
-    )
-    command = [
-        "mvn", "-B", "-q", "-f", str(staging / "pom.xml"),
-        "dependency:copy-dependencies", "-DincludeScope=runtime",
-        f"-DoutputDirectory={staging / 'libs'}",
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        message = f"Maven did not fetch Kafka {version} in {timeout_s:.0f} s"
-        raise BrokerStartError(message) from None
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
-        raise BrokerStartError(
-            f"Maven could not fetch Kafka {version} (status {result.returncode}):\n"
-            + "\n".join(tail)
-        )
-
-
-def classpath(version: str = DEFAULT_KAFKA_VERSION) -> str:
-    """The Java class path of Kafka ``version`` (fetched if missing), for brokers and tools."""
-    return str(fetch_kafka(version) / "libs" / "*")
 
 
 def _cluster_id() -> str:
@@ -423,19 +283,3 @@ def run_apache_kafka_forever(port: int, *, data_dir: Path | None, version: str) 
                     print(f"Apache Kafka exited; see {broker.log_file}", flush=True)
                     return 1
     return 0
-
-
-def main() -> int:
-    """``python -m service.kafka_broker [VERSION]``: fetch the jars (CI does this before the
-    tests) and print where they are."""
-    version = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_KAFKA_VERSION
-    try:
-        print(fetch_kafka(version))
-    except BrokerStartError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ToolMissingError) else 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

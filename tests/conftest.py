@@ -23,12 +23,8 @@ from prometheus_client import CollectorRegistry
 from model import Predictor, load_labelled, save_artifact, train
 from service.app import run_service
 from service.broker import EmbeddedBroker, ensure_topics
-from service.kafka_broker import (
-    DEFAULT_KAFKA_VERSION,
-    ApacheKafkaBroker,
-    ToolMissingError,
-    require_tools,
-)
+from service.kafka_broker import ApacheKafkaBroker
+from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaClient
 from conftest import ROOT, article_records, consume, produce, require_apache_kafka
 
 from service.broker import ensure_topics, free_port
-from service.kafka_broker import DEFAULT_KAFKA_VERSION, ApacheKafkaBroker
+from service.kafka_broker import ApacheKafkaBroker
+from service.kafka_jars import DEFAULT_KAFKA_VERSION
 
 _ADDRESS = re.compile(r"broker on (127\.0\.0\.1:\d+)")
 

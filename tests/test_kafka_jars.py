@@ -1,4 +1,4 @@
-"""The Apache Kafka launcher's jar cache, with stand-ins for java and mvn (no network, no JVM)."""
+"""Apache Kafka's jar cache, with stand-ins for java and mvn (no network, no JVM)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.broker import BrokerStartError
-from service.kafka_broker import ToolMissingError, cache_dir, fetch_kafka, missing_tools
+from service.kafka_jars import ToolMissingError, cache_dir, fetch_kafka, missing_tools
 
 VERSION = "9.9.9"
 
