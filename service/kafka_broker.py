@@ -47,8 +47,13 @@ logger.request.level = WARN
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding. Never one that
+    starts with "-" (1 in 64): Kafka's tools would read it as an option and refuse it, which
+    is why Kafka's own ``Uuid.randomUuid()`` skips those too."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 class ApacheKafkaBroker:

@@ -4,6 +4,7 @@ Apache Kafka keeps its data across restarts; missing Java or Maven is named."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaClient
 from conftest import ROOT, article_records, consume, produce, require_apache_kafka
 
 from service.broker import ensure_topics, free_port
-from service.kafka_broker import ApacheKafkaBroker
+from service.kafka_broker import ApacheKafkaBroker, _cluster_id
 from service.kafka_jars import DEFAULT_KAFKA_VERSION
 
 _ADDRESS = re.compile(r"broker on (127\.0\.0\.1:\d+)")
@@ -197,3 +198,11 @@ async def test_apache_kafka_advertises_its_advertised_port(tmp_path: Path) -> No
         await produce(broker.bootstrap_servers, "proxied", article_records(5))
         assert len(await consume(broker.bootstrap_servers, "proxied", 5)) == 5
         assert proxy.connections > before
+
+
+def test_generated_cluster_ids_are_valid_for_kafkas_format_tool() -> None:
+    """Cluster ids are 16 bytes in URL-safe base64 and never start with "-", which
+    kafka-storage format would take for an option (1 in 64 random ids would)."""
+    ids = [_cluster_id() for _ in range(2000)]
+    assert not [text for text in ids if text.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(text + "==")) == 16 for text in ids)
