@@ -163,19 +163,23 @@ async def produce(bootstrap_servers: str, topic: str, records: Sequence[Record])
         await producer.stop()
 
 
-async def consume(
-    bootstrap_servers: str, topic: str, count: int, *, timeout_s: float = 60.0
-) -> list[Any]:
-    """Read a topic from the beginning (no group) until ``count`` records or the deadline."""
+def _reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
     # Subscribed without a group: every partition is assigned once the topic's metadata
     # arrives (Apache Kafka, unlike tansu, sends no topic metadata unasked), read from the
     # beginning.
-    consumer = AIOKafkaConsumer(
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def consume(
+    bootstrap_servers: str, topic: str, count: int, *, timeout_s: float = 60.0
+) -> list[Any]:
+    """Read a topic from the beginning (no group) until ``count`` records or the deadline."""
+    consumer = _reader(bootstrap_servers, topic)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -190,12 +194,34 @@ async def consume(
 
 
 async def settle(
-    bootstrap_servers: str, topic: str, expected: int, *, quiet_s: float = 1.5
+    bootstrap_servers: str,
+    topic: str,
+    expected: int,
+    *,
+    quiet_s: float = 1.5,
+    timeout_s: float = 60.0,
 ) -> list[Any]:
-    """All records of ``topic`` once ``expected`` arrived and nothing more came for a while."""
-    records = await consume(bootstrap_servers, topic, expected)
-    more = await consume(bootstrap_servers, topic, len(records) + 1, timeout_s=quiet_s)
-    return more if len(more) > len(records) else records
+    """All records of ``topic`` once at least ``expected`` arrived and then nothing more for
+    ``quiet_s`` (one reader throughout: duplicates may make up the count early, and a new
+    reader's own start-up must not count as quiet)."""
+    consumer = _reader(bootstrap_servers, topic)
+    await consumer.start()
+    try:
+        out: list[Any] = []
+        now = time.monotonic()
+        deadline, last_new = now + timeout_s, now
+        while now < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            fetched = [record for records in batch.values() for record in records]
+            out.extend(fetched)
+            if fetched:
+                last_new = now
+            elif len(out) >= expected and now - last_new >= quiet_s:
+                break
+        return out
+    finally:
+        await consumer.stop()
 
 
 @dataclass
