@@ -62,18 +62,41 @@ def top_terms(
     offsets = np.cumsum(lengths) - lengths
     position = np.repeat(first - offsets, lengths) + np.arange(pair.size, dtype=np.intp)
     columns = features.indices[position].astype(np.intp)
-    raw = features.data[position] * weights[columns, np.repeat(labels, lengths)]
-    contributions = np.round(raw.astype(np.float64), CONTRIBUTION_DECIMALS)
-    keep = contributions > 0.0
-    pair, columns, contributions = pair[keep], columns[keep], contributions[keep]
-    # By pair, then largest contribution, then column: one total, deterministic order.
-    order = np.lexsort((columns, -contributions, pair))
-    pair, columns, contributions = pair[order], columns[order], contributions[order]
-    group_start = np.searchsorted(pair, pair, side="left")
-    top = (np.arange(pair.size) - group_start) < k
-    pair, columns, contributions = pair[top], columns[top], contributions[top]
+    # A flat take: a fraction of the cost of 2-D fancy indexing.
+    flat = columns * weights.shape[1] + np.repeat(labels, lengths)
+    raw = features.data[position] * weights.reshape(-1)[flat]
+    keep = raw > 0.0
+    pair, columns = pair[keep], columns[keep]
+    micro = np.rint(raw[keep].astype(np.float64) * 10**CONTRIBUTION_DECIMALS).astype(np.int64)
+    keep = micro > 0  # a contribution that rounds to 0 raised nothing worth showing
+    pair, columns, micro = pair[keep], columns[keep], micro[keep]
+    order = _order(pair, micro, columns, n_pairs, weights.shape[0])
+    pair, columns, micro = pair[order], columns[order], micro[order]
+    starts = np.searchsorted(pair, np.arange(n_pairs + 1), side="left").astype(np.intp)
+    rank = np.arange(pair.size) - np.repeat(starts[:-1], np.diff(starts))
+    top = rank < k
+    pair, columns = pair[top], columns[top]
+    contributions = micro[top] / 10**CONTRIBUTION_DECIMALS
     starts = np.searchsorted(pair, np.arange(n_pairs + 1), side="left").astype(np.intp)
     return TopTerms(starts=starts, columns=columns, contributions=contributions)
+
+
+def _order(
+    pair: IndexArray, micro: NDArray[np.int64], columns: IndexArray, n_pairs: int, n_terms: int
+) -> IndexArray:
+    """The permutation sorting by pair, then largest contribution, then column.
+
+    One argsort of a single integer key when it fits in 63 bits (always, for real models:
+    contributions are at most the largest weight, as TF-IDF values are at most 1), else a
+    three-key lexsort. Keys are unique (a term appears once per article), so any sort works.
+    """
+    if pair.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    top = int(micro.max())
+    if n_pairs * (top + 1) * n_terms < 2**62:
+        key = (pair.astype(np.int64) * (top + 1) + (top - micro)) * n_terms + columns
+        return np.argsort(key).astype(np.intp)
+    return np.lexsort((columns, -micro, pair)).astype(np.intp)
 
 
 def label_explanations(
@@ -84,12 +107,11 @@ def label_explanations(
     columns = found.columns.tolist()
     contributions = found.contributions.tolist()
     # Valid by construction (positive, finite, at most k terms): no per-object validation.
-    term = TermContribution.model_construct
     return [
-        LabelExplanation.model_construct(
+        LabelExplanation(
             label=label,
             terms=[
-                term(term=vocabulary[column], contribution=value)
+                TermContribution(term=vocabulary[column], contribution=value)
                 for column, value in zip(
                     columns[starts[p] : starts[p + 1]],
                     contributions[starts[p] : starts[p + 1]],

@@ -301,7 +301,7 @@ def _check(classification: Classification) -> None:
         explained = [*explanations.tags]
         if explanations.section is not None:
             explained.append(explanations.section)
-        values = [term.contribution for label in explained for term in label.terms]
+        values = [term["contribution"] for label in explained for term in label["terms"]]
         if not all(math.isfinite(value) and value > 0.0 for value in values):
             raise ValueError("an explanation's contribution is not a positive number")
 

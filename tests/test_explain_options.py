@@ -111,9 +111,8 @@ class _Explaining:
     version = "1"
 
     def predict(self, articles: Sequence[ArticleEvent]) -> list[Classification]:
-        bad = LabelExplanation.model_construct(
-            label="sport",
-            terms=[TermContribution.model_construct(term="goal", contribution=float("nan"))],
+        bad = LabelExplanation(
+            label="sport", terms=[TermContribution(term="goal", contribution=float("nan"))]
         )
         return [
             Classification.model_construct(

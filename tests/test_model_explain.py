@@ -55,14 +55,14 @@ def test_explanations_equal_the_dense_computation(predictor: Any, k: int) -> Non
         assert explanations is not None
         assert classification.section is not None
         assert explanations.section is not None
-        assert explanations.section.label == classification.section.label
+        assert explanations.section["label"] == classification.section.label
         column = predictor.sections.index(classification.section.label)
-        got = [(t.term, t.contribution) for t in explanations.section.terms]
+        got = [(t["term"], t["contribution"]) for t in explanations.section["terms"]]
         assert got == _brute_force(predictor, event, column, k)
-        assert [e.label for e in explanations.tags] == [t.label for t in classification.tags]
+        assert [e["label"] for e in explanations.tags] == [t.label for t in classification.tags]
         for explained in explanations.tags:
-            column = len(predictor.sections) + predictor.tags.index(explained.label)
-            got = [(t.term, t.contribution) for t in explained.terms]
+            column = len(predictor.sections) + predictor.tags.index(explained["label"])
+            got = [(t["term"], t["contribution"]) for t in explained["terms"]]
             assert got == _brute_force(predictor, event, column, k)
             checked_tags += 1
     assert checked_tags > 10
@@ -103,7 +103,7 @@ def test_an_article_without_known_terms_has_an_empty_explanation(predictor: Any)
     (classification,) = predictor.predict([event], explain=3)
     assert classification.explanations is not None
     assert classification.explanations.section is not None
-    assert classification.explanations.section.terms == []
+    assert classification.explanations.section["terms"] == []
 
 
 @pytest.mark.parametrize("explain", [-1, 51])
