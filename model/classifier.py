@@ -11,8 +11,7 @@ Both heads train on three views of every article (``model.text.VIEWS``: full tex
 first sentence, headline alone), the shorter views with a sample weight of their own, so the
 model holds up on what arrives early. Cross-validation splits articles, never views: all views
 of one article are in the same fold. The section temperature is fitted on out-of-fold scores
-of all views together and grows for rows with few known terms (``section_length_temperature``),
-so a short or unfamiliar text gets a less confident section score.
+of all views together (``model.calibration``), so section scores are honest on short texts.
 
 A record without a label for a head is left out of that head only, so section-labelled and
 tag-labelled corpora train one model together.
@@ -32,7 +31,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
-from model.calibration import fit_temperature, known_terms, softmax_probabilities
+from model.calibration import fit_temperature, softmax_probabilities
 from model.errors import TrainingError
 from model.features import make_vectorizer
 from model.inference import LinearTextModel
@@ -90,8 +89,6 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     section_lead_weight, section_headline_weight, tag_lead_weight, tag_headline_weight:
         sample weight of each article's headline + first sentence view and headline-only
         view in each head's training (the full text weighs 1); 0 leaves the view out.
-    section_length_calibration: fit a temperature that grows as ``1 / sqrt(known terms)``
-        next to the constant one (else the constant one alone).
     ngram_max, min_df, max_df: vectoriser vocabulary settings.
     section_c, tag_c: SVM regularisation of each head.
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
@@ -109,15 +106,14 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self,
         *,
         title_repeats: int = 2,
-        section_lead_weight: float = 0.5,
-        section_headline_weight: float = 0.5,
+        section_lead_weight: float = 0.1,
+        section_headline_weight: float = 0.1,
         tag_lead_weight: float = 0.0,
         tag_headline_weight: float = 0.0,
-        section_length_calibration: bool = True,
         ngram_max: int = 1,
         min_df: int = 2,
         max_df: float = 1.0,
-        section_c: float = 1.0,
+        section_c: float = 0.5,
         section_nb_alpha: float = 0.01,
         tag_c: float = 1.0,
         tag_positive_weight: float = 1.0,
@@ -133,7 +129,6 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.section_headline_weight = section_headline_weight
         self.tag_lead_weight = tag_lead_weight
         self.tag_headline_weight = tag_headline_weight
-        self.section_length_calibration = section_length_calibration
         self.ngram_max = ngram_max
         self.min_df = min_df
         self.max_df = max_df
@@ -240,7 +235,6 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         n_features = features["full"].shape[1]
         if not labels:
             self.section_temperature_ = 1.0
-            self.section_length_temperature_ = 0.0
             return _empty_head(n_features, 0), ({}, {})
         if len(classes) < 2:
             raise TrainingError(f"the section head needs at least 2 sections, got {list(classes)}")
@@ -254,35 +248,25 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             for view in VIEWS:
                 scores[view][test] = features[view][test] @ head.coef + head.intercept
             folds[test] = fold
-        terms = {view: known_terms(features[view]) for view in VIEWS}
         # Calibrated on every view at once: the service sees all of them.
         mixed_scores = np.vstack([scores[view] for view in VIEWS])
-        mixed_terms = np.concatenate([terms[view] for view in VIEWS])
         mixed_y = np.tile(y, len(VIEWS))
         mixed_folds = np.tile(folds, len(VIEWS))
-        temperature = self._fit_temperature(mixed_scores, mixed_y, mixed_terms)
-        self.section_temperature_, self.section_length_temperature_ = temperature
+        self.section_temperature_ = fit_temperature(mixed_scores, mixed_y)
         probabilities = {view: np.zeros_like(scores[view]) for view in VIEWS}
         for fold in np.unique(folds):
             # Probabilities of a fold use a temperature fitted on the other folds only.
             others = mixed_folds != fold
-            fitted = self._fit_temperature(
-                mixed_scores[others], mixed_y[others], mixed_terms[others]
-            )
+            temperature = fit_temperature(mixed_scores[others], mixed_y[others])
             held_out = folds == fold
             for view in VIEWS:
                 probabilities[view][held_out] = softmax_probabilities(
-                    scores[view][held_out], terms[view][held_out], *fitted
+                    scores[view][held_out], temperature
                 )
         predicted = {view: tuple(classes[i] for i in scores[view].argmax(axis=1)) for view in VIEWS}
         matrix, targets, sample_weight = _stack(features, np.arange(y.size), y, weights)
         head = self._fit_section_model(matrix, targets, sample_weight, len(classes))
         return head, (predicted, probabilities)
-
-    def _fit_temperature(
-        self, scores: FloatArray, y: NDArray[np.int_], terms: FloatArray
-    ) -> tuple[float, float]:
-        return fit_temperature(scores, y, terms, length=bool(self.section_length_calibration))
 
     def _section_folds(self, y: NDArray[np.int_]) -> list[tuple[IndexArray, IndexArray]]:
         if y.size < self.cv_folds:
@@ -440,7 +424,6 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             sections=self.sections_,
             tags=self.tags_,
             section_temperature=float(self.section_temperature_),
-            section_length_temperature=float(self.section_length_temperature_),
             tag_thresholds=np.asarray(self.tag_thresholds_, dtype=np.float32),
             tag_slope=float(self.tag_slope_),
             title_repeats=int(self.title_repeats),

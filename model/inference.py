@@ -33,8 +33,6 @@ class LinearTextModel:
     tag_thresholds: Float32Array
     tag_slope: float
     title_repeats: int
-    # Section temperature of a row: section_temperature + this / sqrt(known terms in it).
-    section_length_temperature: float = 0.0
 
     def texts(self, articles: Sequence[HasTitleAndBody]) -> list[str]:
         """The strings the vectoriser sees for these articles."""
@@ -56,7 +54,6 @@ class CompiledModel:
 
     __slots__ = (
         "_bias",
-        "_length_temperature",
         "_n_sections",
         "_slope",
         "_temperature",
@@ -73,7 +70,6 @@ class CompiledModel:
         self._bias = np.asarray(model.bias, dtype=np.float32)
         self._n_sections = len(model.sections)
         self._temperature = np.float32(model.section_temperature)
-        self._length_temperature = np.float32(model.section_length_temperature)
         self._thresholds = np.asarray(model.tag_thresholds, dtype=np.float32)
         self._slope = np.float32(model.tag_slope)
 
@@ -81,21 +77,11 @@ class CompiledModel:
         """Score a batch of articles with both heads."""
         features = self._vectorizer.transform(self.model.texts(articles))
         decisions = np.asarray(features @ self._weights) + self._bias
-        return self.score_decisions(decisions, np.diff(features.indptr))
+        return self.score_decisions(decisions)
 
-    def score_decisions(
-        self, decisions: Float32Array, known_terms: NDArray[np.integer] | None = None
-    ) -> ScoredBatch:
-        """Turn raw decision scores (sections, then tags) into probabilities and decisions.
-
-        ``known_terms`` (distinct vocabulary terms per row) lowers the confidence of rows with
-        little evidence; without it every row is scored as a long one.
-        """
-        temperature: Float32Array | np.float32 = self._temperature
-        if known_terms is not None and self._length_temperature:
-            evidence = np.sqrt(np.maximum(known_terms, 1).astype(np.float32))
-            temperature = (self._temperature + self._length_temperature / evidence)[:, None]
-        sections = decisions[:, : self._n_sections] / temperature
+    def score_decisions(self, decisions: Float32Array) -> ScoredBatch:
+        """Turn raw decision scores (sections, then tags) into probabilities and decisions."""
+        sections = decisions[:, : self._n_sections] / self._temperature
         if self._n_sections:
             sections -= sections.max(axis=1, keepdims=True)
             np.exp(sections, out=sections)

@@ -29,11 +29,13 @@ View = Literal["full", "lead", "headline"]
 VIEWS: Final[tuple[View, ...]] = ("full", "lead", "headline")
 
 # A sentence ends at . ! or ? (closing quotes or brackets may follow) before whitespace and
-# a capital, a digit or an opening quote, or at a paragraph break. A dot after a lone
-# capital is an initial ("U.K.", "F.W."), not an end; ends closer than ``_MIN_LEAD_CHARS`` to
-# the start are skipped, which steps over most other abbreviations ("Mr.") there.
+# a capital, a digit or an opening quote, or at a paragraph break (group ``para``). A dot
+# after a lone capital is an initial ("U.K.", "F.W."), not an end; full stops closer than
+# ``_MIN_LEAD_CHARS`` to the start are skipped, which steps over most other abbreviations
+# ("Mr.") there.
 _SENTENCE_END = re.compile(
-    r"(?<!\b[A-Z])[.!?][\"'\u2019\u201d)\]]*(?=\s+[\"'\u2018\u201c(\[]?[A-Z0-9])|\n\s*\n"
+    r"(?<!\b[A-Z])[.!?][\"'\u2019\u201d)\]]*(?=\s+[\"'\u2018\u201c(\[]?[A-Z0-9])"
+    r"|(?P<para>\n\s*\n)"
 )
 _MIN_LEAD_CHARS = 40
 #: A lead is cut here at the latest (a body without punctuation is still one "sentence").
@@ -56,7 +58,7 @@ def first_sentence(body: str) -> str:
     """The body's first sentence (or first paragraph), at most ``MAX_LEAD_CHARS`` long."""
     text = body.strip()
     for match in _SENTENCE_END.finditer(text, 0, MAX_LEAD_CHARS):
-        if match.end() >= _MIN_LEAD_CHARS:
+        if match.group("para") or match.end() >= _MIN_LEAD_CHARS:
             return text[: match.end()].strip()
     return text[:MAX_LEAD_CHARS]
 
