@@ -1,0 +1,152 @@
+"""Live quality metrics from editor verdicts, without a broker: counts and bounded series."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for
+from prometheus_client import CollectorRegistry
+
+from schemas import ArticleFeedback
+from service.broker import free_port
+from service.feedback import FeedbackConsumer, quality_tracker
+from service.metrics import ServiceMetrics
+from service.quality import QualityTracker, manifest_labels
+from service.settings import ServiceSettings
+
+SECTIONS = ("business", "politics", "sport")
+TAGS = ("uk", "usa", "elections")
+
+
+def _feedback(**fields: Any) -> ArticleFeedback:
+    values: dict[str, Any] = {
+        "article_id": "a-1",
+        "model_version": "v1",
+        "corrected_at": "2026-11-20T08:00:00Z",
+        **fields,
+    }
+    return ArticleFeedback.model_validate(values)
+
+
+def _tracker(max_versions: int = 5) -> tuple[QualityTracker, CollectorRegistry]:
+    registry = CollectorRegistry()
+    tracker = QualityTracker(
+        ServiceMetrics(registry), sections=SECTIONS, tags=TAGS, max_versions=max_versions
+    )
+    return tracker, registry
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(f"article_classifier_{name}", labels)
+
+
+def _series(registry: CollectorRegistry, name: str) -> list[dict[str, str]]:
+    return [
+        sample.labels
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == f"article_classifier_{name}"
+    ]
+
+
+def test_section_agreement_counts_kept_and_changed_sections_per_version() -> None:
+    """A kept section counts as agreed, a changed one as corrected, under the predicted
+    section and the version the editor saw; a verdict without prediction counts only once."""
+    tracker, registry = _tracker()
+    tracker.record(_feedback(predicted_section="business", section="business"))
+    tracker.record(_feedback(predicted_section="business", section="politics"))
+    tracker.record(_feedback(predicted_section="business", section="business"))
+    tracker.record(_feedback(model_version=None, section="sport"))
+    assert _value(registry, "corrections_total", model_version="v1") == 3
+    assert _value(registry, "corrections_total", model_version="none") == 1
+    agreed = {"model_version": "v1", "section": "business", "outcome": "agreed"}
+    corrected = {**agreed, "outcome": "corrected"}
+    assert _value(registry, "feedback_section_total", **agreed) == 2
+    assert _value(registry, "feedback_section_total", **corrected) == 1
+    assert len(_series(registry, "feedback_section_total")) == 2
+
+
+def test_tag_verdicts_give_true_and_false_positives_and_false_negatives() -> None:
+    """Given and kept is a true positive, given and removed a false positive, added a false
+    negative; tags outside the model's label set count as _other."""
+    tracker, registry = _tracker()
+    tracker.record(
+        _feedback(predicted_tags=["uk", "usa"], tags=["uk", "elections", "brand-new-tag"])
+    )
+    tracker.record(_feedback(predicted_tags=["uk"], tags=[]))
+    tracker.record(_feedback(tags=["usa"]))  # nothing predicted: no tag verdict
+    expected = {
+        ("uk", "true_positive"): 1,
+        ("uk", "false_positive"): 1,
+        ("usa", "false_positive"): 1,
+        ("elections", "false_negative"): 1,
+        ("_other", "false_negative"): 1,
+    }
+    for (tag, outcome), count in expected.items():
+        labels = {"model_version": "v1", "tag": tag, "outcome": outcome}
+        assert _value(registry, "feedback_tag_total", **labels) == count, (tag, outcome)
+    assert len(_series(registry, "feedback_tag_total")) == len(expected)
+
+
+def test_series_of_the_oldest_version_are_removed_past_the_bound() -> None:
+    """With max_versions=2, a third version removes every series of the least recently seen
+    one, so a flood of versions (or of forged ones) cannot grow the series without bound."""
+    tracker, registry = _tracker(max_versions=2)
+    for version in ("v1", "v2", "v1", "v3"):
+        tracker.record(
+            _feedback(
+                model_version=version,
+                predicted_section="sport",
+                section="sport",
+                predicted_tags=["uk"],
+                tags=["uk"],
+            )
+        )
+    assert tracker.versions == ["v1", "v3"]
+    for name in ("corrections_total", "feedback_section_total", "feedback_tag_total"):
+        versions = {labels["model_version"] for labels in _series(registry, name)}
+        assert versions == {"v1", "v3"}, name
+    assert _value(registry, "corrections_total", model_version="v1") == 2
+
+
+def test_label_set_comes_from_the_predictor_or_the_manifest(
+    model_dir: Path, predictor: Any
+) -> None:
+    """The tracker knows the loaded model's sections and tags, read from the manifest when the
+    model lives in a worker process; an unreadable manifest leaves every label _other."""
+    sections, tags = manifest_labels(model_dir)
+    assert sorted(sections) == sorted(predictor.sections)
+    assert sorted(tags) == sorted(predictor.tags)
+    assert manifest_labels(model_dir / "missing") == ([], [])
+    settings = ServiceSettings(model_dir=model_dir, feedback_max_versions=1)
+    registry = CollectorRegistry()
+    tracker = quality_tracker(settings, ServiceMetrics(registry))
+    tracker.record(_feedback(predicted_tags=[predictor.tags[0]], tags=[]))
+    labels = {"model_version": "v1", "tag": predictor.tags[0], "outcome": "false_positive"}
+    assert _value(registry, "feedback_tag_total", **labels) == 1
+
+
+async def test_an_unreachable_broker_is_retried_with_backoff_until_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no broker listening, the feedback loop logs, counts restarts (cause broker) and
+    keeps retrying; a stop ends it promptly."""
+    settings = ServiceSettings(model_dir=tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}")
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    consumer = FeedbackConsumer(settings, metrics, QualityTracker(metrics))
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+
+    def restarts() -> float:
+        return _value(registry, "feedback_session_restarts_total", cause="broker") or 0.0
+
+    await wait_for(lambda: restarts() >= 2, timeout_s=60)
+    assert not task.done()
+    assert _value(registry, "feedback_consumer_running") == 0
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert "feedback session failed on the broker; retrying" in caplog.text
