@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from schemas import ArticleFeedback
 from service.broker import free_port
+from service.cli_env import apply_environment
 from service.feedback import FeedbackConsumer, quality_tracker
 from service.metrics import ServiceMetrics
 from service.quality import QualityTracker, manifest_labels
-from service.settings import ServiceSettings
+from service.settings import ConfigError, ServiceSettings, add_serve_arguments, settings_from_args
 
 SECTIONS = ("business", "politics", "sport")
 TAGS = ("uk", "usa", "elections")
@@ -150,3 +152,25 @@ async def test_an_unreachable_broker_is_retried_with_backoff_until_stopped(
     stop.set()
     await asyncio.wait_for(task, 30)
     assert "feedback session failed on the broker; retrying" in caplog.text
+
+
+def _settings(*argv: str, env: dict[str, str] | None = None) -> ServiceSettings:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    apply_environment(parser, env or {})
+    return settings_from_args(parser.parse_args(["--model", "m", *argv]))
+
+
+def test_feedback_options_default_on_turn_off_when_empty_and_refuse_a_shared_topic() -> None:
+    """The feedback consumer reads articles.feedback in <group-id>.feedback by default; an
+    empty topic (flag or environment) turns it off; it may not share a pipeline topic."""
+    default = _settings("--group-id", "newsroom")
+    assert default.feedback_topic == "articles.feedback"
+    assert default.feedback_group_id == "newsroom.feedback"
+    assert default.feedback_max_versions == 5
+    assert _settings("--feedback-topic", "").feedback_topic == ""
+    assert _settings(env={"ARTICLE_CLASSIFIER_FEEDBACK_TOPIC": ""}).feedback_topic == ""
+    with pytest.raises(ConfigError, match="--feedback-topic='articles'"):
+        _settings("--feedback-topic", "articles")
+    with pytest.raises(ConfigError, match="--feedback-max-versions='0'"):
+        _settings("--feedback-max-versions", "0")
