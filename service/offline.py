@@ -10,7 +10,18 @@ from itertools import count, islice
 from pathlib import Path
 from typing import IO, TextIO
 
-from model import CorpusLoad, Predictor, evaluate, load_labelled, save_artifact, train
+from model import (
+    ArtifactTrust,
+    CorpusLoad,
+    Predictor,
+    artifact_digest,
+    evaluate,
+    generate_key_pair,
+    load_labelled,
+    save_artifact,
+    sign_artifact,
+    train,
+)
 from schemas import DEFAULT_LIMITS, RecordLimits
 from service.classify import Refused, classify_values
 from service.deadletter import DeadLetterReason
@@ -37,20 +48,42 @@ def run_train(
     print(
         f"model {trained.manifest.name} {trained.manifest.version} written to {path}", file=stdout
     )
+    print(f"artifact sha256 {artifact_digest(path)} (pin it with --model-sha256)", file=stdout)
     return 0
 
 
 def run_evaluate(
-    model_dir: Path, data: Sequence[Path], *, as_json: bool, skip_invalid: bool, stdout: TextIO
+    model_dir: Path,
+    data: Sequence[Path],
+    *,
+    as_json: bool,
+    skip_invalid: bool,
+    stdout: TextIO,
+    trust: ArtifactTrust | None = None,
 ) -> int:
     """Score a saved model on labelled JSONL files."""
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, trust)
     corpus = _load(data, skip_invalid=skip_invalid)
     report = evaluate(predictor, corpus.records)
     if as_json:
         print(json.dumps(report.to_dict(), sort_keys=True), file=stdout)
     else:
         print(report.render_text(), file=stdout)
+    return 0
+
+
+def run_sign(model_dir: Path, key: Path, *, stdout: TextIO) -> int:
+    """Verify an artifact and write its Ed25519 signature into it."""
+    path, digest = sign_artifact(model_dir, key)
+    print(f"signed artifact sha256 {digest}: signature written to {path}", file=stdout)
+    return 0
+
+
+def run_keygen(out: Path, *, stdout: TextIO) -> int:
+    """Write a new Ed25519 key pair for signing artifacts."""
+    private, public = generate_key_pair(out)
+    print(f"private key (keep it off the serving hosts): {private}", file=stdout)
+    print(f"public key (for --model-public-key): {public}", file=stdout)
     return 0
 
 
@@ -71,6 +104,7 @@ def run_classify(
     max_event_bytes: int,
     stderr: TextIO,
     limits: RecordLimits = DEFAULT_LIMITS,
+    trust: ArtifactTrust | None = None,
 ) -> int:
     """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
 
@@ -79,7 +113,7 @@ def run_classify(
     encoder) is reported on stderr with its line number, reason and message, and skipped;
     blank lines are ignored. With ``strict`` the exit status is 1 if any line was refused.
     """
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, trust)
     valid = invalid = 0
     for batch in _batches(_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
         outcomes = iter(

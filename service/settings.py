@@ -57,6 +57,10 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_dir: Path = Field(description="model artifact directory")
+    #: sha256 of the artifact's model.json: only that exact artifact is loaded.
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    #: Ed25519 public key (PEM): the artifact must carry a valid model.json.sig under it.
+    model_public_key: Path | None = None
     bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
     input_topic: str = Field(default="articles", min_length=1, max_length=249)
     output_topic: str = Field(default="articles.classified", min_length=1, max_length=249)
@@ -158,6 +162,16 @@ class ServiceSettings(BaseModel):
 # (flag, settings field, help). Values arrive as strings and are validated by ServiceSettings.
 _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--model", "model_dir", "model artifact directory (required)"),
+    (
+        "--model-sha256",
+        "model_sha256",
+        "load only the artifact whose model.json has this sha256 (train prints it)",
+    ),
+    (
+        "--model-public-key",
+        "model_public_key",
+        "Ed25519 public key (PEM): load only an artifact signed with its private key",
+    ),
     ("--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers, comma-separated"),
     ("--input-topic", "input_topic", "topic of ArticleEvents"),
     ("--output-topic", "output_topic", "topic for ClassifiedArticleEvents"),
@@ -288,7 +302,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
 def settings_from_mapping(values: dict[str, Any]) -> ServiceSettings:
     """Validate ``values`` (strings or typed values) into settings or raise ConfigError."""
     if "model_dir" not in values:
-        raise ConfigError("--model is required (or ARTICLE_CLASSIFIER_MODEL)")
+        raise ConfigError(
+            "--model is required (or ARTICLE_CLASSIFIER_MODEL): the directory of a trained "
+            "model artifact (article-classifier train); no model is built in"
+        )
     try:
         # Lax mode converts the strings argparse hands over ("256" -> 256).
         return ServiceSettings.model_validate(values)
