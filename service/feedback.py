@@ -70,14 +70,22 @@ class FeedbackConsumer:
                 self._metrics.feedback_session_restarts.labels("broker").inc()
                 logger.warning(
                     "feedback session failed on the broker; retrying",
-                    extra={"topic": self._topic, "error": repr(error), "retry_in_s": delay},
+                    extra={
+                        "topic": self._topic,
+                        "error": repr(error),
+                        "retry_in_s": round(delay, 2),
+                    },
                 )
             except Exception as error:
                 delay = backoff.delay()
                 self._metrics.feedback_session_restarts.labels("error").inc()
                 logger.exception(
                     "feedback session failed on an unexpected error; restarting",
-                    extra={"topic": self._topic, "error": repr(error), "retry_in_s": delay},
+                    extra={
+                        "topic": self._topic,
+                        "error": repr(error),
+                        "retry_in_s": round(delay, 2),
+                    },
                 )
             else:
                 return
@@ -211,6 +219,8 @@ async def run_feedback(
     async def close() -> None:
         done.set()
         forward.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await forward
         try:
             await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
         except TimeoutError:

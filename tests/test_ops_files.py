@@ -44,6 +44,13 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
+    # editor feedback (service.feedback)
+    "feedback_records",
+    "corrections",
+    "feedback_section",
+    "feedback_tag",
+    "feedback_dead_letters",
+    "feedback_session_restarts",
 )
 _HISTOGRAMS = (
     "batch_size",
@@ -59,6 +66,7 @@ _GAUGES = (
     "in_flight_bytes",
     "oldest_in_flight_batch_age_seconds",
     "circuit_breaker_state",
+    "feedback_consumer_running",
 )
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]
