@@ -178,8 +178,10 @@ def test_compose_service_topics_match_topic_creation() -> None:
     """The classifier's topics are the ones kafka-init creates."""
     text = COMPOSE.read_text(encoding="utf-8")
     created = set(re.findall(r"--topic (\S+) --partitions", text))
-    assert created == {"articles", "articles.classified", "articles.dead-letter"}
-    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC"):
+    assert created == {"articles", "articles.classified", "articles.dead-letter"} | {
+        "articles.feedback"
+    }
+    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC", "FEEDBACK_TOPIC"):
         configured = re.search(rf"ARTICLE_CLASSIFIER_{variable}: (\S+)", text)
         assert configured is not None, variable
         assert configured.group(1) in created
