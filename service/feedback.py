@@ -20,7 +20,15 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from schemas import DecodeError, decode_feedback
 from service.backoff import Backoff
@@ -28,6 +36,7 @@ from service.deadletter import dead_letter_headers
 from service.errors import BrokerUnavailableError, DeliveryError
 from service.kafka import make_producer, security_kwargs
 from service.metrics import ServiceMetrics
+from service.publish import VALUE_DROPPED_HEADER
 from service.quality import QualityTracker, manifest_labels
 from service.settings import ServiceSettings
 
@@ -41,6 +50,13 @@ _CLOSE_TIMEOUT_S = 10.0
 #: How long the service's shutdown waits for the feedback loop to commit and close.
 STOP_TIMEOUT_S = 15.0
 _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
+#: Produce errors about the record itself: retrying cannot help, dropping its value can.
+_REFUSALS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
 
 
 class FeedbackConsumer:
@@ -156,30 +172,36 @@ class FeedbackConsumer:
         sending: asyncio.Future[Any] | KafkaError,
         producer: AIOKafkaProducer,
     ) -> None:
+        dropped: str | None = None
         try:
             if isinstance(sending, KafkaError):
                 raise sending
             await sending
-        except KafkaError as refused:
-            if refused.retriable:
-                raise
+        except _REFUSALS as refused:
             # The dead-letter topic refused the record itself (too large, invalid): forward
-            # the verdict without the value, so the decision is still on the topic.
+            # the verdict without the value, so the decision is still on the topic; if even
+            # that is refused, log it and move on: a refusal never loops.
             size = len(record.value or b"")
-            headers = [*_headers(record, error), ("error.value_dropped", str(size).encode())]
-            await producer.send_and_wait(
-                self._settings.dead_letter_topic, key=record.key, value=None, headers=headers
-            )
+            headers = [*_headers(record, error), (VALUE_DROPPED_HEADER, str(size).encode())]
+            try:
+                await producer.send_and_wait(
+                    self._settings.dead_letter_topic, key=record.key, value=None, headers=headers
+                )
+            except _REFUSALS as again:
+                logger.error(  # noqa: TRY400 - a decision, not a crash: no traceback
+                    "feedback dead letter refused even without its value; skipped",
+                    extra={**_where(record), "reason": error.reason.value, "error": repr(again)},
+                )
+                return
+            dropped = f"{size} bytes ({type(refused).__name__})"
         self._metrics.feedback_dead_letters.labels(error.reason.value).inc()
         logger.warning(
             "feedback record dead-lettered",
             extra={
-                "key": _key(record),
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
+                **_where(record),
                 "reason": error.reason.value,
                 "error": error.message,
+                "value_dropped": dropped,
             },
         )
 
@@ -272,9 +294,15 @@ def _headers(record: Any, error: DecodeError) -> list[tuple[str, bytes]]:
     )
 
 
-def _key(record: Any) -> str | None:
+def _where(record: Any) -> dict[str, Any]:
+    """The log fields that locate a record: its key (cut, decoded leniently) and offset."""
     key: bytes | None = record.key
-    return None if key is None else key.decode("utf-8", "replace")[:256]
+    return {
+        "key": None if key is None else key.decode("utf-8", "replace")[:256],
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
 
 
 def _partitions(offsets: dict[TopicPartition, int]) -> Sequence[str]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from conftest import wait_for
 from prometheus_client import CollectorRegistry
 
@@ -174,3 +177,77 @@ def test_feedback_options_default_on_turn_off_when_empty_and_refuse_a_shared_top
         _settings("--feedback-topic", "articles")
     with pytest.raises(ConfigError, match="--feedback-max-versions='0'"):
         _settings("--feedback-max-versions", "0")
+
+
+@dataclass
+class _Record:
+    key: bytes | None
+    value: bytes | None
+    topic: str = "feedback"
+    partition: int = 0
+    offset: int = 0
+
+
+class _Producer:
+    """Acknowledges dead letters up to ``limit`` bytes of value; refuses larger ones the way
+    a topic's max.message.bytes does, or fails every send with ``failure``."""
+
+    def __init__(self, limit: int, failure: Exception | None = None) -> None:
+        self.limit = limit
+        self.failure = failure
+        self.sent: list[tuple[bytes | None, dict[str, bytes]]] = []
+
+    async def send(
+        self, topic: str, *, key: bytes | None, value: bytes | None, headers: Any
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            future.set_exception(self.failure)
+        elif len(value or b"") > self.limit:
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append((value, dict(headers)))
+            future.set_result(None)
+        return future
+
+    async def send_and_wait(self, topic: str, **kwargs: Any) -> None:
+        await (await self.send(topic, **kwargs))
+
+
+def _fetched(*values: bytes | None) -> dict[TopicPartition, list[Any]]:
+    records = [_Record(b"k", value, offset=index) for index, value in enumerate(values)]
+    return {TopicPartition("feedback", 0): records}
+
+
+VERDICT = b'{"article_id": "a", "section": "sport", "corrected_at": "2026-11-20T08:00:00Z"}'
+SMALL_BAD = b'{"article_id": "a"}'
+LARGE_BAD = b" " * 70_000
+
+
+async def test_a_dead_letter_the_topic_refuses_goes_on_without_its_value(tmp_path: Path) -> None:
+    """A bad record too large for the dead-letter topic is forwarded with its headers, no
+    value and error.value_dropped; if even that is refused it is logged and skipped; any
+    other send failure fails the batch (the session restarts and nothing is committed)."""
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    consumer = FeedbackConsumer(
+        ServiceSettings(model_dir=tmp_path), metrics, QualityTracker(metrics)
+    )
+    producer = _Producer(limit=10_000)
+    await consumer._handle(_fetched(VERDICT, SMALL_BAD, LARGE_BAD), producer)
+    assert [(value, headers["error.reason"]) for value, headers in producer.sent] == [
+        (SMALL_BAD, b"schema_violation"),
+        (None, b"too_large"),
+    ]
+    assert producer.sent[1][1]["error.value_dropped"] == b"70000"
+    assert _value(registry, "corrections_total", model_version="none") == 1
+    assert _value(registry, "feedback_dead_letters_total", reason="too_large") == 1
+
+    refusing = _Producer(limit=-1)
+    await consumer._handle(_fetched(SMALL_BAD), refusing)
+    assert refusing.sent == []
+    assert _value(registry, "feedback_dead_letters_total", reason="schema_violation") == 1
+
+    failing = _Producer(limit=10_000, failure=KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await consumer._handle(_fetched(SMALL_BAD), failing)
