@@ -40,6 +40,8 @@ from schemas import (
 _SHOWN_PROBLEMS = 10
 _DECLARED = tuple(name for name in ArticleEvent.model_fields if name != "schema_version")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+#: How long an unknown topic is looked for in the metadata before it is called missing.
+_METADATA_WAIT_S = 5.0
 
 
 class DatasetError(RuntimeError):
@@ -261,14 +263,12 @@ async def _topic_records(
         await consumer.stop()
         raise DatasetError(f"broker {bootstrap_servers} unreachable: {error!r}") from error
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await asyncio.wait_for(consumer.topics(), timeout_s)
-            partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
+        if not await _exists(consumer, topic, min(timeout_s, _METADATA_WAIT_S)):
             raise DatasetError(f"{topic}: no such file, and no such topic on {bootstrap_servers}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
+        # Subscribed without a group, the consumer is assigned every partition once the
+        # topic's metadata arrives (Apache Kafka sends none unasked).
+        consumer.subscribe([topic])
+        assigned = await _assignment(consumer, timeout_s)
         ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout_s)
         await consumer.seek_to_beginning(*assigned)
         # The end offsets when reading starts; some brokers (tansu) under-report them, so
@@ -294,6 +294,26 @@ async def _topic_records(
                     del targets[tp]
     finally:
         await consumer.stop()
+
+
+async def _exists(consumer: AIOKafkaConsumer, topic: str, wait_s: float) -> bool:
+    """Whether the broker knows ``topic``; a topic just created may take a moment to be in
+    every broker's metadata, so an unknown one is asked about again for ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while topic not in await asyncio.wait_for(consumer.topics(), wait_s):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+async def _assignment(consumer: AIOKafkaConsumer, timeout_s: float) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout_s
+    while not (assigned := sorted(consumer.assignment())):
+        if time.monotonic() > deadline:
+            raise DatasetError(f"no partitions assigned within {timeout_s} s")
+        await asyncio.sleep(0.05)
+    return assigned
 
 
 async def _read(

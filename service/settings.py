@@ -51,6 +51,16 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class CompressionType(StrEnum):
+    """Codec of the produced outputs and dead letters (consumed input may use any)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 class ServiceSettings(BaseModel):
     """Everything ``serve`` needs. Frozen: built once in ``main()`` and passed down."""
 
@@ -113,6 +123,7 @@ class ServiceSettings(BaseModel):
     feedback_topic: str = Field(default="articles.feedback", max_length=249)
     #: Model versions that keep feedback series; older ones' series are removed.
     feedback_max_versions: int = Field(default=5, ge=1, le=100)
+    compression_type: CompressionType = CompressionType.NONE
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -269,6 +280,11 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--feedback-max-versions",
         "feedback_max_versions",
         "model versions that keep feedback quality series (the oldest are removed)",
+    ),
+    (
+        "--compression-type",
+        "compression_type",
+        "codec of produced outputs and dead letters: none, gzip, snappy, lz4 or zstd",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}
