@@ -90,3 +90,4 @@ clean: ## remove the virtual environment and build leftovers
 .PHONY: ops-files
 ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard, Kubernetes rules, AsyncAPI)
 	$(BIN)/python -m ops.grafana.dashboard
+	$(BIN)/python -m ops.kubernetes.rules
