@@ -91,3 +91,4 @@ clean: ## remove the virtual environment and build leftovers
 ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard, Kubernetes rules, AsyncAPI)
 	$(BIN)/python -m ops.grafana.dashboard
 	$(BIN)/python -m ops.kubernetes.rules
+	$(BIN)/python -m ops.asyncapi.generate
