@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import (
+    Broker,
     Record,
     Topics,
     article_records,
@@ -30,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from test_service_prometheus import _get, _query, _start_prometheus, prometheus_binary
 
 from ops.grafana import dashboard
-from service.broker import EmbeddedBroker, free_port
+from service.broker import free_port
 from service.metrics import ServiceMetrics
 
 __all__ = ["prometheus_binary"]  # the fixture, imported for the live test
@@ -169,7 +170,7 @@ async def _label_values(port: int, query: str, job: str) -> list[str]:
 
 @pytest.mark.kafka
 async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
-    broker: EmbeddedBroker,
+    broker: Broker,
     topics: Topics,
     model_dir: Path,
     predictor: Any,
@@ -200,9 +201,15 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
             await produce(broker.bootstrap_servers, topics.input, valid + bad)
             assert len(await consume(broker.bootstrap_servers, topics.output, 60)) == 60
             assert len(await consume(broker.bootstrap_servers, topics.dead_letter, 2)) == 2
-            await wait_for(
-                lambda: scraped("article_classifier_records_consumed_total == 62"), timeout_s=60
-            )
+            # The counters move when the broker acknowledges, a little after the records
+            # are readable: wait until Prometheus has scraped them all.
+            for settled in (
+                "article_classifier_records_consumed_total == 62",
+                "article_classifier_articles_published_total == 60",
+                "sum(article_classifier_predictions_total) == 60",
+                "sum(article_classifier_dead_letters_total) == 2",
+            ):
+                await wait_for(lambda expr=settled: scraped(expr), timeout_s=60)
             await wait_for(lambda: scraped("article_classifier_consumer_lag"), timeout_s=60)
             for name, variable in _variables().items():
                 if variable["type"] != "query":

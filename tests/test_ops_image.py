@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Topics, article_records, consume, produce, wait_for
+from conftest import Broker, Topics, article_records, consume, produce, wait_for
 
-from service.broker import EmbeddedBroker, free_port
+from service.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -193,7 +193,7 @@ def test_the_image_refuses_to_start_without_a_model(image: tuple[Path, Stage]) -
 
 async def test_the_image_serves_with_compose_environment(
     image: tuple[Path, Stage],
-    broker: EmbeddedBroker,
+    broker: Broker,
     topics: Topics,
     model_dir: Path,
 ) -> None:
