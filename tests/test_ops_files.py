@@ -44,6 +44,13 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
+    # editor feedback (service.feedback)
+    "feedback_records",
+    "corrections",
+    "feedback_section",
+    "feedback_tag",
+    "feedback_dead_letters",
+    "feedback_session_restarts",
 )
 _HISTOGRAMS = (
     "batch_size",
@@ -66,6 +73,7 @@ _GAUGES = (
     "drift_mean_tags_per_article",
     "drift_training_tags_per_article",
     "drift_window_articles",
+    "feedback_consumer_running",
 )
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]
@@ -160,9 +168,9 @@ def test_compose_file_is_valid() -> None:
 
 
 def test_compose_defines_the_stack() -> None:
-    """The Compose stack has Kafka, the topic job, the classifier and Prometheus."""
+    """The Compose stack has Kafka, the topic job, the classifier, Prometheus and Grafana."""
     services = _run([*_compose(), "--file", str(COMPOSE), "config", "--services"]).stdout.split()
-    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus"}
+    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus", "grafana"}
 
 
 def test_compose_publishes_ports_on_loopback_only() -> None:
@@ -177,8 +185,10 @@ def test_compose_service_topics_match_topic_creation() -> None:
     """The classifier's topics are the ones kafka-init creates."""
     text = COMPOSE.read_text(encoding="utf-8")
     created = set(re.findall(r"--topic (\S+) --partitions", text))
-    assert created == {"articles", "articles.classified", "articles.dead-letter"}
-    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC"):
+    assert created == {"articles", "articles.classified", "articles.dead-letter"} | {
+        "articles.feedback"
+    }
+    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC", "FEEDBACK_TOPIC"):
         configured = re.search(rf"ARTICLE_CLASSIFIER_{variable}: (\S+)", text)
         assert configured is not None, variable
         assert configured.group(1) in created
