@@ -106,6 +106,7 @@ def test_rows_come_in_the_on_call_order() -> None:
         "Model behaviour",
         "Kafka client",
         "Hardening",
+        "Drift (last --drift-window articles per instance)",
     ]
     cells: set[tuple[int, int]] = set()
     for panel in _checked_in()["panels"]:

@@ -421,6 +421,58 @@ ROWS: tuple[Row, ...] = (
             ),
         ),
     ),
+    Row(
+        "Drift (last --drift-window articles per instance)",
+        (
+            Panel(
+                "Section mix vs training",
+                "Jensen-Shannon divergence (bits) of the predicted section mix from the training"
+                " mix; the alert is at 0.1.",
+                (
+                    Query(
+                        f"max by (instance) ({_P}drift_section_divergence{{$SEL}})", "{{instance}}"
+                    ),
+                ),
+                width=6,
+            ),
+            Panel(
+                "Unknown tokens",
+                "Share of the tokens read that are outside the model's vocabulary; alert at 0.4.",
+                (
+                    Query(
+                        f"max by (instance) ({_P}drift_unknown_token_share{{$SEL}})", "{{instance}}"
+                    ),
+                ),
+                width=6,
+            ),
+            Panel(
+                "Mean section score",
+                "Mean score of the chosen section; alert under 0.6.",
+                (
+                    Query(
+                        f"min by (instance) ({_P}drift_mean_section_score{{$SEL}})", "{{instance}}"
+                    ),
+                ),
+                width=6,
+            ),
+            Panel(
+                "Tags per article vs training",
+                "Mean tags per article in the window, the training mean, and the window's fill.",
+                (
+                    Query(
+                        f"max by (instance) ({_P}drift_mean_tags_per_article{{$SEL}})",
+                        "{{instance}}",
+                    ),
+                    Query(f"max({_P}drift_training_tags_per_article{{$SEL}})", "training"),
+                    Query(
+                        f"max by (instance) ({_P}drift_window_articles{{$SEL}}) / 1000",
+                        "window / 1000 {{instance}}",
+                    ),
+                ),
+                width=6,
+            ),
+        ),
+    ),
 )
 
 
