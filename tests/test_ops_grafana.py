@@ -95,7 +95,8 @@ def test_dashboard_json_is_well_formed() -> None:
 
 
 def test_rows_come_in_the_on_call_order() -> None:
-    """Rows read top-down: health, flow, speed, backlog, model, Kafka client, hardening;
+    """Rows read top-down: health, flow, speed, backlog, model, newsroom feedback, Kafka
+    client, hardening;
     panels never overlap and stay inside the 24-column grid."""
     rows = [p["title"] for p in _checked_in()["panels"] if p["type"] == "row"]
     assert rows == [
@@ -104,6 +105,7 @@ def test_rows_come_in_the_on_call_order() -> None:
         "Speed",
         "Backlog",
         "Model behaviour",
+        "Newsroom feedback",
         "Kafka client",
         "Hardening",
         "Drift (last --drift-window articles per instance)",

@@ -338,6 +338,46 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "Newsroom feedback",
+        (
+            Panel(
+                "Section verdicts by editors",
+                "Editors' section verdicts per window: agreed with the model or corrected (live"
+                " accuracy; by model version in Explore).",
+                (_increase_or_zero(_P + "feedback_section_total", "outcome"),),
+                stacked=True,
+            ),
+            Panel(
+                "Tag verdicts by editors",
+                "Tags the model gave that editors kept (true_positive) or removed"
+                " (false_positive), and tags editors added (false_negative), per window.",
+                (_increase_or_zero(_P + "feedback_tag_total", "outcome"),),
+                stacked=True,
+            ),
+            Panel(
+                "Feedback consumer",
+                "Corrections and feedback records per second, bad feedback dead-lettered, feedback"
+                " session restarts, and whether the feedback consumer runs.",
+                (
+                    Query(f"{_rate(_P + 'corrections_total')} or on() vector(0)", "corrections"),
+                    Query(f"{_rate(_P + 'feedback_records_total')} or on() vector(0)", "records"),
+                    Query(
+                        f"{_rate(_P + 'feedback_dead_letters_total')} or on() vector(0)",
+                        "dead letters",
+                    ),
+                    Query(
+                        f"{_rate(_P + 'feedback_session_restarts_total')} or on() vector(0)",
+                        "restarts",
+                    ),
+                    Query(
+                        f"max({_P}feedback_consumer_running{{$SEL}}) or on() vector(0)",
+                        "running",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    Row(
         "Kafka client",
         (
             Panel(
