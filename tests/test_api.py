@@ -12,12 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import demo_texts
+from conftest import Topics as KafkaTopics
+from conftest import article_records, demo_texts, http_get, make_settings, produce, settle
 from prometheus_client import CollectorRegistry
 
 from schemas import ArticleEvent, Classification
 from schemas.api import ApiError, ClassifyResult
 from service.api import ApiServer
+from service.app import run_service
+from service.broker import EmbeddedBroker
 from service.classify import BatchResult, InputRecord, Refused, Topics, classify_values
 from service.errors import WorkerUnstableError
 from service.openapi import DOCUMENT, is_stale, render_openapi
@@ -426,3 +429,65 @@ def test_the_api_port_must_differ_from_the_metrics_port(model_dir: Path) -> None
     """Configuring both servers on one port is refused with both options named."""
     with pytest.raises(ValueError, match="--api-port=9108 must differ from --metrics-port=9108"):
         ServiceSettings(model_dir=model_dir, api_port=9108)
+
+
+@pytest.mark.kafka
+async def test_the_running_service_serves_the_api_with_the_streams_model_while_it_flows(
+    broker: EmbeddedBroker, topics: KafkaTopics, model_dir: Path, predictor: Any
+) -> None:
+    """With --api-port, serve answers API requests while the stream classifies the same
+    events: every API classification equals the stream's output for that article, the API
+    counters show on /metrics, and the service stops cleanly (exit 0)."""
+    settings = make_settings(broker.bootstrap_servers, topics, model_dir, api_port=0)
+    records = article_records(60, prefix="both")
+    stop = asyncio.Event()
+    registry = CollectorRegistry()
+    loop = asyncio.get_running_loop()
+    # A client that keeps within --api-max-concurrency, as a CMS would.
+    room = asyncio.Semaphore(settings.api_max_concurrency)
+
+    async def post(client: httpx.AsyncClient, value: bytes) -> httpx.Response:
+        async with room:
+            return await client.post("/v1/classify", content=value, headers=JSON)
+
+    metrics_port: asyncio.Future[int] = loop.create_future()
+    api_port: asyncio.Future[int] = loop.create_future()
+    service = asyncio.create_task(
+        run_service(
+            settings,
+            predictor=predictor,
+            stop=stop,
+            registry=registry,
+            http_port=metrics_port,
+            api_port=api_port,
+        )
+    )
+    try:
+        await asyncio.wait({service, api_port}, return_when=asyncio.FIRST_COMPLETED)
+        assert not service.done(), service
+        produced = asyncio.create_task(produce(broker.bootstrap_servers, topics.input, records))
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{api_port.result()}", timeout=30
+        ) as client:
+            answers = await asyncio.gather(*(post(client, value) for _, value in records))
+            batch = await client.post(
+                "/v1/classify", content=b"[" + b",".join(v for _, v in records[:5]) + b"]",
+                headers=JSON,
+            )  # fmt: skip
+        await produced
+        outputs = await settle(broker.bootstrap_servers, topics.output, len(records))
+        status, text = await http_get(metrics_port.result(), "/metrics")
+    finally:
+        stop.set()
+        exit_code = await asyncio.wait_for(service, 60)
+    assert exit_code == 0
+    assert all(answer.status_code == 200 for answer in answers), answers
+    assert [item["article_id"] for item in batch.json()] == [f"both-{i}" for i in range(5)]
+    by_article = {json.loads(o.value)["article_id"]: json.loads(o.value) for o in outputs}
+    assert len(by_article) == len(records)
+    for answer in answers:
+        result = answer.json()
+        assert result["classification"] == by_article[result["article_id"]]["classification"]
+    assert status == 200
+    assert 'article_classifier_api_requests_total{code="200"} 61.0' in text
+    assert 'article_classifier_api_events_total{outcome="classified"} 65.0' in text
