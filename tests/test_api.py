@@ -440,6 +440,7 @@ async def test_the_running_service_serves_the_api_with_the_streams_model_while_i
     counters show on /metrics, and the service stops cleanly (exit 0)."""
     settings = make_settings(broker.bootstrap_servers, topics, model_dir, api_port=0)
     records = article_records(60, prefix="both")
+    values = [value for _, value in records if value is not None]
     stop = asyncio.Event()
     registry = CollectorRegistry()
     loop = asyncio.get_running_loop()
@@ -469,9 +470,9 @@ async def test_the_running_service_serves_the_api_with_the_streams_model_while_i
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{api_port.result()}", timeout=30
         ) as client:
-            answers = await asyncio.gather(*(post(client, value) for _, value in records))
+            answers = await asyncio.gather(*(post(client, value) for value in values))
             batch = await client.post(
-                "/v1/classify", content=b"[" + b",".join(v for _, v in records[:5]) + b"]",
+                "/v1/classify", content=b"[" + b",".join(values[:5]) + b"]",
                 headers=JSON,
             )  # fmt: skip
         await produced

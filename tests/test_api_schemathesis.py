@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import make_settings, service_command, stop_process
+from conftest import Topics, make_settings, service_command, stop_process
 from hypothesis import HealthCheck, settings
 
 from service.broker import EmbeddedBroker
@@ -42,7 +42,8 @@ def api_url(
     broker: EmbeddedBroker, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``article-classifier serve --api-port 0`` as a subprocess; its API's base URL."""
-    topics = _Topics(uuid.uuid4().hex[:8])
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics(f"st-in-{tag}", f"st-out-{tag}", f"st-dlq-{tag}", f"st-group-{tag}")
     settings = make_settings(broker.bootstrap_servers, topics, model_dir)
     log = tmp_path_factory.mktemp("schemathesis") / "service.log"
     with log.open("ab") as sink:
@@ -54,16 +55,6 @@ def api_url(
         yield f"http://127.0.0.1:{port}"
     finally:
         assert stop_process(process) == 0, log.read_text("utf-8")[-3000:]
-
-
-class _Topics:
-    """Topics and a group of its own (the broker creates topics on first use)."""
-
-    def __init__(self, tag: str) -> None:
-        self.input = f"schemathesis-in-{tag}"
-        self.output = f"schemathesis-out-{tag}"
-        self.dead_letter = f"schemathesis-dlq-{tag}"
-        self.group = f"schemathesis-{tag}"
 
 
 def _api_port(log: Path, process: subprocess.Popen[bytes]) -> int:
@@ -89,7 +80,7 @@ def _wait_answering(port: int) -> None:
 
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_api_keeps_its_openapi_promises(case: schemathesis.Case, api_url: str) -> None:
+def test_the_api_keeps_its_openapi_promises(case: schemathesis.Case[Any], api_url: str) -> None:
     """Generated requests get documented status codes, content types and bodies; none is a
     server error; invalid ones are refused with a 4xx."""
     case.call_and_validate(base_url=api_url, timeout=30)
