@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas import ArticleEvent, Classification
 from schemas.api import ApiError, ClassifyResult
-from service.api import ApiServer
+from service.api import ApiServer, _off_loop_if_large
 from service.app import run_service
 from service.broker import EmbeddedBroker
 from service.classify import BatchResult, InputRecord, Refused, Topics, classify_values
@@ -492,3 +492,10 @@ async def test_the_running_service_serves_the_api_with_the_streams_model_while_i
     assert status == 200
     assert 'article_classifier_api_requests_total{code="200"} 61.0' in text
     assert 'article_classifier_api_events_total{outcome="classified"} 65.0' in text
+
+
+async def test_large_bodies_are_cut_and_rendered_off_the_event_loop() -> None:
+    """Work on a body over 32 KiB runs in a worker thread; a small one runs inline."""
+    loop_thread = threading.get_ident()
+    assert await _off_loop_if_large(100, threading.get_ident) == loop_thread
+    assert await _off_loop_if_large(64 * 1024, threading.get_ident) != loop_thread
