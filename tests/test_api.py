@@ -12,15 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Broker, article_records, demo_texts, http_get, make_settings, produce, settle
 from conftest import Topics as KafkaTopics
-from conftest import article_records, demo_texts, http_get, make_settings, produce, settle
 from prometheus_client import CollectorRegistry
 
 from schemas import ArticleEvent, Classification
 from schemas.api import ApiError, ClassifyResult
 from service.api import ApiServer, _off_loop_if_large
 from service.app import run_service
-from service.broker import EmbeddedBroker
 from service.classify import BatchResult, InputRecord, Refused, Topics, classify_values
 from service.errors import WorkerUnstableError
 from service.openapi import DOCUMENT, is_stale, render_openapi
@@ -433,7 +432,7 @@ def test_the_api_port_must_differ_from_the_metrics_port(model_dir: Path) -> None
 
 @pytest.mark.kafka
 async def test_the_running_service_serves_the_api_with_the_streams_model_while_it_flows(
-    broker: EmbeddedBroker, topics: KafkaTopics, model_dir: Path, predictor: Any
+    broker: Broker, topics: KafkaTopics, model_dir: Path, predictor: Any
 ) -> None:
     """With --api-port, serve answers API requests while the stream classifies the same
     events: every API classification equals the stream's output for that article, the API

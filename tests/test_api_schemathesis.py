@@ -3,6 +3,7 @@ document's promises for generated valid and invalid requests (bounded examples).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import Topics, make_settings, service_command, stop_process
+from conftest import Broker, Topics, make_settings, service_command, stop_process
 from hypothesis import HealthCheck, settings
 
-from service.broker import EmbeddedBroker
+from service.broker import ensure_topics
 from service.openapi import DOCUMENT
 
 pytestmark = pytest.mark.kafka
@@ -39,11 +40,17 @@ _START_TIMEOUT_S = 60.0
 
 @pytest.fixture(scope="module")
 def api_url(
-    broker: EmbeddedBroker, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``article-classifier serve --api-port 0`` as a subprocess; its API's base URL."""
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"st-in-{tag}", f"st-out-{tag}", f"st-dlq-{tag}", f"st-group-{tag}")
+    # A loop of its own: this fixture is synchronous, as schemathesis' tests are.
+    asyncio.run(
+        ensure_topics(
+            broker.bootstrap_servers, {topics.input: 3, topics.output: 3, topics.dead_letter: 1}
+        )
+    )
     settings = make_settings(broker.bootstrap_servers, topics, model_dir)
     log = tmp_path_factory.mktemp("schemathesis") / "service.log"
     with log.open("ab") as sink:
