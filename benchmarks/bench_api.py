@@ -95,13 +95,12 @@ async def offer(
 
 
 async def wait_until_serving(client: httpx.AsyncClient, metrics_port: int) -> None:
-    """The API answers and the stream has published its first article (bounded)."""
+    """The service is ready (/readyz 200: model, broker, group) and its API answers."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if (await client.get("/openapi.json")).status_code == 200 and scrape(metrics_port).get(
-                PUBLISHED, 0
-            ):
+            ready = await client.get(f"http://127.0.0.1:{metrics_port}/readyz")
+            if ready.status_code == 200 and (await client.get("/openapi.json")).is_success:
                 return
         except httpx.TransportError:
             pass
@@ -125,14 +124,16 @@ async def main_async(args: argparse.Namespace) -> int:
             target=stream_process,
             args=(broker.bootstrap_servers, topics[0], articles, args.stream_rate, stop),
         )
-        producing.start()
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         try:
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{api_port}", timeout=30, limits=limits
             ) as client:
                 await wait_until_serving(client, metrics_port)
-                await offer(client, bodies[:50], args.rate, 2.0)  # warm-up, not counted
+                # The stream starts once the service is in its group (no backlog to catch
+                # up on), and runs for a warm-up first that is not counted.
+                producing.start()
+                await offer(client, bodies[:50], args.rate, 3.0)
                 before = scrape(metrics_port).get(PUBLISHED, 0)
                 started = time.monotonic()
                 latencies, codes = await offer(client, bodies, args.rate, args.seconds)
@@ -140,7 +141,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 published = scrape(metrics_port).get(PUBLISHED, 0) - before
         finally:
             stop.set()
-            producing.join(timeout=60)
+            if producing.pid is not None:
+                producing.join(timeout=60)
             process.terminate()
             process.wait(timeout=60)
     print(f"stream: {args.stream_rate:.0f} articles/s offered, {published / elapsed:.0f}/s "
