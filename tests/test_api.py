@@ -16,9 +16,10 @@ from conftest import Broker, article_records, demo_texts, http_get, make_setting
 from conftest import Topics as KafkaTopics
 from prometheus_client import CollectorRegistry
 
-from schemas import ArticleEvent, Classification
+from schemas import ArticleEvent, Classification, RecordLimits
 from schemas.api import ApiError, ClassifyResult
 from service.api import ApiServer, _off_loop_if_large
+from service.api_request import Events, parse_events, split_list
 from service.app import run_service
 from service.classify import BatchResult, InputRecord, Refused, Topics, classify_values
 from service.errors import WorkerUnstableError
@@ -498,3 +499,18 @@ async def test_large_bodies_are_cut_and_rendered_off_the_event_loop() -> None:
     loop_thread = threading.get_ident()
     assert await _off_loop_if_large(100, threading.get_ident) == loop_thread
     assert await _off_loop_if_large(64 * 1024, threading.get_ident) != loop_thread
+
+
+def test_a_list_is_cut_at_its_own_commas_only() -> None:
+    """Commas, brackets, braces and escaped quotes inside strings (and nested values) never
+    cut an event: each event comes out as the exact bytes sent."""
+    events = [
+        b'{"article_id": "a,[{", "title": "say \\"x, y\\" ] } \\\\", "n": [1, {"k": ",]"}]}',
+        b'{"article_id": "b", "title": "\\u005d, \\\\\\" ,"}',
+        b'{"article_id": "c", "title": "\xc3\xa9t\xc3\xa9, \xe2\x80\xa8"}',
+    ]
+    body = b"[\n\t" + b" ,\r\n".join(events) + b"\n]"
+    assert split_list(body, 256) == events
+    parsed = parse_events(body, max_event_bytes=1024, limits=RecordLimits())
+    assert isinstance(parsed, Events)
+    assert parsed.values == events
