@@ -65,24 +65,36 @@ def api_url(
 
 
 def _api_port(log: Path, process: subprocess.Popen[bytes]) -> int:
-    """The API port the service logged once it was listening (bounded wait)."""
+    """The API port, once the service is ready (/readyz 200: in its group, so a stop at
+    teardown is a regular drain); bounded wait."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text("utf-8")[-3000:]
-        for line in log.read_text("utf-8").splitlines():
-            if line.startswith("{"):
-                entry: dict[str, Any] = json.loads(line)
-                if entry.get("event") == "http server listening" and entry.get("server") == "api":
-                    port: int = entry["port"]
-                    _wait_answering(port)
-                    return port
+        ports = _listening(log)
+        if {"api", "metrics"} <= ports.keys() and _answers(ports["metrics"], "/readyz"):
+            assert _answers(ports["api"], "/openapi.json")
+            return ports["api"]
         time.sleep(0.1)
-    raise AssertionError("the API did not start:\n" + log.read_text("utf-8")[-3000:])
+    raise AssertionError("the service did not get ready:\n" + log.read_text("utf-8")[-3000:])
 
 
-def _wait_answering(port: int) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=10) as response:
-        assert response.status == 200
+def _listening(log: Path) -> dict[str, int]:
+    """Server name -> port, from the service's "http server listening" log lines."""
+    ports: dict[str, int] = {}
+    for line in log.read_text("utf-8").splitlines():
+        if line.startswith("{"):
+            entry: dict[str, Any] = json.loads(line)
+            if entry.get("event") == "http server listening":
+                ports[entry["server"]] = entry["port"]
+    return ports
+
+
+def _answers(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @schema.parametrize()
