@@ -69,6 +69,7 @@ check: lint typecheck test ## everything CI runs
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m service.openapi
 
 .PHONY: lock compose-demo bench-artifact
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \

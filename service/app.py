@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from model.trust import trust_from_options
+from service.api import ApiServer
 from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
 from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError
@@ -66,12 +67,14 @@ async def run_service(
     stop: asyncio.Event | None = None,
     registry: CollectorRegistry | None = None,
     http_port: asyncio.Future[int] | None = None,
+    api_port: asyncio.Future[int] | None = None,
 ) -> int:
     """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
 
     ``predictor``, if given, is used in a worker thread; by default the model is loaded
     from ``settings.model_dir`` where ``settings.classify_in`` says. ``http_port``,
-    if given, receives the bound metrics port (useful with ``metrics_port=0``).
+    if given, receives the bound metrics port (useful with ``metrics_port=0``); ``api_port``
+    the suggest API's, once the model is loaded (with ``settings.api_port`` set).
     """
     stop = stop or asyncio.Event()
     registry = registry if registry is not None else CollectorRegistry()
@@ -104,6 +107,14 @@ async def run_service(
         health.model_name, health.model_version = model.name, model.version
         health.model_sha256 = model.sha256
         health.model_loaded = True
+        if settings.api_port is not None:
+            # Started once the model is loaded, so it never answers without one; stopped
+            # before the classifier closes (the stack unwinds in reverse).
+            api = await stack.enter_async_context(
+                ApiServer(settings, classifier, registry=registry)
+            )
+            if api_port is not None and not api_port.done():
+                api_port.set_result(api.port)
         logger.info(
             "model loaded",
             extra={

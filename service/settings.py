@@ -129,6 +129,13 @@ class ServiceSettings(BaseModel):
     explain: int = Field(default=0, ge=0, le=MAX_EXPLAIN_TERMS)
     #: Articles in the drift signals' sliding window (``service.drift``).
     drift_window: int = Field(default=1000, ge=100, le=1_000_000)
+    #: The suggest API (POST /v1/classify): off unless a port is given; local by default,
+    #: since it classifies for whoever can reach it.
+    api_host: str = Field(default="127.0.0.1", min_length=1)
+    api_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Bounds memory: requests x body size (8 MiB x 8 = 64 MiB, as --max-in-flight-bytes).
+    api_max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    api_max_concurrency: int = Field(default=8, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -151,6 +158,14 @@ class ServiceSettings(BaseModel):
             raise ValueError(
                 f"--breaker-backoff-max-s={self.breaker_backoff_max_s} must be at least "
                 f"--breaker-backoff-s={self.breaker_backoff_s}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_port_free(self) -> ServiceSettings:
+        if self.api_port and self.api_port == self.metrics_port:
+            raise ValueError(
+                f"--api-port={self.api_port} must differ from --metrics-port={self.metrics_port}"
             )
         return self
 
@@ -301,6 +316,18 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--drift-window",
         "drift_window",
         "articles in the sliding window of the drift gauges (at least 100)",
+    ),
+    ("--api-host", "api_host", "interface of the suggest API (POST /v1/classify)"),
+    ("--api-port", "api_port", "port of the suggest API, off unless given (0: any free)"),
+    (
+        "--api-max-request-bytes",
+        "api_max_request_bytes",
+        "larger API request bodies are refused with 413",
+    ),
+    (
+        "--api-max-concurrency",
+        "api_max_concurrency",
+        "API requests handled at once; more are refused with 429",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}
