@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from schemas import (
     DEFAULT_LIMITS,
@@ -29,6 +29,9 @@ from schemas import (
     utc_now_rfc3339,
 )
 from service.deadletter import DeadLetterReason, dead_letter_headers
+
+if TYPE_CHECKING:
+    from service.shadow import ShadowBatch
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +110,18 @@ class BatchResult:
     outgoing: list[Outgoing] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     duration_s: float = 0.0
+    #: The candidate model's comparison (``--shadow-model``); never published as output.
+    shadow: ShadowBatch | None = None
+
+
+class ShadowScorer(Protocol):
+    """Scores a batch's valid articles with a candidate model (``service.shadow``)."""
+
+    def __call__(
+        self,
+        valid: Sequence[tuple[InputRecord, ArticleEvent]],
+        predictions: dict[int, Classification | Exception],
+    ) -> ShadowBatch: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +167,50 @@ def classify_values(
     limits: RecordLimits = DEFAULT_LIMITS,
 ) -> list[Outcome]:
     """One outcome per value, in order: decode, classify (as one batch), encode."""
+    return _classify_values(values, predictor, max_event_bytes=max_event_bytes, limits=limits)[0]
+
+
+def _classify_values(
+    values: Sequence[bytes | None],
+    predictor: ArticlePredictor,
+    *,
+    max_event_bytes: int,
+    limits: RecordLimits,
+) -> tuple[list[Outcome], list[ArticleEvent | Refused], dict[int, Classification | Exception]]:
+    """The outcomes, plus each value decoded and the model's results by ``id(event)``."""
     decoded = [_decode(value, max_event_bytes, limits) for value in values]
     valid = [item for item in decoded if isinstance(item, ArticleEvent)]
     predictions = _predict(predictor, valid)
     classified_at = utc_now_rfc3339()
-    return [
+    outcomes = [
         item if isinstance(item, Refused) else _encode(item, predictions[id(item)], classified_at)
         for item in decoded
     ]
+    return outcomes, decoded, predictions
+
+
+def predict_events(
+    predictor: ArticlePredictor, events: Sequence[ArticleEvent]
+) -> list[Classification | Refused]:
+    """One result per already-validated event, in order: its classification, or a
+    ``classification_error`` naming the stage (the model failed on it even alone, or gave
+    a result the output schema would refuse). For callers that hold ``ArticleEvent``s."""
+    predictions = _predict(predictor, list(events))
+    results: list[Classification | Refused] = []
+    for event in events:
+        prediction = predictions[id(event)]
+        if isinstance(prediction, Exception):
+            results.append(_failure("the model", prediction, event.article_id))
+            continue
+        try:
+            _check(prediction)
+        except _NOT_PER_RECORD:
+            raise
+        except Exception as error:
+            results.append(_failure("the model's result", error, event.article_id))
+        else:
+            results.append(prediction)
+    return results
 
 
 def classify_batch(
@@ -169,16 +220,25 @@ def classify_batch(
     topics: Topics,
     max_event_bytes: int,
     limits: RecordLimits = DEFAULT_LIMITS,
+    shadow: ShadowScorer | None = None,
 ) -> BatchResult:
-    """Decode, classify and encode ``records``; the result keeps their order."""
+    """Decode, classify and encode ``records``; the result keeps their order. With a
+    ``shadow`` scorer, the valid articles are also scored by the candidate model."""
     started = time.perf_counter()
-    outcomes = classify_values(
+    outcomes, decoded, predictions = _classify_values(
         [record.value for record in records],
         predictor,
         max_event_bytes=max_event_bytes,
         limits=limits,
     )
     result = BatchResult()
+    if shadow is not None:
+        pairs = [
+            (record, event)
+            for record, event in zip(records, decoded, strict=True)
+            if isinstance(event, ArticleEvent)
+        ]
+        result.shadow = shadow(pairs, predictions)
     for record, outcome in zip(records, outcomes, strict=True):
         if isinstance(outcome, Refused):
             result.outgoing.append(
@@ -221,6 +281,13 @@ def _decode(
     if isinstance(decoded, DecodeError):
         return Refused(DeadLetterReason(decoded.reason.value), decoded.message)
     return decoded
+
+
+def encode_result(
+    event: ArticleEvent, prediction: Classification | Exception, classified_at: str
+) -> Outcome:
+    """The output record of one article and its model result, or why there is none."""
+    return _encode(event, prediction, classified_at)
 
 
 def _encode(

@@ -44,12 +44,21 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
+    "model_reloads",
+    "model_reload_failures",
+    "shadow_articles",
+    "shadow_section_agreements",
+    "shadow_label_flips",
+    "shadow_failures",
+    "shadow_publish_failures",
 )
 _HISTOGRAMS = (
     "batch_size",
     "classification_duration_seconds",
     "end_to_end_latency_seconds",
     "tags_per_article",
+    "shadow_tag_jaccard",
+    "shadow_duration_seconds",
 )
 _GAUGES = (
     "consumer_lag",
@@ -59,6 +68,7 @@ _GAUGES = (
     "in_flight_bytes",
     "oldest_in_flight_batch_age_seconds",
     "circuit_breaker_state",
+    "shadow_model_info",
 )
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]
