@@ -75,6 +75,7 @@ class ModelReloader:
 
     async def run(self) -> None:
         """Check at every poll interval and at every request, until cancelled."""
+        await self._baseline()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._requested.wait(), self._poll_s or None)
@@ -99,6 +100,17 @@ class ModelReloader:
                     continue
                 self._seen[which] = target
                 await self._swap(which, target[0], forced=force)
+
+    async def _baseline(self) -> None:
+        """A model given in memory has no digest to compare with: only a later change of
+        its path (or SIGHUP) swaps it. A loaded one is compared with its path at once, so
+        a flip between its load and this first look is not missed."""
+        for which, path in self._paths.items():
+            serving = self._serving(which)
+            if path is not None and serving is not None and serving[1] is None:
+                self._seen[which] = await asyncio.to_thread(
+                    _target, path, self._policy.sha256_file
+                )
 
     def _changed(self, which: str, target: tuple[Fingerprint, str | None]) -> bool:
         if target == self._seen.get(which):

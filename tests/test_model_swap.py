@@ -8,6 +8,7 @@ flowing through the embedded broker, a broken artifact among the swaps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -331,6 +332,52 @@ async def test_a_flipped_symlink_is_swapped_to_and_shown_everywhere(
         assert harness.value("model_reloads_total", {"model": "primary"}) == 1
     finally:
         harness.classifier.close()
+
+
+async def test_a_model_given_in_memory_is_swapped_only_when_its_path_changes(
+    versions: dict[str, Path], current: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A predictor handed over in memory (no artifact digest) keeps serving while polls
+    find its path unchanged; a flip of the path swaps it like any other model."""
+    import service.reload as reload_module  # noqa: PLC0415
+
+    looks: list[Path] = []
+    target = reload_module._target
+
+    def counted(path: Path, pins: Path | None) -> Any:
+        looks.append(path)
+        return target(path, pins)
+
+    monkeypatch.setattr(reload_module, "_target", counted)
+    in_memory = _Gated(Predictor.load(versions["v1"]))
+    in_memory.gate.set()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    classifier = ThreadClassifier(current, topics=OUT, max_event_bytes=4096, predictor=in_memory)
+    await classifier.start()
+    reloader = ModelReloader(
+        classifier,
+        model_path=current,
+        shadow_path=None,
+        policy=TrustPolicy(),
+        poll_s=0.01,
+        metrics=metrics,
+        health=Health(),
+    )
+    watching = asyncio.create_task(reloader.run())
+    reloads = "article_classifier_model_reloads_total"
+    try:
+        await wait_for(lambda: len(looks) >= 5)
+        assert registry.get_sample_value(reloads, {"model": "primary"}) is None
+        assert classifier.models.primary.version == "v1"
+        _point(current, versions["v2"])
+        await wait_for(lambda: registry.get_sample_value(reloads, {"model": "primary"}) == 1)
+        assert classifier.models.primary.version == "v2"
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        classifier.close()
 
 
 async def test_a_broken_target_is_counted_once_and_retried_on_request(
