@@ -108,9 +108,7 @@ class ModelReloader:
         for which, path in self._paths.items():
             serving = self._serving(which)
             if path is not None and serving is not None and serving[1] is None:
-                self._seen[which] = await asyncio.to_thread(
-                    _target, path, self._policy.sha256_file
-                )
+                self._seen[which] = await asyncio.to_thread(_target, path, self._policy.sha256_file)
 
     def _changed(self, which: str, target: tuple[Fingerprint, str | None]) -> bool:
         if target == self._seen.get(which):
