@@ -3,6 +3,7 @@ optional shadow topic) see its results; it can be promoted by a swap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaError
 from conftest import (
     DEMO_CORPUS,
     Topics,
@@ -25,11 +27,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from model import Predictor, TrainedModel, load_labelled, save_artifact, train
 from schemas import ArticleEvent, Classification, ClassifiedArticleEvent, LabelScore, ModelRef
 from service.broker import EmbeddedBroker, ensure_topics
+from service.classify import Outgoing, classify_batch
 from service.classify import Topics as OutTopics
-from service.classify import classify_batch
 from service.metrics import ServiceMetrics
 from service.models import ModelSpec
-from service.shadow import CandidateScorer, ShadowBatch, ShadowObserver
+from service.shadow import CandidateScorer, ShadowBatch, ShadowObserver, ShadowPublisher
 from service.workers import ProcessClassifier, WireRecord
 
 OUT = OutTopics(output="out", dead_letter="dlq")
@@ -289,3 +291,38 @@ def _classification(value: bytes | None) -> object:
     if value is None or not value.startswith(b'{"article_id"'):
         return value
     return ClassifiedArticleEvent.model_validate_json(value).classification
+
+
+class _RefusingProducer:
+    """A producer whose every send fails (a missing topic, a broker gone)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, **_: Any) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_exception(KafkaError("topic refused"))
+        return future
+
+
+async def test_shadow_records_that_cannot_be_sent_are_counted_not_retried() -> None:
+    """The shadow topic is best effort: refused sends and batches beyond the queue are
+    counted as failures, and nothing waits on them."""
+    producer = _RefusingProducer()
+    failed: list[int] = []
+    publisher = ShadowPublisher(lambda: producer, on_failure=failed.append, queue_batches=1)
+    item = Outgoing("shadow", b"k", b"{}", [], 0, 0, 0)
+    try:
+        publisher.submit([item, item])
+        publisher.submit([item])  # the queue holds one batch: this one is dropped
+        await wait_for(lambda: sum(failed) == 3)
+    finally:
+        await publisher.close()
+    assert sorted(failed) == [1, 2]
+    assert producer.started == 1
