@@ -297,15 +297,14 @@ class ProcessClassifier:
             WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records
         ]
         for attempt in (1, 2):
-            worker = self._worker
             try:
-                result = await self._in_worker(worker, wire)
+                result = await self._in_worker(wire)
             except BrokenProcessPool:
                 logger.error(  # noqa: TRY400 - the worker's traceback died with it
                     "classification worker died; starting a new one",
                     extra={"attempt": attempt, "records": len(wire)},
                 )
-                self._replace_pool(worker)
+                self._replace_pool()
             else:
                 self.consecutive_deaths = 0
                 _deliver_shadow(result, self._on_shadow)
@@ -321,11 +320,13 @@ class ProcessClassifier:
         try:
             return await _run(worker.pool, _predict_in_worker, worker.spec, list(events))
         except BrokenProcessPool:
-            self._replace_pool(worker)
+            self._replace_pool()
             raise
 
-    async def _in_worker(self, worker: _Worker, wire: Sequence[WireRecord]) -> BatchResult:
-        # A partial of a module-level function pickles into the worker process.
+    async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
+        # A partial of a module-level function pickles into the worker process. The worker
+        # is read once: a swap meanwhile lets this batch finish where it started.
+        worker = self._worker
         job = functools.partial(
             _classify_in_worker,
             worker.spec,
@@ -340,11 +341,10 @@ class ProcessClassifier:
         combined = BatchResult()
         shadows: list[ShadowBatch] = []
         for record in wire:
-            worker = self._worker
             try:
-                single = await self._in_worker(worker, [record])
+                single = await self._in_worker([record])
             except BrokenProcessPool:
-                self._replace_pool(worker)
+                self._replace_pool()
                 self.consecutive_deaths += 1
                 if self.consecutive_deaths >= self._max_deaths:
                     raise WorkerUnstableError(
@@ -362,12 +362,12 @@ class ProcessClassifier:
         combined.shadow = merge_shadow(shadows)
         return combined
 
-    def _replace_pool(self, worker: _Worker | None = None) -> None:
-        worker = worker or self._worker
+    def _replace_pool(self) -> None:
+        # If a swap replaced the worker that died just before this, its successor is
+        # replaced too: a wasted process start, never a wrong model (the spec is pinned).
+        worker = self._worker
         worker.pool.shutdown(wait=False, cancel_futures=True)
-        if worker is self._worker:
-            self._worker = _Worker(self._new_pool(), worker.spec)
-        # else a swap replaced that worker meanwhile: the retry goes to the new one.
+        self._worker = _Worker(self._new_pool(), worker.spec)
 
     def close(self) -> None:
         self._worker.pool.shutdown(wait=True, cancel_futures=True)
