@@ -26,17 +26,26 @@ from schemas.decode import (
     decode_article,
 )
 from schemas.encode import encode_classified
+from schemas.feedback import (
+    DEFAULT_MAX_FEEDBACK_BYTES,
+    MAX_FEEDBACK_TAGS,
+    ArticleFeedback,
+    decode_feedback,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_EVENT_BYTES",
+    "DEFAULT_MAX_FEEDBACK_BYTES",
     "DEFAULT_MAX_FIELDS",
     "DEFAULT_MAX_TITLE_CHARS",
+    "MAX_FEEDBACK_TAGS",
     "PARSER_MAX_DEPTH",
     "RESERVED_FIELDS",
     "SCHEMA_VERSION",
     "ArticleEvent",
+    "ArticleFeedback",
     "Classification",
     "ClassifiedArticleEvent",
     "DecodeError",
@@ -47,6 +56,7 @@ __all__ = [
     "RecordLimits",
     "check_rfc3339",
     "decode_article",
+    "decode_feedback",
     "encode_classified",
     "utc_now_rfc3339",
 ]

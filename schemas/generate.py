@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas.article import SCHEMA_VERSION, ArticleEvent, LabelledArticle
 from schemas.classified import ClassifiedArticleEvent
+from schemas.feedback import ArticleFeedback
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 _ID_BASE = "https://article-classifier.dev/schemas"
@@ -22,6 +23,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     f"article-event.v{SCHEMA_VERSION}.json": ArticleEvent,
     f"classified-article-event.v{SCHEMA_VERSION}.json": ClassifiedArticleEvent,
     f"labelled-article.v{SCHEMA_VERSION}.json": LabelledArticle,
+    f"article-feedback.v{SCHEMA_VERSION}.json": ArticleFeedback,
 }
 
 

@@ -38,6 +38,7 @@ from model.trust import load_public_key, normalize_sha256
 from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
 from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError
+from service.feedback import quality_tracker, run_feedback
 from service.health import Assignment, Health
 from service.http import HealthServer
 from service.kafka import make_consumer, make_producer, topic_message_limits
@@ -122,6 +123,10 @@ async def run_service(
                 "shadow_version": models.shadow.version if models.shadow else None,
             },
         )
+        if settings.feedback_topic:
+            # Its own group and session loop: nothing it meets reaches the article pipeline.
+            quality = quality_tracker(settings, metrics, predictor)
+            await run_feedback(stack, settings, metrics, quality, stop)
         if hasattr(classifier, "swap"):
             reloader = ModelReloader(
                 classifier,

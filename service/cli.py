@@ -27,6 +27,7 @@ from service.broker import (
     run_broker_forever,
 )
 from service.cli_env import EnvironmentValueError, apply_environment
+from service.dataset import DatasetError, run_dataset
 from service.demo import run_demo
 from service.kafka_broker import run_apache_kafka_forever
 from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
@@ -155,6 +156,44 @@ def build_parser() -> argparse.ArgumentParser:
         "records; metrics and health on one HTTP port.",
     )
     add_serve_arguments(serve)
+
+    dataset = commands.add_parser(
+        "dataset",
+        help="join editor corrections with article text into labelled JSONL for train",
+        description="Read ArticleFeedback records and articles (ArticleEvent or "
+        "ClassifiedArticleEvent records), each from a JSONL file or, with --bootstrap-servers, "
+        "a topic read from the beginning to its end; write one LabelledArticle per corrected "
+        "article found. For each label head the latest correction wins (by corrected_at, then "
+        "by reading order). Prints the counts of joined, unmatched and conflicting articles.",
+    )
+    dataset.add_argument(
+        "--feedback",
+        action="append",
+        required=True,
+        metavar="FILE|TOPIC",
+        help="ArticleFeedback JSONL file or topic; repeatable (env: comma-separated)",
+    )
+    dataset.add_argument(
+        "--articles",
+        action="append",
+        required=True,
+        metavar="FILE|TOPIC",
+        help="article JSONL file or topic (e.g. the classified topic); repeatable",
+    )
+    dataset.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="LabelledArticle JSONL to write"
+    )
+    dataset.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="Kafka bootstrap servers; a FILE|TOPIC value naming no file is then a topic",
+    )
+    dataset.add_argument(
+        "--timeout-s",
+        type=_positive_float,
+        default=30.0,
+        help="longest wait for the broker or for progress reading a topic (default: %(default)s)",
+    )
 
     sign = commands.add_parser(
         "sign",
@@ -293,6 +332,16 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
             )
     if command == "serve":
         return serve(settings_from_args(args))
+    if command == "dataset":
+        return run_dataset(
+            args.feedback,
+            args.articles,
+            args.out,
+            bootstrap_servers=args.bootstrap_servers,
+            timeout_s=args.timeout_s,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+        )
     if command == "demo" or (command == "broker" and args.engine == "tansu"):
         broker_binary()  # says how to install the optional extra before any work starts
     if command == "broker":
@@ -389,6 +438,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _depth(text: str) -> int:
     value = int(text)
     if not 0 < value <= PARSER_MAX_DEPTH:
@@ -412,6 +468,8 @@ def _exit_status_for(error: Exception) -> int | None:
         # Not the artifact the deployment trusts: a configuration problem, never retried.
         return EXIT_USAGE
     if isinstance(error, ModelError | OSError | BrokerUnavailableError):
+        return EXIT_FAILURE
+    if isinstance(error, DatasetError):
         return EXIT_FAILURE
     if isinstance(error, BrokerStartError):
         return EXIT_FAILURE

@@ -194,3 +194,50 @@ class ServiceMetrics:
             "Candidate outputs not published to --shadow-topic (best effort, never retried).",
             registry=registry,
         )
+        # Editor feedback (service.feedback): live quality, labelled by the model version the
+        # editor saw. Tags and sections outside the loaded model's label set count as
+        # "_other", and only the last few versions keep series, so cardinality is bounded.
+        self.feedback_records = Counter(
+            f"{_PREFIX}_feedback_records_total",
+            "Records fetched from the feedback topic.",
+            registry=registry,
+        )
+        self.corrections = Counter(
+            f"{_PREFIX}_corrections_total",
+            "Valid feedback events (an editor's final labels for an article), by the model"
+            " version the editor saw ('none' when the event names none).",
+            ["model_version"],
+            registry=registry,
+        )
+        self.feedback_sections = Counter(
+            f"{_PREFIX}_feedback_section_total",
+            "Feedback events with both a predicted and a final section, by predicted section"
+            " and outcome (agreed: the editor kept it; corrected: the editor changed it).",
+            ["model_version", "section", "outcome"],
+            registry=registry,
+        )
+        self.feedback_tags = Counter(
+            f"{_PREFIX}_feedback_tag_total",
+            "Tag verdicts of feedback events with both predicted and final tags: true_positive"
+            " (given and kept), false_positive (given and removed), false_negative (added).",
+            ["model_version", "tag", "outcome"],
+            registry=registry,
+        )
+        self.feedback_dead_letters = Counter(
+            f"{_PREFIX}_feedback_dead_letters_total",
+            "Feedback records acknowledged on the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.feedback_session_restarts = Counter(
+            f"{_PREFIX}_feedback_session_restarts_total",
+            "Feedback consumer sessions that ended on an error and were restarted, by cause"
+            " (broker or error).",
+            ["cause"],
+            registry=registry,
+        )
+        self.feedback_consumer_running = Gauge(
+            f"{_PREFIX}_feedback_consumer_running",
+            "1 while the feedback consumer has a session with the broker, else 0.",
+            registry=registry,
+        )

@@ -118,6 +118,11 @@ class ServiceSettings(BaseModel):
     breaker_backoff_max_s: float = Field(default=300.0, gt=0, le=86_400)
     worker_max_deaths: int = Field(default=3, ge=1, le=1000)
     broker_check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Editor feedback (service.feedback); "" turns the feedback consumer off. On by default:
+    #: with no CMS sending corrections it is one idle consumer in its own group.
+    feedback_topic: str = Field(default="articles.feedback", max_length=249)
+    #: Model versions that keep feedback series; older ones' series are removed.
+    feedback_max_versions: int = Field(default=5, ge=1, le=100)
     compression_type: CompressionType = CompressionType.NONE
     #: How often the artifact --model points to is checked for a change (0: only SIGHUP).
     model_poll_s: float = Field(default=10.0, ge=0, le=86_400)
@@ -156,6 +161,11 @@ class ServiceSettings(BaseModel):
                 f"security protocol {self.security_protocol} needs --sasl-mechanism, "
                 "--sasl-plain-username and --sasl-plain-password"
             )
+        if self.feedback_topic and self.feedback_topic in topics:
+            raise ValueError(
+                f"--feedback-topic={self.feedback_topic!r} must differ from the input, output "
+                "and dead-letter topics"
+            )
         if self.breaker_backoff_max_s < self.breaker_backoff_s:
             raise ValueError(
                 f"--breaker-backoff-max-s={self.breaker_backoff_max_s} must be at least "
@@ -171,6 +181,11 @@ class ServiceSettings(BaseModel):
             max_fields=self.max_fields,
             max_depth=self.max_depth,
         )
+
+    @property
+    def feedback_group_id(self) -> str:
+        """The feedback consumer's own group: its offsets never mix with the articles'."""
+        return f"{self.group_id}.feedback"
 
     @property
     def fetch_limit_bytes(self) -> int:
@@ -280,6 +295,17 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "interval of the broker liveness and lag probe, in seconds",
     ),
     (
+        "--feedback-topic",
+        "feedback_topic",
+        "topic of ArticleFeedback events (editor corrections), consumed in the group "
+        "<group-id>.feedback; empty: no feedback consumer",
+    ),
+    (
+        "--feedback-max-versions",
+        "feedback_max_versions",
+        "model versions that keep feedback quality series (the oldest are removed)",
+    ),
+    (
         "--compression-type",
         "compression_type",
         "codec of produced outputs and dead letters: none, gzip, snappy, lz4 or zstd",
@@ -329,6 +355,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
     values: dict[str, Any] = {
         field: value for field, value in given.items() if value not in (None, "")
     }
+    if given.get("feedback_topic") == "":
+        values["feedback_topic"] = ""  # an empty topic is meaningful here: feedback off
     return settings_from_mapping(values)
 
 

@@ -44,6 +44,13 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
+    # editor feedback (service.feedback)
+    "feedback_records",
+    "corrections",
+    "feedback_section",
+    "feedback_tag",
+    "feedback_dead_letters",
+    "feedback_session_restarts",
     "model_reloads",
     "model_reload_failures",
     "shadow_articles",
@@ -68,6 +75,7 @@ _GAUGES = (
     "in_flight_bytes",
     "oldest_in_flight_batch_age_seconds",
     "circuit_breaker_state",
+    "feedback_consumer_running",
     "shadow_model_info",
 )
 EXPOSED_SERIES = frozenset(
@@ -163,9 +171,9 @@ def test_compose_file_is_valid() -> None:
 
 
 def test_compose_defines_the_stack() -> None:
-    """The Compose stack has Kafka, the topic job, the classifier and Prometheus."""
+    """The Compose stack has Kafka, the topic job, the classifier, Prometheus and Grafana."""
     services = _run([*_compose(), "--file", str(COMPOSE), "config", "--services"]).stdout.split()
-    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus"}
+    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus", "grafana"}
 
 
 def test_compose_publishes_ports_on_loopback_only() -> None:
@@ -180,8 +188,10 @@ def test_compose_service_topics_match_topic_creation() -> None:
     """The classifier's topics are the ones kafka-init creates."""
     text = COMPOSE.read_text(encoding="utf-8")
     created = set(re.findall(r"--topic (\S+) --partitions", text))
-    assert created == {"articles", "articles.classified", "articles.dead-letter"}
-    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC"):
+    assert created == {"articles", "articles.classified", "articles.dead-letter"} | {
+        "articles.feedback"
+    }
+    for variable in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DEAD_LETTER_TOPIC", "FEEDBACK_TOPIC"):
         configured = re.search(rf"ARTICLE_CLASSIFIER_{variable}: (\S+)", text)
         assert configured is not None, variable
         assert configured.group(1) in created
