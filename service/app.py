@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from model.trust import trust_from_options
+from model.trust import load_public_key, normalize_sha256
 from service.api import ApiServer
 from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
@@ -45,9 +45,12 @@ from service.http import HealthServer
 from service.kafka import make_consumer, make_producer, topic_message_limits
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
+from service.models import ModelSetIdentity, ModelSpec, TrustPolicy
 from service.pipeline import Pipeline
+from service.reload import ModelReloader, show_models
 from service.settings import ServiceSettings
-from service.workers import BatchClassifier, make_classifier
+from service.shadow import ShadowBatch, ShadowObserver, ShadowPublisher
+from service.workers import BatchClassifier, ModelIdentity, make_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +71,12 @@ async def run_service(
     registry: CollectorRegistry | None = None,
     http_port: asyncio.Future[int] | None = None,
     api_port: asyncio.Future[int] | None = None,
+    reload: asyncio.Event | None = None,
 ) -> int:
     """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
+
+    Setting ``reload`` (SIGHUP does) reloads the models now; ``settings.model_poll_s``
+    also swaps to whatever ``settings.model_dir`` points to once it changes.
 
     ``predictor``, if given, is used in a worker thread; by default the model is loaded
     from ``settings.model_dir`` where ``settings.classify_in`` says. ``http_port``,
@@ -81,6 +88,8 @@ async def run_service(
     metrics = ServiceMetrics(registry)
     health = Health()
     metrics.ready.set_function(lambda: float(health.is_ready()))
+    policy = trust_policy(settings)
+    shadow = _Shadow(settings, metrics)
     classifier = make_classifier(
         settings.classify_in,
         settings.model_dir,
@@ -90,11 +99,13 @@ async def run_service(
         predictor=predictor,
         max_deaths=settings.worker_max_deaths,
         limits=settings.record_limits,
-        trust=trust_from_options(settings.model_sha256, settings.model_public_key),
         explain=settings.explain,
+        spec=model_spec(settings, policy),
+        on_shadow=shadow.on_batch if settings.shadow_model_dir is not None else None,
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
+        stack.push_async_callback(shadow.close)
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -103,9 +114,8 @@ async def run_service(
         if http_port is not None and not http_port.done():
             http_port.set_result(server.port)
         model = await classifier.start()
-        metrics.model_info.info({"name": model.name, "version": model.version})
-        health.model_name, health.model_version = model.name, model.version
-        health.model_sha256 = model.sha256
+        models = _models(classifier, model)
+        show_models(metrics, health, models)
         health.model_loaded = True
         if settings.api_port is not None:
             # Started once the model is loaded, so it never answers without one; stopped
@@ -122,16 +132,104 @@ async def run_service(
                 "model_version": model.version,
                 "model_sha256": model.sha256,
                 "classify_in": settings.classify_in.value if predictor is None else "thread",
+                "shadow_version": models.shadow.version if models.shadow else None,
             },
         )
         if settings.feedback_topic:
             # Its own group and session loop: nothing it meets reaches the article pipeline.
             quality = quality_tracker(settings, metrics, predictor)
             await run_feedback(stack, settings, metrics, quality, stop)
+        if hasattr(classifier, "swap"):
+            reloader = ModelReloader(
+                classifier,
+                model_path=settings.model_dir,
+                shadow_path=settings.shadow_model_dir,
+                policy=policy,
+                poll_s=settings.model_poll_s,
+                metrics=metrics,
+                health=health,
+                on_swapped=shadow.swapped(health),
+            )
+            watching = asyncio.create_task(reloader.run(), name="model-reloader")
+            stack.push_async_callback(_cancel, watching)
+            if reload is not None:
+                stack.push_async_callback(_cancel, asyncio.create_task(_relay(reload, reloader)))
         return await _sessions(
             settings, classifier=classifier, stop=stop, metrics=metrics, health=health
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+
+def trust_policy(settings: ServiceSettings) -> TrustPolicy:
+    """The deployment's rule for every model load, at start and at each swap."""
+    key = (
+        load_public_key(settings.model_public_key)
+        if settings.model_public_key is not None
+        else None
+    )
+    sha256 = normalize_sha256(settings.model_sha256) if settings.model_sha256 else None
+    return TrustPolicy(sha256=sha256, sha256_file=settings.model_sha256_file, public_key=key)
+
+
+def model_spec(settings: ServiceSettings, policy: TrustPolicy) -> ModelSpec:
+    """What to load at start (the pin file and the candidate's digest are read now)."""
+    shadow = settings.shadow_model_dir
+    return ModelSpec(
+        primary=settings.model_dir,
+        trust=policy.for_model(settings.model_dir),
+        shadow=shadow,
+        shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
+        shadow_topic=settings.shadow_topic,
+    )
+
+
+class _Shadow:
+    """The event-loop side of ``--shadow-model``: metrics and the optional shadow topic."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self._observer = ShadowObserver(metrics)
+        self._publisher = (
+            ShadowPublisher(
+                lambda: make_producer(settings), on_failure=metrics.shadow_publish_failures.inc
+            )
+            if settings.shadow_topic is not None
+            else None
+        )
+        self._metrics = metrics
+
+    def on_batch(self, batch: ShadowBatch) -> None:
+        self._observer.observe(batch)
+        if self._publisher is not None:
+            self._publisher.submit(batch.outgoing)
+
+    def swapped(self, health: Health) -> Callable[[ModelSetIdentity], None]:
+        def show(models: ModelSetIdentity) -> None:
+            self._observer.forget()  # the series of the old pair of versions go
+            show_models(self._metrics, health, models)
+
+        return show
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+
+
+def _models(classifier: BatchClassifier, started: ModelIdentity) -> ModelSetIdentity:
+    models: ModelSetIdentity | None = getattr(classifier, "models", None)
+    return models if isinstance(models, ModelSetIdentity) else ModelSetIdentity(started)
+
+
+async def _relay(requests: asyncio.Event, reloader: ModelReloader) -> None:
+    while True:
+        await requests.wait()
+        requests.clear()
+        reloader.request()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _sessions(
@@ -302,10 +400,12 @@ def serve(settings: ServiceSettings) -> int:
 
 async def _serve(settings: ServiceSettings) -> int:
     stop = asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
-    service = asyncio.create_task(run_service(settings, stop=stop))
+    loop.add_signal_handler(signal.SIGHUP, _on_reload_signal, reload)
+    service = asyncio.create_task(run_service(settings, stop=stop, reload=reload))
     try:
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({service, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -320,10 +420,15 @@ async def _serve(settings: ServiceSettings) -> int:
             return EXIT_DRAIN_TIMEOUT
         return service.result()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:
     logger.info("signal received; shutting down", extra={"signal": signal.Signals(signum).name})
     stop.set()
+
+
+def _on_reload_signal(reload: asyncio.Event) -> None:
+    logger.info("SIGHUP received; reloading the model", extra={"signal": "SIGHUP"})
+    reload.set()

@@ -34,6 +34,7 @@ from service.deadletter import DeadLetterReason, dead_letter_headers
 if TYPE_CHECKING:
     from model.baseline import TrainingBaseline
     from model.predictor import BatchPrediction
+    from service.shadow import ShadowBatch
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,18 @@ class BatchResult:
     #: The training baseline of the model that classified the batch (for drift signals;
     #: None from a predictor without one). A reference to the model's own object.
     baseline: TrainingBaseline | None = None
+    #: The candidate model's comparison (``--shadow-model``); never published as output.
+    shadow: ShadowBatch | None = None
+
+
+class ShadowScorer(Protocol):
+    """Scores a batch's valid articles with a candidate model (``service.shadow``)."""
+
+    def __call__(
+        self,
+        valid: Sequence[tuple[InputRecord, ArticleEvent]],
+        predictions: dict[int, Classification | Exception],
+    ) -> ShadowBatch: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,17 +198,56 @@ def classify_values(
 
     ``explain`` > 0 asks the predictor for that many explaining terms per label.
     """
+    return _classify_values(
+        values, predictor, max_event_bytes=max_event_bytes, limits=limits, explain=explain
+    )[0]
+
+
+def _classify_values(
+    values: Sequence[bytes | None],
+    predictor: ArticlePredictor,
+    *,
+    max_event_bytes: int,
+    limits: RecordLimits,
+    explain: int = 0,
+) -> tuple[list[Outcome], list[ArticleEvent | Refused], dict[int, Classification | Exception]]:
+    """The outcomes, plus each value decoded and the model's results by ``id(event)``."""
     decoded = [_decode(value, max_event_bytes, limits) for value in values]
     valid = [item for item in decoded if isinstance(item, ArticleEvent)]
     texts: dict[int, tuple[int, int]] = {}
     predictions = _predict(predictor, valid, explain=explain, texts=texts)
     classified_at = utc_now_rfc3339()
-    return [
+    outcomes = [
         item
         if isinstance(item, Refused)
         else _encode(item, predictions[id(item)], classified_at, texts.get(id(item), (0, 0)))
         for item in decoded
     ]
+    return outcomes, decoded, predictions
+
+
+def predict_events(
+    predictor: ArticlePredictor, events: Sequence[ArticleEvent]
+) -> list[Classification | Refused]:
+    """One result per already-validated event, in order: its classification, or a
+    ``classification_error`` naming the stage (the model failed on it even alone, or gave
+    a result the output schema would refuse). For callers that hold ``ArticleEvent``s."""
+    predictions = _predict(predictor, list(events))
+    results: list[Classification | Refused] = []
+    for event in events:
+        prediction = predictions[id(event)]
+        if isinstance(prediction, Exception):
+            results.append(_failure("the model", prediction, event.article_id))
+            continue
+        try:
+            _check(prediction)
+        except _NOT_PER_RECORD:
+            raise
+        except Exception as error:
+            results.append(_failure("the model's result", error, event.article_id))
+        else:
+            results.append(prediction)
+    return results
 
 
 def classify_batch(
@@ -206,10 +258,12 @@ def classify_batch(
     max_event_bytes: int,
     limits: RecordLimits = DEFAULT_LIMITS,
     explain: int = 0,
+    shadow: ShadowScorer | None = None,
 ) -> BatchResult:
-    """Decode, classify and encode ``records``; the result keeps their order."""
+    """Decode, classify and encode ``records``; the result keeps their order. With a
+    ``shadow`` scorer, the valid articles are also scored by the candidate model."""
     started = time.perf_counter()
-    outcomes = classify_values(
+    outcomes, decoded, predictions = _classify_values(
         [record.value for record in records],
         predictor,
         max_event_bytes=max_event_bytes,
@@ -219,6 +273,13 @@ def classify_batch(
     result = BatchResult()
     if isinstance(predictor, ObservedPredictor):
         result.baseline = predictor.baseline
+    if shadow is not None:
+        pairs = [
+            (record, event)
+            for record, event in zip(records, decoded, strict=True)
+            if isinstance(event, ArticleEvent)
+        ]
+        result.shadow = shadow(pairs, predictions)
     for record, outcome in zip(records, outcomes, strict=True):
         if isinstance(outcome, Refused):
             result.outgoing.append(
@@ -261,6 +322,13 @@ def _decode(
     if isinstance(decoded, DecodeError):
         return Refused(DeadLetterReason(decoded.reason.value), decoded.message)
     return decoded
+
+
+def encode_result(
+    event: ArticleEvent, prediction: Classification | Exception, classified_at: str
+) -> Outcome:
+    """The output record of one article and its model result, or why there is none."""
+    return _encode(event, prediction, classified_at)
 
 
 def _encode(

@@ -13,6 +13,7 @@ _PREFIX = "article_classifier"
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TAG_BUCKETS = (0, 1, 2, 3, 4, 5, 8, 13, 21)
+_JACCARD_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.999, 1.0)
 
 
 class ServiceMetrics:
@@ -171,6 +172,68 @@ class ServiceMetrics:
                     registry=registry,
                 ),
             )
+        )
+        # -- model swaps (SIGHUP, --model-poll-s) and shadow scoring (--shadow-model) ----
+        self.model_reloads = Counter(
+            f"{_PREFIX}_model_reloads_total",
+            "Models swapped in while running, by which one (model: live, shadow: candidate).",
+            ["model"],
+            registry=registry,
+        )
+        self.model_reload_failures = Counter(
+            f"{_PREFIX}_model_reload_failures_total",
+            "Swaps refused (the old model keeps serving), by which one and why: trust (pin or"
+            " signature), artifact (unreadable or invalid), smoke_test, error.",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.shadow_model_info = Info(
+            f"{_PREFIX}_shadow_model",
+            "The candidate model scored in the shadow (--shadow-model).",
+            registry=registry,
+        )
+        self.shadow_articles = Counter(
+            f"{_PREFIX}_shadow_articles_total",
+            "Articles classified by both the live and the candidate model.",
+            ["model_version", "shadow_version"],
+            registry=registry,
+        )
+        self.shadow_section_agreements = Counter(
+            f"{_PREFIX}_shadow_section_agreements_total",
+            "Articles where the candidate chose the live model's section.",
+            ["model_version", "shadow_version"],
+            registry=registry,
+        )
+        self.shadow_tag_jaccard = Histogram(
+            f"{_PREFIX}_shadow_tag_jaccard",
+            "Tag agreement per article: shared tags / tags of either model (1 when neither"
+            " assigns a tag).",
+            ["model_version", "shadow_version"],
+            buckets=_JACCARD_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_label_flips = Counter(
+            f"{_PREFIX}_shadow_label_flips_total",
+            "Articles where the candidate added or removed a label (head: section or tag).",
+            ["model_version", "shadow_version", "head", "label", "change"],
+            registry=registry,
+        )
+        self.shadow_failures = Counter(
+            f"{_PREFIX}_shadow_failures_total",
+            "Articles the candidate model failed on (the live output is unaffected).",
+            ["model_version", "shadow_version"],
+            registry=registry,
+        )
+        self.shadow_duration = Histogram(
+            f"{_PREFIX}_shadow_duration_seconds",
+            "Time the candidate model took per batch (inside the classification time).",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_publish_failures = Counter(
+            f"{_PREFIX}_shadow_publish_failures_total",
+            "Candidate outputs not published to --shadow-topic (best effort, never retried).",
+            registry=registry,
         )
         # Editor feedback (service.feedback): live quality, labelled by the model version the
         # editor saw. Tags and sections outside the loaded model's label set count as

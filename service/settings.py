@@ -136,6 +136,30 @@ class ServiceSettings(BaseModel):
     #: Bounds memory: requests x body size (8 MiB x 8 = 64 MiB, as --max-in-flight-bytes).
     api_max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     api_max_concurrency: int = Field(default=8, ge=1, le=1024)
+    #: How often the artifact --model points to is checked for a change (0: only SIGHUP).
+    model_poll_s: float = Field(default=10.0, ge=0, le=86_400)
+    #: Accepted sha256 digests, one per line, read again at every (re)load.
+    model_sha256_file: Path | None = None
+    #: A candidate model scored beside the live one, never published to the output topic.
+    shadow_model_dir: Path | None = None
+    shadow_topic: str | None = Field(default=None, min_length=1, max_length=249)
+
+    @model_validator(mode="after")
+    def _model_options(self) -> ServiceSettings:
+        if self.model_sha256 is not None and self.model_sha256_file is not None:
+            raise ValueError(
+                "--model-sha256 pins one artifact and --model-sha256-file lists the accepted "
+                "ones: give one of them"
+            )
+        if self.shadow_topic is not None:
+            if self.shadow_model_dir is None:
+                raise ValueError("--shadow-topic needs --shadow-model")
+            if self.shadow_topic in {self.input_topic, self.output_topic, self.dead_letter_topic}:
+                raise ValueError(
+                    f"--shadow-topic={self.shadow_topic!r} must differ from the input, output "
+                    "and dead-letter topics"
+                )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -328,6 +352,27 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--api-max-concurrency",
         "api_max_concurrency",
         "API requests handled at once; more are refused with 429",
+    ),
+    (
+        "--model-poll-s",
+        "model_poll_s",
+        "how often to check whether --model points to another artifact and swap to it, in "
+        "seconds (0: only on SIGHUP)",
+    ),
+    (
+        "--model-sha256-file",
+        "model_sha256_file",
+        "file of accepted model.json sha256 digests, one per line, read at every (re)load",
+    ),
+    (
+        "--shadow-model",
+        "shadow_model_dir",
+        "candidate model artifact scored beside the live one; never published to the output",
+    ),
+    (
+        "--shadow-topic",
+        "shadow_topic",
+        "publish the candidate's outputs here (same contract, best effort)",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}

@@ -29,24 +29,48 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from schemas import DEFAULT_LIMITS, RecordLimits
+from schemas import DEFAULT_LIMITS, ArticleEvent, Classification, RecordLimits
 from service.classify import (
     ArticlePredictor,
     BatchResult,
     InputRecord,
+    Refused,
     Topics,
     classify_batch,
     dead_letter_for_crash,
+    predict_events,
 )
 from service.errors import WorkerUnstableError
 from service.logs import configure_logging
+from service.models import (
+    LoadedModels,
+    ModelIdentity,
+    ModelSetIdentity,
+    ModelSpec,
+    load_models,
+)
+from service.shadow import ShadowBatch
 
 if TYPE_CHECKING:
     from model.trust import ArtifactTrust
+
+__all__ = [
+    "BatchClassifier",
+    "ModelClassifier",
+    "ModelIdentity",
+    "ModelSetIdentity",
+    "ModelSpec",
+    "ProcessClassifier",
+    "ThreadClassifier",
+    "WireRecord",
+    "WorkerKind",
+    "make_classifier",
+]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -58,13 +82,6 @@ class WorkerKind(StrEnum):
 
     PROCESS = "process"
     THREAD = "thread"
-
-
-class ModelIdentity(NamedTuple):
-    name: str
-    version: str
-    #: sha256 of the artifact's model.json (None for a model given in memory).
-    sha256: str | None = None
 
 
 class BatchClassifier(Protocol):
@@ -79,6 +96,37 @@ class BatchClassifier(Protocol):
     def close(self) -> None: ...
 
 
+class ModelClassifier(BatchClassifier, Protocol):
+    """A ``BatchClassifier`` whose models can be swapped while it runs.
+
+    A swap loads, verifies and smoke-tests the new models off the batch path (a loader
+    thread, or a new worker process), then switches at a batch boundary: a batch whose
+    classification has started finishes with the models it started with, every later
+    call uses the new ones, and no batch mixes two models. A failed swap raises and
+    leaves the serving models untouched.
+    """
+
+    @property
+    def models(self) -> ModelSetIdentity:
+        """The models serving now (after ``start``)."""
+        ...
+
+    @property
+    def spec(self) -> ModelSpec:
+        """What the serving models were loaded from (their trust pinned to them)."""
+        ...
+
+    async def swap(self, spec: ModelSpec) -> ModelSetIdentity: ...
+
+    async def classify_articles(
+        self, events: Sequence[ArticleEvent]
+    ) -> list[Classification | Refused]:
+        """Classify already-validated articles with the live model (for callers outside
+        the stream, e.g. an HTTP API): one result per event, in order, or a
+        ``classification_error`` ``Refused`` for an article the model fails on alone."""
+        ...
+
+
 class WireRecord(NamedTuple):
     """The parts of a consumer record a worker process needs (cheap to pickle)."""
 
@@ -88,6 +136,10 @@ class WireRecord(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+
+
+#: Called on the event loop with each batch's shadow comparison.
+ShadowSink = Callable[[ShadowBatch], None]
 
 
 class ThreadClassifier:
@@ -103,10 +155,13 @@ class ThreadClassifier:
         limits: RecordLimits = DEFAULT_LIMITS,
         trust: ArtifactTrust | None = None,
         explain: int = 0,
+        spec: ModelSpec | None = None,
+        on_shadow: ShadowSink | None = None,
     ) -> None:
-        self._model_dir = model_dir
-        self._trust = trust
-        self._predictor = predictor
+        self._spec = spec or ModelSpec(model_dir, trust)
+        self._given = predictor
+        self._loaded: LoadedModels | None = None
+        self._on_shadow = on_shadow
         self._classify = functools.partial(
             _classify_with,
             topics=topics,
@@ -117,19 +172,53 @@ class ThreadClassifier:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
 
     async def start(self) -> ModelIdentity:
-        if self._predictor is None:
-            self._predictor = await _run(
-                self._executor, _load_predictor, self._model_dir, self._trust
-            )
-        return _identity(self._predictor)
+        self._loaded = await _run(self._executor, _load_models, self._spec, self._given)
+        self._spec = self._spec.pinned(self._loaded.identity)
+        return self._loaded.identity.primary
+
+    @property
+    def models(self) -> ModelSetIdentity:
+        return self._current().identity
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    async def swap(self, spec: ModelSpec) -> ModelSetIdentity:
+        # A thread of its own: the classify thread keeps serving batches meanwhile. A live
+        # model the swap leaves as it is (a new candidate only) is kept, not reloaded.
+        current = self._current()
+        unchanged = spec.primary == self._spec.primary and spec.trust == self._spec.trust
+        loaded = await asyncio.to_thread(load_models, spec, current.primary if unchanged else None)
+        self._loaded = loaded
+        self._spec = spec.pinned(loaded.identity)
+        return loaded.identity
 
     async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
-        if self._predictor is None:
+        result = await _run(self._executor, self._classify, self._current(), records)
+        _deliver_shadow(result, self._on_shadow)
+        return result
+
+    async def classify_articles(
+        self, events: Sequence[ArticleEvent]
+    ) -> list[Classification | Refused]:
+        return await _run(self._executor, predict_events, self._current().primary, events)
+
+    def _current(self) -> LoadedModels:
+        if self._loaded is None:
             raise RuntimeError("ThreadClassifier.start() was not awaited")
-        return await _run(self._executor, self._classify, self._predictor, records)
+        return self._loaded
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    """One worker process pool and the models it serves."""
+
+    pool: ProcessPoolExecutor
+    spec: ModelSpec
 
 
 class ProcessClassifier:
@@ -146,18 +235,25 @@ class ProcessClassifier:
         limits: RecordLimits = DEFAULT_LIMITS,
         trust: ArtifactTrust | None = None,
         explain: int = 0,
+        spec: ModelSpec | None = None,
+        on_shadow: ShadowSink | None = None,
     ) -> None:
         self._explain = explain
         self._max_deaths = max_deaths
         #: Records in a row that each killed a worker alone.
         self.consecutive_deaths = 0
-        self._model_dir = model_dir.resolve()
-        self._trust = trust
+        spec = spec or ModelSpec(model_dir, trust)
         self._topics = topics
         self._max_event_bytes = max_event_bytes
         self._limits = limits
         self._log_level = log_level
-        self._pool = self._new_pool()
+        self._on_shadow = on_shadow
+        self._worker = _Worker(self._new_pool(), _resolved(spec))
+        self._identity: ModelSetIdentity | None = None
+
+    @property
+    def _pool(self) -> ProcessPoolExecutor:
+        return self._worker.pool
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the service process has threads (the HTTP server, asyncio's).
@@ -169,11 +265,38 @@ class ProcessClassifier:
         )
 
     async def start(self) -> ModelIdentity:
-        identity = await _run(self._pool, _load_in_worker, self._model_dir, self._trust)
-        if identity.sha256 is not None:
-            # A replacement worker loads the model again: it must be this very artifact,
-            # not whatever the directory holds by then.
-            self._trust = _pinned(self._trust, identity.sha256)
+        worker = self._worker
+        identity = await _run(worker.pool, _load_in_worker, worker.spec)
+        # A replacement worker loads the models again: they must be these very artifacts,
+        # not whatever the directories hold by then.
+        self._worker = _Worker(worker.pool, worker.spec.pinned(identity))
+        self._identity = identity
+        return identity.primary
+
+    @property
+    def models(self) -> ModelSetIdentity:
+        if self._identity is None:
+            raise RuntimeError("ProcessClassifier.start() was not awaited")
+        return self._identity
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._worker.spec
+
+    async def swap(self, spec: ModelSpec) -> ModelSetIdentity:
+        # A new worker process loads and smoke-tests the new models while the current one
+        # keeps classifying; then new batches go to the new worker, and the old one exits
+        # once the batch it holds is done.
+        spec = _resolved(spec)
+        pool = self._new_pool()
+        try:
+            identity = await _run(pool, _load_in_worker, spec)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        old, self._worker = self._worker, _Worker(pool, spec.pinned(identity))
+        self._identity = identity
+        old.pool.shutdown(wait=False, cancel_futures=False)
         return identity
 
     async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
@@ -191,25 +314,40 @@ class ProcessClassifier:
                 self._replace_pool()
             else:
                 self.consecutive_deaths = 0
+                _deliver_shadow(result, self._on_shadow)
                 return result
-        return await self._one_at_a_time(wire)
+        result = await self._one_at_a_time(wire)
+        _deliver_shadow(result, self._on_shadow)
+        return result
+
+    async def classify_articles(
+        self, events: Sequence[ArticleEvent]
+    ) -> list[Classification | Refused]:
+        worker = self._worker
+        try:
+            return await _run(worker.pool, _predict_in_worker, worker.spec, list(events))
+        except BrokenProcessPool:
+            self._replace_pool()
+            raise
 
     async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
-        # A partial of a module-level function pickles into the worker process.
+        # A partial of a module-level function pickles into the worker process. The worker
+        # is read once: a swap meanwhile lets this batch finish where it started.
+        worker = self._worker
         job = functools.partial(
             _classify_in_worker,
-            self._model_dir,
+            worker.spec,
             wire,
             topics=self._topics,
             max_event_bytes=self._max_event_bytes,
             limits=self._limits,
-            trust=self._trust,
             explain=self._explain,
         )
-        return await _run(self._pool, job)
+        return await _run(worker.pool, job)
 
     async def _one_at_a_time(self, wire: Sequence[WireRecord]) -> BatchResult:
         combined = BatchResult()
+        shadows: list[ShadowBatch] = []
         for record in wire:
             try:
                 single = await self._in_worker([record])
@@ -228,14 +366,20 @@ class ProcessClassifier:
             combined.verdicts.extend(single.verdicts)
             combined.duration_s += single.duration_s
             combined.baseline = combined.baseline or single.baseline
+            if single.shadow is not None:
+                shadows.append(single.shadow)
+        combined.shadow = merge_shadow(shadows)
         return combined
 
     def _replace_pool(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._new_pool()
+        # If a swap replaced the worker that died just before this, its successor is
+        # replaced too: a wasted process start, never a wrong model (the spec is pinned).
+        worker = self._worker
+        worker.pool.shutdown(wait=False, cancel_futures=True)
+        self._worker = _Worker(self._new_pool(), worker.spec)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._worker.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_classifier(
@@ -250,11 +394,14 @@ def make_classifier(
     limits: RecordLimits = DEFAULT_LIMITS,
     trust: ArtifactTrust | None = None,
     explain: int = 0,
-) -> BatchClassifier:
+    spec: ModelSpec | None = None,
+    on_shadow: ShadowSink | None = None,
+) -> ModelClassifier:
     """A given predictor object lives in this process, so it always gets a thread.
 
     ``trust`` (a pinned digest and/or a signature check) applies to every load of the
-    model from ``model_dir``, in this process or in a worker process."""
+    model from ``model_dir``, in this process or in a worker process. ``spec``, if given,
+    names the models instead (the live one and an optional shadow candidate)."""
     if predictor is not None or kind is WorkerKind.THREAD:
         return ThreadClassifier(
             model_dir,
@@ -264,6 +411,8 @@ def make_classifier(
             limits=limits,
             trust=trust,
             explain=explain,
+            spec=spec,
+            on_shadow=on_shadow,
         )
     return ProcessClassifier(
         model_dir,
@@ -274,6 +423,8 @@ def make_classifier(
         limits=limits,
         trust=trust,
         explain=explain,
+        spec=spec,
+        on_shadow=on_shadow,
     )
 
 
@@ -282,7 +433,7 @@ async def _run(executor: Executor, function: Callable[..., _T], *args: Any) -> _
 
 
 def _classify_with(
-    predictor: ArticlePredictor,
+    loaded: LoadedModels,
     records: Sequence[InputRecord],
     *,
     topics: Topics,
@@ -292,37 +443,68 @@ def _classify_with(
 ) -> BatchResult:
     return classify_batch(
         records,
-        predictor,
+        loaded.primary,
         topics=topics,
         max_event_bytes=max_event_bytes,
         limits=limits,
         explain=explain,
+        shadow=loaded.shadow,
     )
 
 
-def _load_predictor(model_dir: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
-    from model import Predictor  # noqa: PLC0415 - only where the model lives
-
-    predictor: ArticlePredictor = Predictor.load(model_dir, trust)
-    return predictor
+def _load_models(spec: ModelSpec, given: ArticlePredictor | None) -> LoadedModels:
+    return load_models(spec, given)
 
 
-def _identity(predictor: ArticlePredictor) -> ModelIdentity:
-    sha256: str | None = getattr(predictor, "artifact_sha256", None)
-    return ModelIdentity(predictor.name, predictor.version, sha256)
+def _resolved(spec: ModelSpec) -> ModelSpec:
+    """Paths resolved once: a worker process must load what the symlink meant now."""
+    return replace(
+        spec,
+        primary=spec.primary.resolve(),
+        shadow=spec.shadow.resolve() if spec.shadow is not None else None,
+    )
 
 
-def _pinned(trust: ArtifactTrust | None, sha256: str) -> ArtifactTrust:
-    from model.trust import ArtifactTrust  # noqa: PLC0415 - only where the model lives
+def _deliver_shadow(result: BatchResult, sink: ShadowSink | None) -> None:
+    if result.shadow is None:
+        return
+    if sink is not None:
+        try:
+            sink(result.shadow)
+        except Exception:  # metrics or the shadow topic must never stop a batch
+            logger.exception("shadow observer failed")
+    # The pipeline publishes only ``outgoing``: the comparison stays out of its way.
+    result.shadow = None
 
-    return ArtifactTrust(sha256=sha256, public_key=trust.public_key if trust else None)
+
+def merge_shadow(batches: Sequence[ShadowBatch]) -> ShadowBatch | None:
+    """One comparison from the comparisons of records classified one at a time."""
+    if not batches:
+        return None
+    flips: dict[tuple[str, str, str], int] = {}
+    for batch in batches:
+        for key, count in batch.flips.items():
+            flips[key] = flips.get(key, 0) + count
+    versions = [b.model_version for b in batches if b.model_version]
+    return ShadowBatch(
+        model_version=versions[0] if versions else "",
+        shadow_version=batches[0].shadow_version,
+        articles=sum(b.articles for b in batches),
+        section_agreements=sum(b.section_agreements for b in batches),
+        jaccards=tuple(value for b in batches for value in b.jaccards),
+        flips=flips,
+        failures=sum(b.failures for b in batches),
+        duration_s=sum(b.duration_s for b in batches),
+        outgoing=tuple(item for b in batches for item in b.outgoing),
+    )
 
 
 # -- inside the worker process ------------------------------------------------------------
 
-#: The worker process's model, loaded once by its first task (a replacement worker loads
-#: it again). This process does nothing else, so a module-level cache is its whole state.
-_worker_predictors: dict[Path, ArticlePredictor] = {}
+#: The worker process's models, loaded by its first task (a replacement worker loads them
+#: again, pinned to the same artifacts). A worker process serves one ``ModelSpec`` for its
+#: whole life (a swap starts a new one), so this one slot is its whole state.
+_worker_models: list[LoadedModels] = []
 
 
 def _init_worker(log_level: str) -> None:
@@ -343,30 +525,34 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def _worker_predictor(model_dir: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
-    predictor = _worker_predictors.get(model_dir)
-    if predictor is None:
-        predictor = _worker_predictors[model_dir] = _load_predictor(model_dir, trust)
-    return predictor
+def _worker_loaded(spec: ModelSpec) -> LoadedModels:
+    if not _worker_models:
+        _worker_models.append(load_models(spec))
+    return _worker_models[0]
 
 
-def _load_in_worker(model_dir: Path, trust: ArtifactTrust | None) -> ModelIdentity:
-    return _identity(_worker_predictor(model_dir, trust))
+def _load_in_worker(spec: ModelSpec) -> ModelSetIdentity:
+    return _worker_loaded(spec).identity
+
+
+def _predict_in_worker(
+    spec: ModelSpec, events: list[ArticleEvent]
+) -> list[Classification | Refused]:
+    return predict_events(_worker_loaded(spec).primary, events)
 
 
 def _classify_in_worker(
-    model_dir: Path,
+    spec: ModelSpec,
     records: Sequence[WireRecord],
     *,
     topics: Topics,
     max_event_bytes: int,
     limits: RecordLimits,
-    trust: ArtifactTrust | None,
     explain: int = 0,
 ) -> BatchResult:
-    return classify_batch(
+    return _classify_with(
+        _worker_loaded(spec),
         records,
-        _worker_predictor(model_dir, trust),
         topics=topics,
         max_event_bytes=max_event_bytes,
         limits=limits,

@@ -51,12 +51,21 @@ _COUNTERS = (
     "feedback_tag",
     "feedback_dead_letters",
     "feedback_session_restarts",
+    "model_reloads",
+    "model_reload_failures",
+    "shadow_articles",
+    "shadow_section_agreements",
+    "shadow_label_flips",
+    "shadow_failures",
+    "shadow_publish_failures",
 )
 _HISTOGRAMS = (
     "batch_size",
     "classification_duration_seconds",
     "end_to_end_latency_seconds",
     "tags_per_article",
+    "shadow_tag_jaccard",
+    "shadow_duration_seconds",
 )
 _GAUGES = (
     "consumer_lag",
@@ -74,6 +83,7 @@ _GAUGES = (
     "drift_training_tags_per_article",
     "drift_window_articles",
     "feedback_consumer_running",
+    "shadow_model_info",
 )
 EXPOSED_SERIES = frozenset(
     [f"article_classifier_{name}_total" for name in _COUNTERS]

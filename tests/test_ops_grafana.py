@@ -105,6 +105,7 @@ def test_rows_come_in_the_on_call_order() -> None:
         "Speed",
         "Backlog",
         "Model behaviour",
+        "Model rollout (hot swap and shadow)",
         "Newsroom feedback",
         "Kafka client",
         "Hardening",

@@ -338,6 +338,69 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "Model rollout (hot swap and shadow)",
+        (
+            Panel(
+                "Model swaps",
+                "Models swapped in while running, and swaps refused by reason (the old model"
+                " keeps serving), per window.",
+                (
+                    _increase_or_zero(_P + "model_reloads_total", "model"),
+                    _increase_or_zero(_P + "model_reload_failures_total", "reason"),
+                ),
+            ),
+            Panel(
+                "Shadow agreement",
+                "Candidate (--shadow-model) vs live model: section agreement and mean tag"
+                " Jaccard, by version pair; empty (0) without a candidate.",
+                (
+                    Query(
+                        f"sum by (model_version, shadow_version)"
+                        f" (rate({_P}shadow_section_agreements_total{{$SEL}}[{_RATE}]))"
+                        f" / sum by (model_version, shadow_version)"
+                        f" (rate({_P}shadow_articles_total{{$SEL}}[{_RATE}])) or on() vector(0)",
+                        "sections {{model_version}} vs {{shadow_version}}",
+                    ),
+                    Query(
+                        f"sum by (model_version, shadow_version)"
+                        f" (rate({_P}shadow_tag_jaccard_sum{{$SEL}}[{_RATE}]))"
+                        f" / sum by (model_version, shadow_version)"
+                        f" (rate({_P}shadow_tag_jaccard_count{{$SEL}}[{_RATE}])) or on() vector(0)",
+                        "tags {{model_version}} vs {{shadow_version}}",
+                    ),
+                ),
+                unit="percentunit",
+            ),
+            Panel(
+                "Shadow label flips",
+                "Labels the candidate adds or removes compared with the live model, per window.",
+                (_increase_or_zero(_P + "shadow_label_flips_total", "label, change"),),
+            ),
+            Panel(
+                "Shadow cost and failures",
+                "Candidate scoring time per batch (p95), candidate failures and shadow-topic"
+                " publish failures per second; the candidate serving.",
+                (
+                    Query(
+                        f"histogram_quantile(0.95, sum by (le)"
+                        f" (rate({_P}shadow_duration_seconds_bucket{{$SEL}}[{_RATE}])))"
+                        f" or on() vector(0)",
+                        "p95 seconds",
+                    ),
+                    Query(f"{_rate(_P + 'shadow_failures_total')} or on() vector(0)", "failures"),
+                    Query(
+                        f"{_rate(_P + 'shadow_publish_failures_total')} or on() vector(0)",
+                        "publish failures",
+                    ),
+                    Query(
+                        f"count({_P}shadow_model_info{{$SEL}}) or on() vector(0)",
+                        "candidates",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    Row(
         "Newsroom feedback",
         (
             Panel(
