@@ -1,4 +1,5 @@
-"""The ``article-classifier`` command line: train, evaluate, classify, serve, broker, demo."""
+"""The ``article-classifier`` command line: train, evaluate, classify, compare, serve,
+reclassify, broker, demo."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from service.app import serve
 from service.broker import run_broker_forever
 from service.cli_env import EnvironmentValueError, apply_environment
 from service.demo import run_demo
-from service.offline import run_classify, run_evaluate, run_train
+from service.offline import run_classify, run_compare, run_evaluate, run_train
 from service.settings import ConfigError, add_serve_arguments, settings_from_args
 
 EXIT_USAGE = 2
@@ -109,6 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted event in bytes (default: %(default)s)",
     )
 
+    compare = commands.add_parser(
+        "compare",
+        help="compare two model artifacts on the same articles",
+        description="Classify JSONL articles with models A and B: per head, agreement and "
+        "label-by-label flips (A -> B); on labelled lines (LabelledArticle) both models' "
+        "metrics side by side with the difference; the section flips both models are surest "
+        "of. Unlabelled ArticleEvent lines are accepted too.",
+    )
+    compare.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="artifact directory; give it twice, A then B",
+    )
+    compare.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="JSONL articles, labelled or not; repeatable",
+    )
+    compare.add_argument(
+        "--json", dest="as_json", action="store_true", help="print one JSON object"
+    )
+    compare.add_argument(
+        "--top",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="section flips listed with both scores (default: %(default)s)",
+    )
+
     serve = commands.add_parser(
         "serve",
         help="run the Kafka service",
@@ -170,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
     command: str = args.command
     if command == "train":
         return run_train(
@@ -199,6 +235,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 max_event_bytes=args.max_event_bytes,
                 stderr=sys.stderr,
             )
+    if command in _ROLLOUT_COMMANDS:
+        return _dispatch_rollout(args)
     if command == "serve":
         return serve(settings_from_args(args))
     if command == "broker":
@@ -209,6 +247,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         keep_running=args.keep_running,
         corpus=DEMO_CORPUS,
+    )
+
+
+_ROLLOUT_COMMANDS = frozenset({"compare"})
+
+
+def _dispatch_rollout(args: argparse.Namespace) -> int:
+    """The commands of a model rollout: compare two models, re-classify the archive."""
+    return run_compare(
+        args.model,
+        args.data,
+        as_json=args.as_json,
+        top=args.top,
+        stdout=sys.stdout,
+        stderr=sys.stderr,
     )
 
 
@@ -238,6 +291,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
