@@ -16,6 +16,12 @@ from service.broker import run_broker_forever
 from service.cli_env import EnvironmentValueError, apply_environment
 from service.demo import run_demo
 from service.offline import run_classify, run_compare, run_evaluate, run_train
+from service.reclassify import (
+    ReplayError,
+    add_reclassify_arguments,
+    reclassify,
+    reclassify_settings_from_args,
+)
 from service.settings import ConfigError, add_serve_arguments, settings_from_args
 
 EXIT_USAGE = 2
@@ -153,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve)
 
+    replay = commands.add_parser(
+        "reclassify",
+        help="re-classify a range of the input (or dead-letter) topic with a model",
+        description="Replay the records of a time range of the input topic through a model "
+        "and publish the results with the same key and contract (the new model.version), "
+        "through the service's pipeline, dead letters and metrics. Resumable: progress is "
+        "committed in its own consumer group and the range is fixed at the first start; run "
+        "the same command again after an interruption. Progress on stderr; exit 0 when the "
+        "range is done. --from-dead-letters replays the dead-letter topic instead.",
+    )
+    add_reclassify_arguments(replay)
+
     broker = commands.add_parser(
         "broker",
         help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1",
@@ -250,11 +268,13 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     )
 
 
-_ROLLOUT_COMMANDS = frozenset({"compare"})
+_ROLLOUT_COMMANDS = frozenset({"compare", "reclassify"})
 
 
 def _dispatch_rollout(args: argparse.Namespace) -> int:
     """The commands of a model rollout: compare two models, re-classify the archive."""
+    if args.command == "reclassify":
+        return reclassify(reclassify_settings_from_args(args))
     return run_compare(
         args.model,
         args.data,
@@ -313,6 +333,6 @@ def _exit_status_for(error: Exception) -> int | None:
 
     if isinstance(error, ConfigError):
         return EXIT_USAGE
-    if isinstance(error, ModelError | OSError):
+    if isinstance(error, ModelError | OSError | ReplayError):
         return EXIT_FAILURE
     return None
