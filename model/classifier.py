@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 from model.errors import TrainingError
-from model.features import make_vectorizer
+from model.features import export_fitted, make_vectorizer
 from model.inference import LinearTextModel
 from model.text import HasTitleAndBody, compose_text
 from model.thresholds import cross_fitted_predictions, fit_slope, tune_thresholds
@@ -312,8 +312,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         """The fitted model as one linear map, as stored in an artifact."""
         weights = np.hstack([self.section_coef_, self.tag_coef_]).astype(np.float32)
         bias = np.concatenate([self.section_intercept_, self.tag_intercept_]).astype(np.float32)
+        vocabulary, idf, ngram_max = export_fitted(self.vectorizer_)
         return LinearTextModel(
-            vectorizer=self.vectorizer_,
+            vocabulary=vocabulary,
+            idf=idf,
+            ngram_max=ngram_max,
             weights=np.ascontiguousarray(weights),
             bias=bias,
             sections=self.sections_,

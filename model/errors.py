@@ -17,3 +17,8 @@ class TrainingError(ModelError):
 
 class ArtifactError(ModelError):
     """A model artifact cannot be written, or is refused on load (tampered, malformed, ...)."""
+
+
+class ArtifactTrustError(ArtifactError):
+    """The artifact is not the one the deployment trusts: a pinned digest or a signature
+    does not match, the signature is missing, or the key cannot be used."""

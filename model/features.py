@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import islice
 
 import numpy as np
@@ -39,33 +39,64 @@ def make_vectorizer(*, ngram_max: int, min_df: int, max_df: float) -> TfidfVecto
     )
 
 
+#: The fitted settings ``CompiledVectorizer`` reproduces; anything else is refused.
+SUPPORTED_SETTINGS: dict[str, object] = {
+    "lowercase": True,
+    "token_pattern": TOKEN_PATTERN,
+    "sublinear_tf": True,
+    "norm": "l2",
+    "analyzer": "word",
+    "preprocessor": None,
+    "tokenizer": None,
+    "stop_words": None,
+    "strip_accents": None,
+}
+
+
+def export_fitted(fitted: TfidfVectorizer) -> tuple[tuple[str, ...], NDArray[np.float32], int]:
+    """A fitted vectoriser as plain data: (terms in column order, idf, ngram_max).
+
+    Refuses settings that ``CompiledVectorizer`` cannot reproduce, so what is exported
+    always transforms exactly like ``fitted``.
+    """
+    params = fitted.get_params()
+    for key, value in SUPPORTED_SETTINGS.items():
+        if params[key] != value:
+            raise ModelError(f"vectoriser setting {key}={params[key]!r} is not supported")
+    if params["ngram_range"][0] != 1:
+        raise ModelError("vectoriser n-grams must start at 1")
+    terms = [""] * len(fitted.vocabulary_)
+    for term, column in fitted.vocabulary_.items():
+        terms[column] = term
+    idf = np.asarray(fitted.idf_, dtype=np.float32)
+    return tuple(terms), idf, int(params["ngram_range"][1])
+
+
 class CompiledVectorizer:
-    """A fitted ``TfidfVectorizer`` frozen into plain arrays for fast, read-only transforms."""
+    """TF-IDF from plain data (vocabulary, idf, n-gram length) for fast, read-only transforms.
+
+    ``terms[k]`` is the term of column ``k``, as in a fitted ``TfidfVectorizer``'s
+    ``vocabulary_``; ``idf[k]`` its inverse document frequency.
+    """
 
     __slots__ = ("_idf", "_ngram_max", "_token", "_vocabulary")
 
-    def __init__(self, fitted: TfidfVectorizer) -> None:
-        params = fitted.get_params()
-        expected = {
-            "lowercase": True,
-            "token_pattern": TOKEN_PATTERN,
-            "sublinear_tf": True,
-            "norm": "l2",
-            "analyzer": "word",
-            "preprocessor": None,
-            "tokenizer": None,
-            "stop_words": None,
-            "strip_accents": None,
-        }
-        for key, value in expected.items():
-            if params[key] != value:
-                raise ModelError(f"vectoriser setting {key}={params[key]!r} is not supported")
-        if params["ngram_range"][0] != 1:
-            raise ModelError("vectoriser n-grams must start at 1")
-        self._ngram_max: int = int(params["ngram_range"][1])
+    def __init__(self, terms: Sequence[str], idf: NDArray[np.float32], ngram_max: int) -> None:
+        if len(terms) != idf.shape[0]:
+            raise ModelError(f"{len(terms)} vocabulary terms but {idf.shape[0]} idf values")
+        if ngram_max < 1:
+            raise ModelError(f"ngram_max must be at least 1, got {ngram_max}")
+        self._ngram_max = int(ngram_max)
         self._token = re.compile(TOKEN_PATTERN)
-        self._vocabulary: dict[str, int] = dict(fitted.vocabulary_)
-        self._idf: NDArray[np.float32] = np.asarray(fitted.idf_, dtype=np.float32)
+        self._vocabulary: dict[str, int] = {term: column for column, term in enumerate(terms)}
+        if len(self._vocabulary) != len(terms):
+            raise ModelError("the vocabulary repeats a term")
+        self._idf: NDArray[np.float32] = np.asarray(idf, dtype=np.float32)
+
+    @classmethod
+    def from_fitted(cls, fitted: TfidfVectorizer) -> CompiledVectorizer:
+        """The compiled form of a fitted scikit-learn vectoriser."""
+        return cls(*export_fitted(fitted))
 
     @property
     def n_features(self) -> int:

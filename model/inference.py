@@ -1,4 +1,8 @@
-"""The fitted model reduced to what inference needs: one vectoriser, one weight matrix."""
+"""The fitted model reduced to what inference needs: plain arrays, labels and scalars.
+
+Nothing here is a scikit-learn object, so an artifact stores it as data (``model.artifact``)
+and loading one never unpickles anything.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from model.features import CompiledVectorizer
 from model.text import HasTitleAndBody, compose_text
@@ -20,11 +23,16 @@ Float32Array = NDArray[np.float32]
 class LinearTextModel:
     """Both heads as one linear map over the shared TF-IDF features.
 
-    ``weights`` holds the section columns first, then the tag columns, so one sparse-dense
-    product scores every label of a batch. This is the object stored in ``model.joblib``.
+    ``vocabulary[k]`` is the term of feature column ``k`` and ``idf[k]`` its inverse document
+    frequency (the fitted TF-IDF settings are fixed, see ``model.features``). ``weights``
+    holds the section columns first, then the tag columns, so one sparse-dense product
+    scores every label of a batch. This is what an artifact stores (``model.artifact``
+    lists how each field is stored: add a new field there too).
     """
 
-    vectorizer: TfidfVectorizer
+    vocabulary: tuple[str, ...]
+    idf: Float32Array
+    ngram_max: int
     weights: Float32Array
     bias: Float32Array
     sections: tuple[str, ...]
@@ -65,7 +73,7 @@ class CompiledModel:
 
     def __init__(self, model: LinearTextModel) -> None:
         self.model = model
-        self._vectorizer = CompiledVectorizer(model.vectorizer)
+        self._vectorizer = CompiledVectorizer(model.vocabulary, model.idf, model.ngram_max)
         self._weights = np.ascontiguousarray(model.weights, dtype=np.float32)
         self._bias = np.asarray(model.bias, dtype=np.float32)
         self._n_sections = len(model.sections)

@@ -8,7 +8,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas import check_rfc3339
 
-FORMAT_VERSION: Literal[1] = 1
+#: 2: data-only files (``arrays.npz`` + ``params.json``). 1 was a pickle (``model.joblib``)
+#: and is refused on load.
+FORMAT_VERSION: Literal[2] = 2
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -92,9 +94,19 @@ class ModelCard(_Strict):
     metrics: CrossValidatedMetrics
 
 
-class Manifest(ModelCard):
-    """``model.json``: the model card plus the file it describes and that file's hash."""
+class DataFile(_Strict):
+    """One data file of the artifact: its exact size and sha256."""
 
-    format_version: Literal[1]
-    model_file: Literal["model.joblib"]
-    model_sha256: Sha256
+    bytes: Count
+    sha256: Sha256
+
+
+class Manifest(ModelCard):
+    """``model.json``: the model card plus every data file of the artifact and its hash.
+
+    The sha256 of this file's exact bytes therefore identifies the whole artifact: it is
+    the digest a deployment pins (``--model-sha256``) and what a signature covers.
+    """
+
+    format_version: Literal[2]
+    files: dict[str, DataFile]

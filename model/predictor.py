@@ -12,6 +12,7 @@ from model.inference import CompiledModel, LinearTextModel, ScoredBatch
 from model.manifest import ModelCard
 from model.text import HasTitleAndBody
 from model.training import TrainedModel
+from model.trust import ArtifactTrust
 from schemas import Classification, LabelScore, ModelRef
 
 # Scores are rounded so that outputs carry no float32 noise digits.
@@ -27,10 +28,22 @@ class Predictor:
     predicted exactly when its margin is positive (its score is then at least 0.5).
     """
 
-    __slots__ = ("_compiled", "_model_ref", "_n_sections", "manifest", "sections", "tags")
+    __slots__ = (
+        "_compiled",
+        "_model_ref",
+        "_n_sections",
+        "artifact_sha256",
+        "manifest",
+        "sections",
+        "tags",
+    )
 
-    def __init__(self, manifest: ModelCard, model: LinearTextModel) -> None:
+    def __init__(
+        self, manifest: ModelCard, model: LinearTextModel, artifact_sha256: str | None = None
+    ) -> None:
         self.manifest = manifest
+        #: sha256 of the artifact's model.json (None for a model that was never saved).
+        self.artifact_sha256 = artifact_sha256
         self.sections: tuple[str, ...] = tuple(model.sections)
         self.tags: tuple[str, ...] = tuple(model.tags)
         self._compiled = CompiledModel(model)
@@ -38,10 +51,11 @@ class Predictor:
         self._model_ref = ModelRef(name=manifest.name, version=manifest.version)
 
     @classmethod
-    def load(cls, directory: Path) -> Predictor:
-        """Load and verify the artifact in ``directory`` (raises ``ArtifactError``)."""
-        manifest, model = load_artifact(directory)
-        return cls(manifest, model)
+    def load(cls, directory: Path, trust: ArtifactTrust | None = None) -> Predictor:
+        """Load and verify the artifact in ``directory`` (raises ``ArtifactError``, and
+        ``ArtifactTrustError`` when ``trust`` asks for a digest or signature it lacks)."""
+        loaded = load_artifact(directory, trust)
+        return cls(loaded.manifest, loaded.model, loaded.sha256)
 
     @classmethod
     def from_trained(cls, trained: TrainedModel) -> Predictor:

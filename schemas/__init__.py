@@ -13,11 +13,27 @@ from schemas.classified import (
     LabelScore,
     ModelRef,
 )
-from schemas.decode import DEFAULT_MAX_EVENT_BYTES, DecodeError, DecodeErrorReason, decode_article
+from schemas.decode import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    PARSER_MAX_DEPTH,
+    DecodeError,
+    DecodeErrorReason,
+    RecordLimits,
+    decode_article,
+)
 from schemas.encode import encode_classified
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_EVENT_BYTES",
+    "DEFAULT_MAX_FIELDS",
+    "DEFAULT_MAX_TITLE_CHARS",
+    "PARSER_MAX_DEPTH",
     "RESERVED_FIELDS",
     "SCHEMA_VERSION",
     "ArticleEvent",
@@ -28,6 +44,7 @@ __all__ = [
     "LabelScore",
     "LabelledArticle",
     "ModelRef",
+    "RecordLimits",
     "check_rfc3339",
     "decode_article",
     "encode_classified",

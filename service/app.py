@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from model.trust import trust_from_options
 from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
 from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError
@@ -84,6 +85,8 @@ async def run_service(
         log_level=settings.log_level.value,
         predictor=predictor,
         max_deaths=settings.worker_max_deaths,
+        limits=settings.record_limits,
+        trust=trust_from_options(settings.model_sha256, settings.model_public_key),
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -96,12 +99,15 @@ async def run_service(
             http_port.set_result(server.port)
         model = await classifier.start()
         metrics.model_info.info({"name": model.name, "version": model.version})
+        health.model_name, health.model_version = model.name, model.version
+        health.model_sha256 = model.sha256
         health.model_loaded = True
         logger.info(
             "model loaded",
             extra={
                 "model_name": model.name,
                 "model_version": model.version,
+                "model_sha256": model.sha256,
                 "classify_in": settings.classify_in.value if predictor is None else "thread",
             },
         )

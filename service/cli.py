@@ -1,5 +1,5 @@
 """The ``article-classifier`` command line: train, evaluate, classify, compare, serve,
-reclassify, broker, demo."""
+reclassify, broker, demo, sign and keygen."""
 
 from __future__ import annotations
 
@@ -9,13 +9,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from model import ModelError
-from schemas import DEFAULT_MAX_EVENT_BYTES
+from model import ArtifactTrustError, ModelError
+from model.trust import normalize_sha256, trust_from_options
+from schemas import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    PARSER_MAX_DEPTH,
+    RecordLimits,
+)
 from service.app import serve
-from service.broker import run_broker_forever
+from service.broker import BrokerUnavailableError, broker_binary, run_broker_forever
 from service.cli_env import EnvironmentValueError, apply_environment
 from service.demo import run_demo
-from service.offline import run_classify, run_compare, run_evaluate, run_train
+from service.offline import (
+    run_classify,
+    run_compare,
+    run_evaluate,
+    run_keygen,
+    run_sign,
+    run_train,
+)
 from service.reclassify import (
     ReplayError,
     add_reclassify_arguments,
@@ -43,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model artifact from labelled JSONL",
         description="Train the section and tag heads on labelled JSONL files and write a model "
-        "artifact directory (model.joblib + model.json manifest). Prints cross-validated metrics.",
+        "artifact directory (data files + model.json manifest). Prints cross-validated metrics "
+        "and the artifact's sha256 (for --model-sha256).",
     )
     train.add_argument(
         "--data",
@@ -90,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", dest="as_json", action="store_true", help="print one JSON object"
     )
     evaluate.add_argument("--skip-invalid", action="store_true", help="skip invalid lines")
+    _add_trust_arguments(evaluate)
 
     classify = commands.add_parser(
         "classify",
@@ -115,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_EVENT_BYTES,
         help="largest accepted event in bytes (default: %(default)s)",
     )
+    classify.add_argument(
+        "--max-title-chars",
+        type=_positive_int,
+        default=DEFAULT_MAX_TITLE_CHARS,
+        help="longest accepted title in characters (default: %(default)s)",
+    )
+    classify.add_argument(
+        "--max-fields",
+        type=_positive_int,
+        default=DEFAULT_MAX_FIELDS,
+        help="most fields and array items in one event, at any depth (default: %(default)s)",
+    )
+    classify.add_argument(
+        "--max-depth",
+        type=_depth,
+        default=DEFAULT_MAX_DEPTH,
+        help=f"deepest nesting, the event being level 1, at most {PARSER_MAX_DEPTH} "
+        "(default: %(default)s)",
+    )
+    _add_trust_arguments(classify)
 
     compare = commands.add_parser(
         "compare",
@@ -170,6 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
         "range is done. --from-dead-letters replays the dead-letter topic instead.",
     )
     add_reclassify_arguments(replay)
+
+    sign = commands.add_parser(
+        "sign",
+        help="sign a model artifact with an Ed25519 private key",
+        description="Verify the artifact, then write model.json.sig (a detached Ed25519 "
+        "signature of model.json, which lists every data file's sha256) into it. Deployments "
+        "check it with --model-public-key.",
+    )
+    sign.add_argument("--model", type=Path, required=True, metavar="DIR", help="artifact directory")
+    sign.add_argument(
+        "--key", type=Path, required=True, metavar="PRIVATE.pem", help="Ed25519 private key (PEM)"
+    )
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="make an Ed25519 key pair for signing model artifacts",
+        description="Write model-signing-key.pem (private, mode 0600; keep it off the serving "
+        "hosts) and model-signing-key.pub.pem (public, for --model-public-key) into DIR.",
+    )
+    keygen.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for the two key files"
+    )
 
     broker = commands.add_parser(
         "broker",
@@ -242,8 +301,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
             as_json=args.as_json,
             skip_invalid=args.skip_invalid,
             stdout=sys.stdout,
+            trust=trust_from_options(args.model_sha256, args.model_public_key),
         )
     if command == "classify":
+        trust = trust_from_options(args.model_sha256, args.model_public_key)
         with _open_binary(args.input, "rb") as source, _open_binary(args.output, "wb") as sink:
             return run_classify(
                 args.model,
@@ -252,13 +313,23 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
                 strict=args.strict,
                 max_event_bytes=args.max_event_bytes,
                 stderr=sys.stderr,
+                limits=RecordLimits(
+                    max_title_chars=args.max_title_chars,
+                    max_fields=args.max_fields,
+                    max_depth=args.max_depth,
+                ),
+                trust=trust,
             )
     if command in _ROLLOUT_COMMANDS:
         return _dispatch_rollout(args)
     if command == "serve":
         return serve(settings_from_args(args))
+    if command in {"broker", "demo"}:
+        broker_binary()  # says how to install the optional extra before any work starts
     if command == "broker":
         return run_broker_forever(args.port)
+    if command in {"sign", "keygen"}:
+        return _dispatch_signing(args)
 
     return run_demo(
         model_dir=args.model_dir,
@@ -285,6 +356,12 @@ def _dispatch_rollout(args: argparse.Namespace) -> int:
     )
 
 
+def _dispatch_signing(args: argparse.Namespace) -> int:
+    if args.command == "sign":
+        return run_sign(args.model, args.key, stdout=sys.stdout)
+    return run_keygen(args.out, stdout=sys.stdout)
+
+
 def _open_binary(name: str, mode: str) -> BinaryStream:
     if name == "-":
         stream = sys.stdin.buffer if "r" in mode else sys.stdout.buffer
@@ -307,6 +384,36 @@ class BinaryStream:
             self._stream.close()
 
 
+def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-sha256",
+        type=_sha256,
+        default=None,
+        metavar="HEX",
+        help="load only the artifact whose model.json has this sha256 (train prints it)",
+    )
+    parser.add_argument(
+        "--model-public-key",
+        type=_optional_path,
+        default=None,
+        metavar="PUBLIC.pem",
+        help="Ed25519 public key (PEM): load only an artifact signed with its private key",
+    )
+
+
+def _sha256(text: str) -> str | None:
+    if not text.strip():
+        return None  # an empty ARTICLE_CLASSIFIER_MODEL_SHA256 means "no pin", as for serve
+    try:
+        return normalize_sha256(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -321,6 +428,15 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _depth(text: str) -> int:
+    value = int(text)
+    if not 0 < value <= PARSER_MAX_DEPTH:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {PARSER_MAX_DEPTH} (the JSON parser's own limit), got {value}"
+        )
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -331,8 +447,9 @@ def _port(text: str) -> int:
 def _exit_status_for(error: Exception) -> int | None:
     """Expected failures get a one-line message and a status; anything else is a bug."""
 
-    if isinstance(error, ConfigError):
+    if isinstance(error, ConfigError | ArtifactTrustError):
+        # Not the artifact the deployment trusts: a configuration problem, never retried.
         return EXIT_USAGE
-    if isinstance(error, ModelError | OSError | ReplayError):
+    if isinstance(error, ModelError | OSError | BrokerUnavailableError | ReplayError):
         return EXIT_FAILURE
     return None

@@ -26,6 +26,10 @@ class Health:
     breaker_open: str | None = None
     #: Why the watchdog found the pipeline stuck (a batch over its time bound), else None.
     stuck: str | None = None
+    #: The loaded model, so /readyz shows which one serves (a wrong model is visible).
+    model_name: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -50,6 +54,13 @@ class Health:
             "assignment": self.assignment.value,
             "broker_error": self.broker_error,
             "breaker": self.breaker_open,
+            "model": None
+            if self.model_name is None
+            else {
+                "name": self.model_name,
+                "version": self.model_version,
+                "sha256": self.model_sha256,
+            },
         }
 
     def is_alive(self) -> bool:

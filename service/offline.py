@@ -7,26 +7,33 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 from typing import IO, TextIO
 
 from pydantic import ValidationError
 
-from model import CorpusLoad, Predictor, evaluate, load_labelled, save_artifact, train
+from model import (
+    ArtifactTrust,
+    CorpusLoad,
+    Predictor,
+    artifact_digest,
+    evaluate,
+    generate_key_pair,
+    load_labelled,
+    save_artifact,
+    sign_artifact,
+    train,
+)
 from model.compare import compare
 from model.errors import CorpusError
-from schemas import (
-    ArticleEvent,
-    DecodeError,
-    LabelledArticle,
-    decode_article,
-    encode_classified,
-    utc_now_rfc3339,
-)
+from schemas import DEFAULT_LIMITS, LabelledArticle, RecordLimits
+from service.classify import Refused, classify_values
+from service.deadletter import DeadLetterReason
 
 CLASSIFY_BATCH_SIZE = 256
 _SKIPPED_LINES_SHOWN = 10
+_SKIP_CHUNK_BYTES = 1024 * 1024
 
 
 def run_train(
@@ -46,14 +53,21 @@ def run_train(
     print(
         f"model {trained.manifest.name} {trained.manifest.version} written to {path}", file=stdout
     )
+    print(f"artifact sha256 {artifact_digest(path)} (pin it with --model-sha256)", file=stdout)
     return 0
 
 
 def run_evaluate(
-    model_dir: Path, data: Sequence[Path], *, as_json: bool, skip_invalid: bool, stdout: TextIO
+    model_dir: Path,
+    data: Sequence[Path],
+    *,
+    as_json: bool,
+    skip_invalid: bool,
+    stdout: TextIO,
+    trust: ArtifactTrust | None = None,
 ) -> int:
     """Score a saved model on labelled JSONL files."""
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, trust)
     corpus = _load(data, skip_invalid=skip_invalid)
     report = evaluate(predictor, corpus.records)
     if as_json:
@@ -63,10 +77,27 @@ def run_evaluate(
     return 0
 
 
+def run_sign(model_dir: Path, key: Path, *, stdout: TextIO) -> int:
+    """Verify an artifact and write its Ed25519 signature into it."""
+    path, digest = sign_artifact(model_dir, key)
+    print(f"signed artifact sha256 {digest}: signature written to {path}", file=stdout)
+    return 0
+
+
+def run_keygen(out: Path, *, stdout: TextIO) -> int:
+    """Write a new Ed25519 key pair for signing artifacts."""
+    private, public = generate_key_pair(out)
+    print(f"private key (keep it off the serving hosts): {private}", file=stdout)
+    print(f"public key (for --model-public-key): {public}", file=stdout)
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Line:
     number: int
-    result: ArticleEvent | DecodeError
+    value: bytes
+    #: Bytes of a line too long to hold (its ``value`` is then empty).
+    oversize: int = 0
 
 
 def run_classify(
@@ -77,40 +108,68 @@ def run_classify(
     strict: bool,
     max_event_bytes: int,
     stderr: TextIO,
+    limits: RecordLimits = DEFAULT_LIMITS,
+    trust: ArtifactTrust | None = None,
 ) -> int:
     """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
 
-    Invalid lines are reported on stderr with their line number and reason, and skipped;
-    blank lines are ignored. With ``strict`` the exit status is 1 if any line was invalid.
+    Each batch goes through ``classify_values``, the service's own per-record path, so a
+    line the service would dead-letter (invalid, over a cap, or failing in the model or the
+    encoder) is reported on stderr with its line number, reason and message, and skipped;
+    blank lines are ignored. With ``strict`` the exit status is 1 if any line was refused.
     """
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, trust)
     valid = invalid = 0
-    for batch in _batches(_decode_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
-        events: list[ArticleEvent] = []
+    for batch in _batches(_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
+        outcomes = iter(
+            classify_values(
+                [line.value for line in batch if not line.oversize],
+                predictor,
+                max_event_bytes=max_event_bytes,
+                limits=limits,
+            )
+        )
         for line in batch:
-            if isinstance(line.result, DecodeError):
+            outcome = _too_long(line, max_event_bytes) if line.oversize else next(outcomes)
+            if isinstance(outcome, Refused):
                 invalid += 1
-                print(
-                    f"line {line.number}: {line.result.reason}: {line.result.message}", file=stderr
-                )
+                print(f"line {line.number}: {outcome.reason}: {outcome.message}", file=stderr)
             else:
-                events.append(line.result)
-        if not events:
-            continue
-        classified_at = utc_now_rfc3339()
-        for event, classification in zip(events, predictor.predict(events), strict=True):
-            sink.write(encode_classified(event, classification, classified_at) + b"\n")
-        valid += len(events)
+                valid += 1
+                sink.write(outcome.value + b"\n")
     sink.flush()
     print(f"classified {valid} article(s), {invalid} invalid line(s) skipped", file=stderr)
     return 1 if strict and invalid else 0
 
 
-def _decode_lines(source: IO[bytes], max_event_bytes: int) -> Iterator[_Line]:
-    for number, raw in enumerate(source, start=1):
+def _lines(source: IO[bytes], max_event_bytes: int) -> Iterator[_Line]:
+    """Non-blank lines; one longer than the limit is skipped over, never held in memory."""
+    limit = max_event_bytes + 2  # the line and its \r\n
+    for number in count(1):
+        raw = source.readline(limit)
+        if not raw:
+            return
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            yield _Line(number, b"", _skip_rest_of_line(source, len(raw)))
+            continue
         stripped = raw.rstrip(b"\r\n")
         if stripped.strip():
-            yield _Line(number, decode_article(stripped, max_bytes=max_event_bytes))
+            yield _Line(number, stripped)
+
+
+def _skip_rest_of_line(source: IO[bytes], length: int) -> int:
+    while chunk := source.readline(_SKIP_CHUNK_BYTES):
+        length += len(chunk)
+        if chunk.endswith(b"\n"):
+            return length - 1
+    return length
+
+
+def _too_long(line: _Line, max_event_bytes: int) -> Refused:
+    return Refused(
+        DeadLetterReason.TOO_LARGE,
+        f"event is {line.oversize} bytes, over the limit of {max_event_bytes} bytes",
+    )
 
 
 def _batches(lines: Iterable[_Line], size: int) -> Iterator[list[_Line]]:

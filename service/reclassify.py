@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from model.trust import trust_from_options
 from service.backoff import Backoff
 from service.classify import Topics
 from service.deadletter import DeadLetterReason
@@ -269,6 +270,8 @@ async def run_reclassify(
         log_level=base.log_level.value,
         predictor=predictor,
         max_deaths=base.worker_max_deaths,
+        limits=base.record_limits,
+        trust=trust_from_options(base.model_sha256, base.model_public_key),
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)

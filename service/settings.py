@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from schemas import DEFAULT_MAX_EVENT_BYTES
+from schemas import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    PARSER_MAX_DEPTH,
+    RecordLimits,
+)
 from service.workers import WorkerKind
 
 
@@ -50,6 +57,10 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_dir: Path = Field(description="model artifact directory")
+    #: sha256 of the artifact's model.json: only that exact artifact is loaded.
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    #: Ed25519 public key (PEM): the artifact must carry a valid model.json.sig under it.
+    model_public_key: Path | None = None
     bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
     input_topic: str = Field(default="articles", min_length=1, max_length=249)
     output_topic: str = Field(default="articles.classified", min_length=1, max_length=249)
@@ -71,6 +82,10 @@ class ServiceSettings(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1)
+    #: Per-record caps (``schemas.RecordLimits``): the reasons for the defaults are there.
+    max_title_chars: int = Field(default=DEFAULT_MAX_TITLE_CHARS, ge=1)
+    max_fields: int = Field(default=DEFAULT_MAX_FIELDS, ge=1)
+    max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1, le=PARSER_MAX_DEPTH)
     low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     log_level: LogLevel = LogLevel.INFO
     security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
@@ -114,6 +129,15 @@ class ServiceSettings(BaseModel):
         return self
 
     @property
+    def record_limits(self) -> RecordLimits:
+        """The per-record caps ``decode_article`` enforces (over one: ``too_large``)."""
+        return RecordLimits(
+            max_title_chars=self.max_title_chars,
+            max_fields=self.max_fields,
+            max_depth=self.max_depth,
+        )
+
+    @property
     def fetch_limit_bytes(self) -> int:
         """Largest record the consumer fetches and the producer forwards: room for an
         oversize record (over ``max_event_bytes``) to be fetched whole and dead-lettered."""
@@ -123,6 +147,16 @@ class ServiceSettings(BaseModel):
 # (flag, settings field, help). Values arrive as strings and are validated by ServiceSettings.
 _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--model", "model_dir", "model artifact directory (required)"),
+    (
+        "--model-sha256",
+        "model_sha256",
+        "load only the artifact whose model.json has this sha256 (train prints it)",
+    ),
+    (
+        "--model-public-key",
+        "model_public_key",
+        "Ed25519 public key (PEM): load only an artifact signed with its private key",
+    ),
     ("--bootstrap-servers", "bootstrap_servers", "Kafka bootstrap servers, comma-separated"),
     ("--input-topic", "input_topic", "topic of ArticleEvents"),
     ("--output-topic", "output_topic", "topic for ClassifiedArticleEvents"),
@@ -142,6 +176,17 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--session-timeout-ms", "session_timeout_ms", "consumer group session timeout, in ms"),
     ("--shutdown-timeout-s", "shutdown_timeout_s", "bound on the drain at shutdown, in seconds"),
     ("--max-event-bytes", "max_event_bytes", "larger records are dead-lettered as too_large"),
+    ("--max-title-chars", "max_title_chars", "longer titles are dead-lettered as too_large"),
+    (
+        "--max-fields",
+        "max_fields",
+        "most fields and array items in one event, counted at any depth (more: too_large)",
+    ),
+    (
+        "--max-depth",
+        "max_depth",
+        f"deepest nesting of an event, the event itself being level 1 (at most {PARSER_MAX_DEPTH})",
+    ),
     (
         "--low-confidence-threshold",
         "low_confidence_threshold",
@@ -232,7 +277,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
 def settings_from_mapping(values: dict[str, Any]) -> ServiceSettings:
     """Validate ``values`` (strings or typed values) into settings or raise ConfigError."""
     if "model_dir" not in values:
-        raise ConfigError("--model is required (or ARTICLE_CLASSIFIER_MODEL)")
+        raise ConfigError(
+            "--model is required (or ARTICLE_CLASSIFIER_MODEL): the directory of a trained "
+            "model artifact (article-classifier train); no model is built in"
+        )
     try:
         # Lax mode converts the strings argparse hands over ("256" -> 256).
         return ServiceSettings.model_validate(values)

@@ -31,8 +31,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
+from schemas import DEFAULT_LIMITS, RecordLimits
 from service.classify import (
     ArticlePredictor,
     BatchResult,
@@ -43,6 +44,9 @@ from service.classify import (
 )
 from service.errors import WorkerUnstableError
 from service.logs import configure_logging
+
+if TYPE_CHECKING:
+    from model.trust import ArtifactTrust
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -59,6 +63,8 @@ class WorkerKind(StrEnum):
 class ModelIdentity(NamedTuple):
     name: str
     version: str
+    #: sha256 of the artifact's model.json (None for a model given in memory).
+    sha256: str | None = None
 
 
 class BatchClassifier(Protocol):
@@ -94,18 +100,23 @@ class ThreadClassifier:
         topics: Topics,
         max_event_bytes: int,
         predictor: ArticlePredictor | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
+        trust: ArtifactTrust | None = None,
     ) -> None:
         self._model_dir = model_dir
+        self._trust = trust
         self._predictor = predictor
         self._classify = functools.partial(
-            _classify_with, topics=topics, max_event_bytes=max_event_bytes
+            _classify_with, topics=topics, max_event_bytes=max_event_bytes, limits=limits
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
 
     async def start(self) -> ModelIdentity:
         if self._predictor is None:
-            self._predictor = await _run(self._executor, _load_predictor, self._model_dir)
-        return ModelIdentity(self._predictor.name, self._predictor.version)
+            self._predictor = await _run(
+                self._executor, _load_predictor, self._model_dir, self._trust
+            )
+        return _identity(self._predictor)
 
     async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
         if self._predictor is None:
@@ -127,13 +138,17 @@ class ProcessClassifier:
         max_event_bytes: int,
         log_level: str,
         max_deaths: int = 3,
+        limits: RecordLimits = DEFAULT_LIMITS,
+        trust: ArtifactTrust | None = None,
     ) -> None:
         self._max_deaths = max_deaths
         #: Records in a row that each killed a worker alone.
         self.consecutive_deaths = 0
         self._model_dir = model_dir.resolve()
+        self._trust = trust
         self._topics = topics
         self._max_event_bytes = max_event_bytes
+        self._limits = limits
         self._log_level = log_level
         self._pool = self._new_pool()
 
@@ -147,7 +162,12 @@ class ProcessClassifier:
         )
 
     async def start(self) -> ModelIdentity:
-        return await _run(self._pool, _load_in_worker, self._model_dir)
+        identity = await _run(self._pool, _load_in_worker, self._model_dir, self._trust)
+        if identity.sha256 is not None:
+            # A replacement worker loads the model again: it must be this very artifact,
+            # not whatever the directory holds by then.
+            self._trust = _pinned(self._trust, identity.sha256)
+        return identity
 
     async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
         wire = [
@@ -168,14 +188,17 @@ class ProcessClassifier:
         return await self._one_at_a_time(wire)
 
     async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
-        return await _run(
-            self._pool,
+        # A partial of a module-level function pickles into the worker process.
+        job = functools.partial(
             _classify_in_worker,
             self._model_dir,
             wire,
-            self._topics,
-            self._max_event_bytes,
+            topics=self._topics,
+            max_event_bytes=self._max_event_bytes,
+            limits=self._limits,
+            trust=self._trust,
         )
+        return await _run(self._pool, job)
 
     async def _one_at_a_time(self, wire: Sequence[WireRecord]) -> BatchResult:
         combined = BatchResult()
@@ -215,11 +238,21 @@ def make_classifier(
     log_level: str,
     predictor: ArticlePredictor | None = None,
     max_deaths: int = 3,
+    limits: RecordLimits = DEFAULT_LIMITS,
+    trust: ArtifactTrust | None = None,
 ) -> BatchClassifier:
-    """A given predictor object lives in this process, so it always gets a thread."""
+    """A given predictor object lives in this process, so it always gets a thread.
+
+    ``trust`` (a pinned digest and/or a signature check) applies to every load of the
+    model from ``model_dir``, in this process or in a worker process."""
     if predictor is not None or kind is WorkerKind.THREAD:
         return ThreadClassifier(
-            model_dir, topics=topics, max_event_bytes=max_event_bytes, predictor=predictor
+            model_dir,
+            topics=topics,
+            max_event_bytes=max_event_bytes,
+            predictor=predictor,
+            limits=limits,
+            trust=trust,
         )
     return ProcessClassifier(
         model_dir,
@@ -227,6 +260,8 @@ def make_classifier(
         max_event_bytes=max_event_bytes,
         log_level=log_level,
         max_deaths=max_deaths,
+        limits=limits,
+        trust=trust,
     )
 
 
@@ -240,15 +275,29 @@ def _classify_with(
     *,
     topics: Topics,
     max_event_bytes: int,
+    limits: RecordLimits = DEFAULT_LIMITS,
 ) -> BatchResult:
-    return classify_batch(records, predictor, topics=topics, max_event_bytes=max_event_bytes)
+    return classify_batch(
+        records, predictor, topics=topics, max_event_bytes=max_event_bytes, limits=limits
+    )
 
 
-def _load_predictor(model_dir: Path) -> ArticlePredictor:
+def _load_predictor(model_dir: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
     from model import Predictor  # noqa: PLC0415 - only where the model lives
 
-    predictor: ArticlePredictor = Predictor.load(model_dir)
+    predictor: ArticlePredictor = Predictor.load(model_dir, trust)
     return predictor
+
+
+def _identity(predictor: ArticlePredictor) -> ModelIdentity:
+    sha256: str | None = getattr(predictor, "artifact_sha256", None)
+    return ModelIdentity(predictor.name, predictor.version, sha256)
+
+
+def _pinned(trust: ArtifactTrust | None, sha256: str) -> ArtifactTrust:
+    from model.trust import ArtifactTrust  # noqa: PLC0415 - only where the model lives
+
+    return ArtifactTrust(sha256=sha256, public_key=trust.public_key if trust else None)
 
 
 # -- inside the worker process ------------------------------------------------------------
@@ -276,21 +325,30 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def _worker_predictor(model_dir: Path) -> ArticlePredictor:
+def _worker_predictor(model_dir: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
     predictor = _worker_predictors.get(model_dir)
     if predictor is None:
-        predictor = _worker_predictors[model_dir] = _load_predictor(model_dir)
+        predictor = _worker_predictors[model_dir] = _load_predictor(model_dir, trust)
     return predictor
 
 
-def _load_in_worker(model_dir: Path) -> ModelIdentity:
-    predictor = _worker_predictor(model_dir)
-    return ModelIdentity(predictor.name, predictor.version)
+def _load_in_worker(model_dir: Path, trust: ArtifactTrust | None) -> ModelIdentity:
+    return _identity(_worker_predictor(model_dir, trust))
 
 
 def _classify_in_worker(
-    model_dir: Path, records: Sequence[WireRecord], topics: Topics, max_event_bytes: int
+    model_dir: Path,
+    records: Sequence[WireRecord],
+    *,
+    topics: Topics,
+    max_event_bytes: int,
+    limits: RecordLimits,
+    trust: ArtifactTrust | None,
 ) -> BatchResult:
     return classify_batch(
-        records, _worker_predictor(model_dir), topics=topics, max_event_bytes=max_event_bytes
+        records,
+        _worker_predictor(model_dir, trust),
+        topics=topics,
+        max_event_bytes=max_event_bytes,
+        limits=limits,
     )

@@ -42,10 +42,14 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_an_artifact_and_prints_cross_validated_metrics(demo_model: Path) -> None:
-    """train writes model.joblib next to a model.json manifest naming the model."""
+    """train writes the data files next to a model.json manifest naming the model."""
     manifest = json.loads((demo_model / "model.json").read_text())
     assert manifest["name"] == "demo"
-    assert (demo_model / "model.joblib").is_file()
+    assert sorted(p.name for p in demo_model.iterdir()) == [
+        "arrays.npz",
+        "model.json",
+        "params.json",
+    ]
 
 
 def test_classify_turns_each_sample_into_a_valid_output_line_in_order(demo_model: Path) -> None:
@@ -154,14 +158,14 @@ def test_a_missing_model_is_a_clear_error_not_a_traceback(tmp_path: Path) -> Non
 
 
 def test_a_tampered_model_is_refused(demo_model: Path, tmp_path: Path) -> None:
-    """A model whose joblib file no longer matches its manifest is never loaded."""
+    """A model whose data file no longer matches its manifest is never loaded."""
     copy = tmp_path / "tampered"
     copy.mkdir()
     for item in demo_model.iterdir():
         (copy / item.name).write_bytes(item.read_bytes())
-    data = bytearray((copy / "model.joblib").read_bytes())
+    data = bytearray((copy / "arrays.npz").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (copy / "model.joblib").write_bytes(bytes(data))
+    (copy / "arrays.npz").write_bytes(bytes(data))
     result = run_cli("classify", "--model", copy, stdin=b"")
     assert result.returncode == 1
     assert b"sha256" in result.stderr.lower()

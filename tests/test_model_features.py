@@ -17,7 +17,7 @@ TEXTS = [
 def test_compiled_transform_equals_sklearn_transform() -> None:
     """CompiledVectorizer gives the same TF-IDF rows as the fitted TfidfVectorizer."""
     vectorizer = make_vectorizer(ngram_max=2, min_df=1, max_df=1.0).fit(TEXTS)
-    compiled = CompiledVectorizer(vectorizer)
+    compiled = CompiledVectorizer.from_fitted(vectorizer)
     unseen = ["Acme raised rates", "", "??", "zzz unknown words only", TEXTS[1]]
     expected = vectorizer.transform(TEXTS + unseen).toarray()
     actual = compiled.transform(TEXTS + unseen).toarray()

@@ -106,7 +106,11 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         timeout=300,
-        env={**os.environ, "COMPOSE_PROJECT_NAME": "article-classifier"},
+        env={
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": "article-classifier",
+            "ARTICLE_CLASSIFIER_MODEL_DIR": "./artifacts/model",
+        },
     )
     if result.returncode != 0:
         pytest.fail(
@@ -243,7 +247,7 @@ def test_dockerfile_follows_the_image_rules() -> None:
     assert re.search(r"^EXPOSE 9108\s*$", text, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["article-classifier", "serve"\]', text, re.MULTILINE)
-    assert "train --data model/samples/demo.jsonl" in text
+    assert "article-classifier train" not in text, "the image must not carry a default model"
 
 
 def test_dockerignore_keeps_data_out_of_the_build_context() -> None:
@@ -255,4 +259,28 @@ def test_dockerignore_keeps_data_out_of_the_build_context() -> None:
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "service", "model", "schemas"}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "service",
+        "model",
+        "schemas",
+        "requirements/runtime.lock",
+        "requirements/build.lock",
+    }
+
+
+def test_compose_needs_an_explicit_model() -> None:
+    """Without ARTICLE_CLASSIFIER_MODEL_DIR compose refuses the stack, naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k != "ARTICLE_CLASSIFIER_MODEL_DIR"}
+    result = subprocess.run(
+        [*_compose(), "--file", str(COMPOSE), "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert "set ARTICLE_CLASSIFIER_MODEL_DIR to a model artifact directory" in result.stderr

@@ -16,6 +16,7 @@ from schemas import (
     LabelledArticle,
     LabelScore,
     ModelRef,
+    RecordLimits,
     decode_article,
     encode_classified,
     utc_now_rfc3339,
@@ -211,3 +212,52 @@ def _classification() -> Classification:
         tags=[LabelScore(label="uk", score=0.8), LabelScore(label="elections", score=0.61)],
         model=ModelRef(name="demo", version="1"),
     )
+
+
+def test_output_order_is_declared_fields_classification_then_unknown_fields() -> None:
+    """The output lists the declared fields (absent ones as null), classification,
+    classified_at, then the unknown fields in the order received."""
+    raw = b'{"zeta":1,"title":"t","article_id":"a","alpha":{"b":1,"a":2},"__class__":"x"}'
+    event = decode_article(raw)
+    assert isinstance(event, ArticleEvent)
+    output = json.loads(encode_classified(event, _classification(), "2026-11-29T02:00:00.000Z"))
+    assert list(output) == [
+        *ArticleEvent.model_fields,
+        "classification",
+        "classified_at",
+        "zeta",
+        "alpha",
+        "__class__",
+    ]
+    assert output["body"] == ""
+    assert output["url"] is None
+    assert output["alpha"] == {"b": 1, "a": 2}
+
+
+def test_field_names_that_are_python_or_pydantic_internals_pass_through() -> None:
+    """An unknown field named like a keyword argument or attribute is plain data."""
+    names = ["_fields_set", "model_config", "__class__", "__dict__", "self", "__init__"]
+    event = decode_article(_encode({**VALID, **{name: [name] for name in names}}))
+    assert isinstance(event, ArticleEvent)
+    output = json.loads(encode_classified(event, _classification(), utc_now_rfc3339()))
+    assert all(output[name] == [name] for name in names)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_title_chars": 0}, {"max_fields": 0}, {"max_depth": 0}, {"max_depth": 201}],
+)
+def test_record_limits_refuse_values_that_cannot_work(limits: dict[str, int]) -> None:
+    """A cap of zero, or a depth beyond what the JSON parser itself allows, is refused."""
+    with pytest.raises(ValueError, match="max_"):
+        RecordLimits(**limits)
+
+
+def test_unknown_field_names_in_messages_are_bounded_and_on_one_line() -> None:
+    """A refused unknown field is named, escaped and cut short: names can be anything."""
+    name = "line\nbreak" + "x" * 500
+    error = _error(_encode({**VALID, name: float("inf")}).replace(b"Infinity", b"1e999"))
+    assert error.reason is DecodeErrorReason.SCHEMA_VIOLATION
+    assert error.message.startswith('"line\\nbreak')
+    assert "\n" not in error.message
+    assert len(error.message) < 250
