@@ -53,7 +53,13 @@ from service.replay_range import (
     parse_timestamp,
     plan_range,
 )
-from service.settings import ConfigError, ServiceSettings, add_serve_arguments, settings_from_args
+from service.settings import (
+    ConfigError,
+    ServiceSettings,
+    add_serve_arguments,
+    settings_from_args,
+    settings_from_mapping,
+)
 from service.workers import BatchClassifier, make_classifier
 
 logger = logging.getLogger(__name__)
@@ -145,16 +151,18 @@ def add_reclassify_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N/s",
         help="most records replayed per second, on average (default: no limit)",
     )
+    # Own destinations (and so own environment variables): the live service's
+    # ARTICLE_CLASSIFIER_GROUP_ID or _METRICS_PORT in the same environment must not apply.
     parser.add_argument(
         "--group-id",
-        dest="group_id",
+        dest="replay_group_id",
         default=None,
         help="consumer group holding the progress (default: derived from the topic, the range "
         "and the model version, so the same command resumes)",
     )
     parser.add_argument(
         "--metrics-port",
-        dest="metrics_port",
+        dest="replay_metrics_port",
         default=None,
         help="serve /metrics, /healthz, /readyz on this port (default: no HTTP server)",
     )
@@ -178,7 +186,14 @@ def reclassify_settings_from_args(args: argparse.Namespace) -> ReclassifySetting
             raise ConfigError(f"--reason={reason!r}: expected one of {', '.join(sorted(known))}")
     if reasons and not args.from_dead_letters:
         raise ConfigError("--reason only applies with --from-dead-letters")
-    service = settings_from_args(args)  # --group-id and --metrics-port are validated here
+    service = settings_from_args(args)
+    group_id = args.replay_group_id or None
+    metrics_port = args.replay_metrics_port or None
+    if group_id is not None or metrics_port is not None:
+        # Validated as serve validates them (a ConfigError names the flag and the value).
+        overrides = {"group_id": group_id or service.group_id}
+        overrides["metrics_port"] = metrics_port or str(service.metrics_port)
+        service = settings_from_mapping({**service.model_dump(), **overrides})
     return ReclassifySettings(
         service=service,
         from_ms=from_ms,
@@ -186,8 +201,8 @@ def reclassify_settings_from_args(args: argparse.Namespace) -> ReclassifySetting
         from_dead_letters=bool(args.from_dead_letters),
         reasons=reasons,
         rate_limit=_rate(args.rate_limit),
-        group_id=args.group_id or None,
-        metrics_port=None if args.metrics_port in (None, "") else service.metrics_port,
+        group_id=group_id,
+        metrics_port=None if metrics_port is None else service.metrics_port,
     )
 
 
