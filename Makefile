@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast lint typecheck check schemas demo-model quality bench bench-service clean
+.PHONY: chaos
+CHAOS_S ?= 180
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +40,9 @@ bench-service: $(STAMP) ## service throughput through the broker vs in-process, 
 		--name research 2>/dev/null
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)"
+
+chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while producing (CHAOS_S=180)
+	$(BIN)/python -m chaos --duration-s $(CHAOS_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest

@@ -228,7 +228,9 @@ async def _session(
         await consumer.start()
         health.broker_reachable = True
         health.broker_error = None
-        health.assignment = Assignment.WAITING
+        if health.assignment is Assignment.STOPPED:
+            # The rebalance listener may already have seen an assignment during start().
+            health.assignment = Assignment.WAITING
         # Re-testing after the breaker's delay: ready again; the pipeline closes it.
         health.breaker_open = None
         on_started()

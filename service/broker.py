@@ -68,8 +68,13 @@ class EmbeddedBroker:
         *,
         start_timeout_s: float = 20.0,
         log_file: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.port = port if port is not None else free_port()
+        # Clients reconnect to the advertised address after their first metadata request:
+        # set it to a proxy's port to put the proxy between every client and the broker
+        # (start the proxy first: the readiness probe goes through it too).
+        self.advertised_port = advertised_port if advertised_port is not None else self.port
         self._start_timeout_s = start_timeout_s
         self._log_file = log_file
         self._log: IO[bytes] | None = None
@@ -78,6 +83,12 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"{_HOST}:{self.port}"
+
+    @property
+    def advertised_servers(self) -> str:
+        """The address the broker gives clients in metadata (``bootstrap_servers`` unless
+        ``advertised_port`` was set)."""
+        return f"{_HOST}:{self.advertised_port}"
 
     def start(self) -> None:
         """Start tansu and return once it answers a Kafka metadata request."""
@@ -90,7 +101,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{_HOST}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

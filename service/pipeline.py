@@ -458,8 +458,11 @@ class Pipeline:
             position = self._next_fetch.get(tp)
             if end is None or position is None:  # nothing fetched from it yet
                 continue
+            # Some brokers (tansu) answer ListOffsets with the last batch's base offset + 1;
+            # the high watermark of the last fetch is never behind the real end.
+            latest = max(end, self._consumer.highwater(tp) or 0)
             labels = (tp.topic, str(tp.partition))
-            self._metrics.consumer_lag.labels(*labels).set(max(0, end - position))
+            self._metrics.consumer_lag.labels(*labels).set(max(0, latest - position))
             self._lag_series.add(labels)
 
     def _observe_classification(self, result: BatchResult) -> None:

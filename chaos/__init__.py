@@ -1,0 +1,1 @@
+"""Fault-injection tooling for the tests and ``make chaos``: not part of the service."""
