@@ -346,12 +346,7 @@ async def _prepare(
     )
     await planner.start()
     try:
-        await asyncio.wait_for(planner.topics(), _METADATA_TIMEOUT_S)
-        numbers = planner.partitions_for_topic(topic)
-        if not numbers:
-            raise ReplayError(f"topic {topic!r} does not exist")
-        partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
-        stored = await _committed(service, partitions)
+        partitions, stored = await _committed(service, topic)
         replay_range: ReplayRange = {}
         for tp, (_, metadata) in stored.items():
             decoded = decode_metadata(metadata)
@@ -397,11 +392,22 @@ async def _prepare(
 
 
 async def _committed(
-    service: ServiceSettings, partitions: list[TopicPartition]
-) -> dict[TopicPartition, tuple[int, str]]:
+    service: ServiceSettings, topic: str
+) -> tuple[list[TopicPartition], dict[TopicPartition, tuple[int, str]]]:
+    """The topic's partitions, and the group's committed offsets and metadata in them."""
     admin = AIOKafkaAdminClient(**security_kwargs(service), client_id=f"{service.client_id}-admin")
     await admin.start()
     try:
+        described = await asyncio.wait_for(admin.describe_topics([topic]), _METADATA_TIMEOUT_S)
+        numbers = sorted(
+            int(part["partition"])
+            for item in described
+            if item["topic"] == topic and not item["error_code"]
+            for part in item["partitions"]
+        )
+        if not numbers:
+            raise ReplayError(f"topic {topic!r} does not exist")
+        partitions = [TopicPartition(topic, number) for number in numbers]
         answer = await asyncio.wait_for(
             admin.list_consumer_group_offsets(service.group_id, partitions=partitions),
             _METADATA_TIMEOUT_S,
@@ -409,7 +415,8 @@ async def _committed(
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    return {tp: (int(item.offset), item.metadata or "") for tp, item in answer.items()}
+    stored = {tp: (int(item.offset), item.metadata or "") for tp, item in answer.items()}
+    return partitions, stored
 
 
 async def _store(
