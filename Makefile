@@ -44,6 +44,14 @@ bench-service: $(STAMP) ## service throughput through the broker vs in-process, 
 chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while producing (CHAOS_S=180)
 	$(BIN)/python -m chaos --duration-s $(CHAOS_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
+kafka-jars: $(STAMP) ## fetch Apache Kafka's jars with Maven into ~/.cache/article-classifier
+	$(BIN)/python -m service.kafka_jars
+
+broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and Maven)
+	$(BIN)/article-classifier broker --engine apache-kafka --port 9092
+
+.PHONY: kafka-jars broker-kafka
+
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest
 

@@ -20,9 +20,16 @@ from schemas import (
     RecordLimits,
 )
 from service.app import serve
-from service.broker import BrokerUnavailableError, broker_binary, run_broker_forever
+from service.broker import (
+    BrokerStartError,
+    BrokerUnavailableError,
+    broker_binary,
+    run_broker_forever,
+)
 from service.cli_env import EnvironmentValueError, apply_environment
 from service.demo import run_demo
+from service.kafka_broker import run_apache_kafka_forever
+from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
 from service.offline import (
     run_classify,
     run_compare,
@@ -42,6 +49,7 @@ from service.settings import ConfigError, add_serve_arguments, settings_from_arg
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 DEMO_CORPUS = Path(__file__).resolve().parent.parent / "model" / "samples" / "demo.jsonl"
+BROKER_ENGINES = ("tansu", "apache-kafka")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,12 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser(
         "broker",
-        help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1",
-        description="Run tansu, a Kafka-protocol broker with in-memory storage, on 127.0.0.1 for "
-        "development and demos. Not for production.",
+        help="run a Kafka broker on 127.0.0.1: tansu (embedded) or Apache Kafka",
+        description="Run a single-node Kafka broker on 127.0.0.1 for development, tests and "
+        "demos (not for production) until Ctrl-C or SIGTERM: tansu, a Kafka-protocol broker "
+        "with in-memory storage, or a real Apache Kafka in KRaft mode whose jars are fetched "
+        "with Maven into ~/.cache/article-classifier on first use.",
     )
     broker.add_argument(
         "--port", type=_port, default=9092, help="listener port (default: %(default)s)"
+    )
+    broker.add_argument(
+        "--engine",
+        choices=BROKER_ENGINES,
+        default="tansu",
+        help="tansu (in-memory, pip-installed) or apache-kafka (a real Apache Kafka in KRaft "
+        "mode; needs Java 17+ and Maven) (default: %(default)s)",
+    )
+    broker.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="apache-kafka only: keep the broker's data here, so it survives a restart "
+        "(default: a temporary directory removed at exit)",
+    )
+    broker.add_argument(
+        "--kafka-version",
+        default=None,
+        metavar="V",
+        help=f"apache-kafka only: the Apache Kafka version (default: {DEFAULT_KAFKA_VERSION})",
     )
 
     demo = commands.add_parser(
@@ -324,10 +355,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         return _dispatch_rollout(args)
     if command == "serve":
         return serve(settings_from_args(args))
-    if command in {"broker", "demo"}:
+    if command == "demo" or (command == "broker" and args.engine == "tansu"):
         broker_binary()  # says how to install the optional extra before any work starts
     if command == "broker":
-        return run_broker_forever(args.port)
+        return _run_broker(args)
     if command in {"sign", "keygen"}:
         return _dispatch_signing(args)
 
@@ -360,6 +391,22 @@ def _dispatch_signing(args: argparse.Namespace) -> int:
     if args.command == "sign":
         return run_sign(args.model, args.key, stdout=sys.stdout)
     return run_keygen(args.out, stdout=sys.stdout)
+
+
+def _run_broker(args: argparse.Namespace) -> int:
+    if args.engine == "tansu":
+        if args.data_dir is not None or args.kafka_version is not None:
+            raise ConfigError(
+                "--data-dir and --kafka-version need --engine apache-kafka "
+                "(tansu keeps its log in memory)"
+            )
+        return run_broker_forever(args.port)
+    version = args.kafka_version or DEFAULT_KAFKA_VERSION
+    try:
+        require_tools(version)
+    except ToolMissingError as error:
+        raise ConfigError(str(error)) from None
+    return run_apache_kafka_forever(args.port, data_dir=args.data_dir, version=version)
 
 
 def _open_binary(name: str, mode: str) -> BinaryStream:
@@ -451,5 +498,7 @@ def _exit_status_for(error: Exception) -> int | None:
         # Not the artifact the deployment trusts: a configuration problem, never retried.
         return EXIT_USAGE
     if isinstance(error, ModelError | OSError | BrokerUnavailableError | ReplayError):
+        return EXIT_FAILURE
+    if isinstance(error, BrokerStartError):
         return EXIT_FAILURE
     return None

@@ -1,8 +1,11 @@
 """aiokafka clients configured for at-least-once delivery, from ServiceSettings.
 
-Producer: ``acks="all"``; idempotence off (tansu, the dev broker, has no idempotent
-producer); aiokafka keeps at most one request in flight per broker connection, so a
-retried batch can never overtake a later one: per-partition order holds on retries.
+Producer: ``acks="all"``; idempotent when the connected broker supports it (checked at each
+start: its ApiVersions must list InitProducerId and a probe InitProducerId must succeed;
+Apache Kafka does, tansu, the dev broker, lists it but fails it), so a retried batch is
+never written twice; either way aiokafka keeps at most one request in flight per broker
+connection, so a retried batch can never overtake a later one: per-partition order holds on
+retries. Outputs and dead letters are compressed as ``--compression-type`` says.
 Consumer: no auto-commit (offsets are committed after the outputs are acknowledged) and
 fetch limits large enough to fetch an oversize record whole, so it is dead-lettered instead
 of stalling its partition.
@@ -18,13 +21,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.helpers import create_ssl_context
+from aiokafka.producer.transaction_manager import TransactionManager
+from aiokafka.protocol.admin import ApiVersionRequest
+from aiokafka.protocol.transaction import InitProducerIdRequest
 
-from service.settings import SecurityProtocol, ServiceSettings
+from service.settings import CompressionType, SecurityProtocol, ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +61,14 @@ def security_kwargs(settings: ServiceSettings) -> dict[str, Any]:
 
 
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
-    """One producer for outputs and dead letters."""
-    return AIOKafkaProducer(
+    """One producer for outputs and dead letters; idempotent where the broker allows."""
+    compression = settings.compression_type
+    return ServiceProducer(
         **security_kwargs(settings),
         client_id=f"{settings.client_id}-producer",
         acks="all",
         enable_idempotence=False,
+        compression_type=None if compression is CompressionType.NONE else compression.value,
         linger_ms=5,
         max_batch_size=256 * 1024,
         # A dead letter forwards an oversize input unchanged: allow the largest record the
@@ -133,3 +143,61 @@ async def topic_message_limits(
                 if entry[0] == _MAX_MESSAGE_BYTES and entry[1] and str(entry[1]).isdigit():
                     limits[name] = int(entry[1])
     return limits
+
+
+#: Kafka API key of InitProducerId, which an idempotent producer needs.
+_INIT_PRODUCER_ID = 22
+_PROBE_ATTEMPTS = 20
+_PROBE_BACKOFF_S = 0.25
+#: aiokafka's "no transactional id" and "no transaction timeout" for a plain idempotent producer.
+_NO_TRANSACTION_TIMEOUT_MS = 2_147_483_647
+
+
+class ServiceProducer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka has no type hints
+    """An AIOKafkaProducer that turns idempotence on at start when the broker supports it."""
+
+    idempotent: bool = False
+
+    async def start(self) -> None:
+        await self.client.bootstrap()
+        reason = await idempotence_unsupported(self.client)
+        if reason is None:
+            _enable_idempotence(self)
+            logger.info("producer idempotence on", extra={"idempotent": True})
+        else:
+            logger.info(
+                "producer idempotence off: the broker does not support it",
+                extra={"idempotent": False, "reason": reason},
+            )
+        await super().start()
+
+
+def _enable_idempotence(producer: ServiceProducer) -> None:
+    """What ``AIOKafkaProducer(enable_idempotence=True)`` sets up (acks is already "all"):
+    one transaction manager, without a transactional id, shared by accumulator and sender.
+    Done before the sender starts, so the producer id is fetched before the first send."""
+    manager = TransactionManager(None, _NO_TRANSACTION_TIMEOUT_MS)
+    producer._txn_manager = manager
+    producer._message_accumulator._txn_manager = manager
+    producer._sender._txn_manager = manager
+    producer.idempotent = True
+
+
+async def idempotence_unsupported(client: AIOKafkaClient) -> str | None:
+    """None when the broker behind ``client`` (bootstrapped) gives idempotent producers an
+    id; otherwise why not. A retriable error that outlasts the probe is raised."""
+    node_id = client.get_random_node()
+    versions = await client.send(node_id, ApiVersionRequest())
+    if _INIT_PRODUCER_ID not in {api_key for api_key, *_ in versions.api_versions}:
+        return "ApiVersions does not list InitProducerId"
+    for _ in range(_PROBE_ATTEMPTS):
+        response = await client.send(
+            node_id, InitProducerIdRequest(None, _NO_TRANSACTION_TIMEOUT_MS)
+        )
+        error = for_code(response.error_code)
+        if response.error_code == 0 and response.producer_id >= 0:
+            return None
+        if not error.retriable:
+            return f"InitProducerId failed: {error.__name__} ({response.error_code})"
+        await asyncio.sleep(_PROBE_BACKOFF_S)
+    raise KafkaError(f"InitProducerId kept failing with {error.__name__}; retrying later")

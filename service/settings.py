@@ -51,6 +51,16 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class CompressionType(StrEnum):
+    """Codec of the produced outputs and dead letters (consumed input may use any)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 class ServiceSettings(BaseModel):
     """Everything ``serve`` needs. Frozen: built once in ``main()`` and passed down."""
 
@@ -108,6 +118,7 @@ class ServiceSettings(BaseModel):
     breaker_backoff_max_s: float = Field(default=300.0, gt=0, le=86_400)
     worker_max_deaths: int = Field(default=3, ge=1, le=1000)
     broker_check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    compression_type: CompressionType = CompressionType.NONE
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
@@ -243,6 +254,11 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--broker-check-interval-s",
         "broker_check_interval_s",
         "interval of the broker liveness and lag probe, in seconds",
+    ),
+    (
+        "--compression-type",
+        "compression_type",
+        "codec of produced outputs and dead letters: none, gzip, snappy, lz4 or zstd",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}

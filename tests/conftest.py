@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from model import Predictor, load_labelled, save_artifact, train
 from service.app import run_service
 from service.broker import EmbeddedBroker, ensure_topics
+from service.kafka_broker import ApacheKafkaBroker
+from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +33,48 @@ DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"
 Record = tuple[bytes | None, bytes | None]
 
 
+#: Every test that uses a broker runs on each engine: tansu (in-memory, pip-installed) and
+#: a real Apache Kafka (needs Java and Maven: skipped without them, unless CI requires it).
+BROKER_ENGINES = ("tansu", "apache-kafka")
+REQUIRE_APACHE_KAFKA = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA") == "1"
+#: Another 4.x release for the whole suite, as for ``broker --kafka-version``.
+KAFKA_VERSION = os.environ.get("ARTICLE_CLASSIFIER_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+Broker = EmbeddedBroker | ApacheKafkaBroker
+
+
+def require_apache_kafka() -> None:
+    """Skip (fail where CI requires it) when Java or Maven for Apache Kafka is missing."""
+    try:
+        require_tools(KAFKA_VERSION)
+    except ToolMissingError as error:
+        if REQUIRE_APACHE_KAFKA:
+            pytest.fail(f"{error} (ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA=1)")
+        pytest.skip(str(error))
+
+
+def make_broker(engine: str, directory: Path, port: int | None = None) -> Broker:
+    """An unstarted broker of ``engine`` keeping its files under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if engine == "tansu":
+        return EmbeddedBroker(port, log_file=directory / "tansu.log")
+    return ApacheKafkaBroker(
+        port, data_dir=directory / "kafka", log_file=directory / "kafka.log", version=KAFKA_VERSION
+    )
+
+
+@pytest.fixture(scope="session", params=BROKER_ENGINES)
+def broker_engine(request: pytest.FixtureRequest) -> str:
+    """The engine of this run of the test: "tansu" or "apache-kafka"."""
+    engine: str = request.param
+    if engine == "apache-kafka":
+        require_apache_kafka()
+    return engine
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One tansu broker for the whole session."""
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_file=log) as running:
+def broker(broker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One broker per engine for the whole session, on a free port."""
+    with make_broker(broker_engine, tmp_path_factory.mktemp(broker_engine)) as running:
         yield running
 
 
@@ -63,7 +102,7 @@ class Topics:
 
 
 @pytest.fixture
-async def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
+async def topics(broker: Broker, request: pytest.FixtureRequest) -> Topics:
     """Fresh topics (3 input partitions) and group id for one test."""
     tag = f"{request.node.name[:30]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
     made = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
@@ -124,22 +163,26 @@ async def produce(bootstrap_servers: str, topic: str, records: Sequence[Record])
         await producer.stop()
 
 
+def _reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
+    # Subscribed without a group: every partition is assigned once the topic's metadata
+    # arrives (Apache Kafka, unlike tansu, sends no topic metadata unasked), read from the
+    # beginning.
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
 async def consume(
     bootstrap_servers: str, topic: str, count: int, *, timeout_s: float = 60.0
 ) -> list[Any]:
     """Read a topic from the beginning (no group) until ``count`` records or the deadline."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = _reader(bootstrap_servers, topic)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout_s
-        while not partitions and time.monotonic() < deadline:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or ())])
-        await consumer.seek_to_beginning()
         out: list[Any] = []
         while len(out) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
@@ -151,12 +194,34 @@ async def consume(
 
 
 async def settle(
-    bootstrap_servers: str, topic: str, expected: int, *, quiet_s: float = 1.5
+    bootstrap_servers: str,
+    topic: str,
+    expected: int,
+    *,
+    quiet_s: float = 1.5,
+    timeout_s: float = 60.0,
 ) -> list[Any]:
-    """All records of ``topic`` once ``expected`` arrived and nothing more came for a while."""
-    records = await consume(bootstrap_servers, topic, expected)
-    more = await consume(bootstrap_servers, topic, len(records) + 1, timeout_s=quiet_s)
-    return more if len(more) > len(records) else records
+    """All records of ``topic`` once at least ``expected`` arrived and then nothing more for
+    ``quiet_s`` (one reader throughout: duplicates may make up the count early, and a new
+    reader's own start-up must not count as quiet)."""
+    consumer = _reader(bootstrap_servers, topic)
+    await consumer.start()
+    try:
+        out: list[Any] = []
+        now = time.monotonic()
+        deadline, last_new = now + timeout_s, now
+        while now < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            fetched = [record for records in batch.values() for record in records]
+            out.extend(fetched)
+            if fetched:
+                last_new = now
+            elif len(out) >= expected and now - last_new >= quiet_s:
+                break
+        return out
+    finally:
+        await consumer.stop()
 
 
 @dataclass

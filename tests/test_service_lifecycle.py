@@ -17,6 +17,7 @@ from conftest import (
     article_records,
     consume,
     http_get,
+    make_broker,
     make_settings,
     produce,
     running_service,
@@ -164,14 +165,14 @@ def _published(service: Any) -> float:
 
 
 async def test_service_started_before_the_broker_catches_up(
-    topics: Topics, model_dir: Path, predictor: Any, tmp_path: Path
+    broker_engine: str, topics: Topics, model_dir: Path, predictor: Any, tmp_path: Path
 ) -> None:
     """A service started before its broker reports not-ready, then processes everything."""
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     settings = make_settings(bootstrap, topics, model_dir)
     async with contextlib.AsyncExitStack() as stack:
-        late = EmbeddedBroker(port, log_file=tmp_path / "late.log")
+        late = make_broker(broker_engine, tmp_path / "late", port)
         stack.push_async_callback(asyncio.to_thread, late.stop)
         service = await stack.enter_async_context(running_service(settings, predictor))
         await wait_for(lambda: _broker_errors(service) >= 1, timeout_s=10)
