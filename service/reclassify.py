@@ -24,9 +24,11 @@ import json
 import logging
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -69,6 +71,8 @@ _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
 _METADATA_TIMEOUT_S = 30.0
+_PREPARE_RETRY_S = 60.0
+_T = TypeVar("_T")
 _GROUP_PREFIX = "article-classifier-reclassify-"
 _RECOVERABLE = (KafkaError, BrokerUnavailableError, DeliveryError, BreakerOpenError, OSError)
 
@@ -346,7 +350,7 @@ async def _prepare(
     )
     await planner.start()
     try:
-        partitions, stored = await _committed(service, topic)
+        partitions, stored = await _retrying(lambda: _committed(service, topic))
         replay_range: ReplayRange = {}
         for tp, (_, metadata) in stored.items():
             decoded = decode_metadata(metadata)
@@ -389,6 +393,25 @@ async def _prepare(
         },
     )
     return replay_range, committed
+
+
+async def _retrying(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()``, retried on retriable broker errors (a group coordinator still loading)
+    for up to ``_PREPARE_RETRY_S``; then, or on another broker error, a ReplayError."""
+    backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    deadline = time.monotonic() + _PREPARE_RETRY_S
+    while True:
+        try:
+            return await call()
+        except KafkaError as error:
+            if not error.retriable or time.monotonic() > deadline:
+                raise ReplayError(f"the broker did not answer: {error!r}") from error
+            delay = backoff.delay()
+            logger.warning(
+                "broker not ready for the replay's plan; retrying",
+                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
 
 
 async def _committed(

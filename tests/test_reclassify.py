@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,8 +39,9 @@ from service.replay_range import decode_metadata
 
 pytestmark = pytest.mark.kafka
 
-BASE_MS = 1_700_000_000_000
 HOUR_MS = 3_600_000
+#: Recent enough that the broker's retention (7 days by default) keeps the records.
+BASE_MS = (int(time.time() * 1000) // HOUR_MS - 6) * HOUR_MS
 
 
 async def produce_at(
@@ -56,6 +58,11 @@ async def produce_at(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+def now_ms() -> int:
+    """A record timestamp the broker's retention keeps."""
+    return int(time.time() * 1000)
 
 
 def pairs(count: int, prefix: str) -> list[tuple[bytes, bytes]]:
@@ -115,7 +122,7 @@ async def test_a_range_is_replayed_interrupted_and_resumed(
 
     def some_published() -> bool:
         published = registry.get_sample_value("article_classifier_articles_published_total")
-        return (published or 0) >= 60
+        return first.done() or (published or 0) >= 60
 
     await wait_for(some_published, timeout_s=60, interval_s=0.02)
     stop.set()
@@ -162,7 +169,7 @@ async def test_dead_letters_that_now_pass_are_published_the_rest_keep_their_sour
     cap = max(len(v) for _, v in small) + 1
     assert all(len(v) > cap for _, v in large)
     live = make_settings(broker.bootstrap_servers, topics, model_dir, max_event_bytes=cap)
-    await produce_at(broker.bootstrap_servers, topics.input, [(k, v, 0) for k, v in records])
+    await produce_at(broker.bootstrap_servers, topics.input, [(k, v, now_ms()) for k, v in records])
     async with running_service(live, predictor):
         letters = await consume(
             broker.bootstrap_servers, topics.dead_letter, len(large) + len(broken)
@@ -199,10 +206,13 @@ async def test_dead_letters_that_now_pass_are_published_the_rest_keep_their_sour
 def test_the_command_replays_to_the_end_and_a_signal_interrupts_resumably(
     broker: EmbeddedBroker, topics: Topics, model_dir: Path, tmp_path: Path
 ) -> None:
-    """`article-classifier reclassify` as a subprocess: SIGTERM mid-range exits 143 after
-    committing; the same command then finishes with 0 and a progress line on stderr."""
+    """`article-classifier reclassify` as a subprocess (20 records/s, progress every 5 s):
+    SIGTERM mid-range exits 143 after committing; the same command then finishes with 0
+    and a progress line on stderr."""
     records = pairs(300, "cli")
-    asyncio.run(produce_at(broker.bootstrap_servers, topics.input, [(k, v, 0) for k, v in records]))
+    asyncio.run(
+        produce_at(broker.bootstrap_servers, topics.input, [(k, v, now_ms()) for k, v in records])
+    )
     command = [
         sys.executable, "-m", "service", "reclassify",
         "--model", str(model_dir),
@@ -212,15 +222,15 @@ def test_the_command_replays_to_the_end_and_a_signal_interrupts_resumably(
         "--dead-letter-topic", topics.dead_letter,
         "--group-id", f"{topics.group}-cli",
         "--from-beginning",
-        "--rate-limit", "100/s",
+        "--rate-limit", "20/s",
         "--batch-size", "20",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTICLE_CLASSIFIER_")}
     log = tmp_path / "first.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
-    deadline = time.monotonic() + 60
-    while b"records/s" not in log.read_bytes() or b"0/300" in log.read_bytes().splitlines()[-1]:
+    deadline = time.monotonic() + 90
+    while _replayed(log) == 0:
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
@@ -236,6 +246,12 @@ def test_the_command_replays_to_the_end_and_a_signal_interrupts_resumably(
     assert b"done: 300/300 records (100.0%)" in finished.stderr
     published = asyncio.run(settle(broker.bootstrap_servers, topics.output, len(records)))
     assert set(ids(published)) == {k.decode() for k, _ in records}
+
+
+def _replayed(log: Path) -> int:
+    """The highest ``done`` of the progress lines in ``log`` so far."""
+    found = re.findall(rb"reclassify: ([0-9,]+)/300", log.read_bytes())
+    return max((int(done.replace(b",", b"")) for done in found), default=0)
 
 
 def test_bad_options_exit_2_with_the_option_named(model_dir: Path) -> None:
@@ -261,7 +277,9 @@ async def test_a_group_holding_another_replays_range_is_refused(
 ) -> None:
     """The range is stored with the commits; the same group asked for another range is
     refused with a message naming the group (on a broker that keeps commit metadata)."""
-    await produce_at(broker.bootstrap_servers, topics.input, [(k, v, 0) for k, v in pairs(5, "g")])
+    await produce_at(
+        broker.bootstrap_servers, topics.input, [(k, v, now_ms()) for k, v in pairs(5, "g")]
+    )
     settings = replay_settings(broker, topics, model_dir)
     assert await run_reclassify(settings, stop=asyncio.Event(), predictor=predictor) == 0
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -276,6 +294,6 @@ async def test_a_group_holding_another_replays_range_is_refused(
     if not any(item.metadata for item in stored.values()):
         pytest.skip("this broker does not keep commit metadata (tansu): the range is replanned")
     assert all(decode_metadata(item.metadata) is not None for item in stored.values())
-    other = dataclasses.replace(settings, until_ms=BASE_MS)
+    other = dataclasses.replace(settings, until_ms=BASE_MS + HOUR_MS)
     with pytest.raises(ReplayError, match="holds the progress of another replay"):
         await run_reclassify(other, stop=asyncio.Event(), predictor=predictor)
