@@ -308,7 +308,10 @@ async def run_reclassify(
         # Replaying dead letters reads the dead-letter topic and writes failures back to it:
         # the range's fixed end keeps that from looping, unlike the live service.
         service = base.model_copy(update={"group_id": group, "input_topic": settings.source_topic})
-        replay_range, committed = await _prepare(settings, service, job)
+        try:
+            replay_range, committed = await _prepare(settings, service, job)
+        except KafkaError as error:
+            raise ReplayError(f"the broker did not answer: {error!r}") from error
         progress = Progress(replay_range, committed)
         print(
             f"reclassify: {settings.source_topic} -> {service.output_topic} with model"
@@ -348,8 +351,8 @@ async def _prepare(
         client_id=f"{service.client_id}-planner",
         enable_auto_commit=False,
     )
-    await planner.start()
     try:
+        await planner.start()
         partitions, stored = await _retrying(lambda: _committed(service, topic))
         replay_range: ReplayRange = {}
         for tp, (_, metadata) in stored.items():
@@ -419,8 +422,8 @@ async def _committed(
 ) -> tuple[list[TopicPartition], dict[TopicPartition, tuple[int, str]]]:
     """The topic's partitions, and the group's committed offsets and metadata in them."""
     admin = AIOKafkaAdminClient(**security_kwargs(service), client_id=f"{service.client_id}-admin")
-    await admin.start()
     try:
+        await admin.start()
         described = await asyncio.wait_for(admin.describe_topics([topic]), _METADATA_TIMEOUT_S)
         numbers = sorted(
             int(part["partition"])
@@ -452,8 +455,8 @@ async def _store(
         group_id=service.group_id,
         enable_auto_commit=False,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(parts))
         await consumer.commit(
             {tp: (part.start, encode_metadata(job, part)) for tp, part in parts.items()}
