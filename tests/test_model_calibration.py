@@ -63,7 +63,9 @@ def test_the_temperature_is_fitted_on_every_view_and_applied_at_inference() -> N
         ArticleEvent(article_id="c", title="zzz unknown", body="words only"),
     ]
     model = trained.model
-    features = CompiledVectorizer(model.vectorizer).transform(model.texts(articles))
+    features = CompiledVectorizer(model.vocabulary, model.idf, model.ngram_max).transform(
+        model.texts(articles)
+    )
     scores = np.asarray(features @ estimator.section_coef_ + estimator.section_intercept_)
     expected = softmax_probabilities(scores, estimator.section_temperature_)
     actual = Predictor.from_trained(trained).score(articles).section_probabilities

@@ -153,9 +153,9 @@ def test_compose_file_is_valid() -> None:
 
 
 def test_compose_defines_the_stack() -> None:
-    """The Compose stack has Kafka, the topic job, the classifier and Prometheus."""
+    """The Compose stack has Kafka, the topic job, the classifier, Prometheus and Grafana."""
     services = _run([*_compose(), "--file", str(COMPOSE), "config", "--services"]).stdout.split()
-    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus"}
+    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus", "grafana"}
 
 
 def test_compose_publishes_ports_on_loopback_only() -> None:
