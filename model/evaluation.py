@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from model.metrics import LabelStats, SectionMetrics, TagMetrics, section_metrics, tag_metrics
 from model.predictor import Predictor
-from schemas import LabelledArticle
+from schemas import Classification, LabelledArticle
 
 BATCH_SIZE = 512
+
+
+class Labels(Protocol):
+    """The labels of one record (``LabelledArticle`` has them); None: no label for that head."""
+
+    @property
+    def section(self) -> str | None: ...
+
+    @property
+    def tags(self) -> list[str] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +90,14 @@ def evaluate(predictor: Predictor, records: Sequence[LabelledArticle]) -> Evalua
     predictions = []
     for start in range(0, len(records), BATCH_SIZE):
         predictions.extend(predictor.predict(records[start : start + BATCH_SIZE]))
+    return score_predictions(predictor, records, predictions)
 
+
+def score_predictions(
+    predictor: Predictor, records: Sequence[Labels], predictions: Sequence[Classification]
+) -> EvaluationReport:
+    """Compare predictions already made by ``predictor`` with the records' labels (as
+    ``evaluate`` does, without predicting again)."""
     labelled = [(r, p) for r, p in zip(records, predictions, strict=True) if r.section is not None]
     sections = None
     if labelled:

@@ -1,5 +1,5 @@
-"""The ``article-classifier`` command line: train, evaluate, classify, serve, broker, demo,
-sign and keygen."""
+"""The ``article-classifier`` command line: train, evaluate, classify, compare, serve,
+reclassify, broker, demo, sign and keygen."""
 
 from __future__ import annotations
 
@@ -32,7 +32,20 @@ from service.dataset import DatasetError, run_dataset
 from service.demo import run_demo
 from service.kafka_broker import run_apache_kafka_forever
 from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
-from service.offline import run_classify, run_evaluate, run_keygen, run_sign, run_train
+from service.offline import (
+    run_classify,
+    run_compare,
+    run_evaluate,
+    run_keygen,
+    run_sign,
+    run_train,
+)
+from service.reclassify import (
+    ReplayError,
+    add_reclassify_arguments,
+    reclassify,
+    reclassify_settings_from_args,
+)
 from service.settings import ConfigError, add_serve_arguments, settings_from_args
 
 EXIT_USAGE = 2
@@ -159,6 +172,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_trust_arguments(classify)
 
+    compare = commands.add_parser(
+        "compare",
+        help="compare two model artifacts on the same articles",
+        description="Classify JSONL articles with models A and B: per head, agreement and "
+        "label-by-label flips (A -> B); on labelled lines (LabelledArticle) both models' "
+        "metrics side by side with the difference; the section flips both models are surest "
+        "of. Unlabelled ArticleEvent lines are accepted too.",
+    )
+    compare.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="artifact directory; give it twice, A then B",
+    )
+    compare.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="JSONL articles, labelled or not; repeatable",
+    )
+    compare.add_argument(
+        "--json", dest="as_json", action="store_true", help="print one JSON object"
+    )
+    compare.add_argument(
+        "--top",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="section flips listed with both scores (default: %(default)s)",
+    )
+
     serve = commands.add_parser(
         "serve",
         help="run the Kafka service",
@@ -204,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="longest wait for the broker or for progress reading a topic (default: %(default)s)",
     )
+    replay = commands.add_parser(
+        "reclassify",
+        help="re-classify a range of the input (or dead-letter) topic with a model",
+        description="Replay the records of a time range of the input topic through a model "
+        "and publish the results with the same key and contract (the new model.version), "
+        "through the service's pipeline, dead letters and metrics. Resumable: progress is "
+        "committed in its own consumer group and the range is fixed at the first start; run "
+        "the same command again after an interruption. Progress on stderr; exit 0 when the "
+        "range is done. --from-dead-letters replays the dead-letter topic instead.",
+    )
+    add_reclassify_arguments(replay)
 
     sign = commands.add_parser(
         "sign",
@@ -341,6 +400,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
                 trust=trust,
                 explain=args.explain,
             )
+    if command in _ROLLOUT_COMMANDS:
+        return _dispatch_rollout(args)
     if command == "serve":
         return serve(settings_from_args(args))
     if command == "dataset":
@@ -365,6 +426,23 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         metrics_port=args.metrics_port,
         keep_running=args.keep_running,
         corpus=DEMO_CORPUS,
+    )
+
+
+_ROLLOUT_COMMANDS = frozenset({"compare", "reclassify"})
+
+
+def _dispatch_rollout(args: argparse.Namespace) -> int:
+    """The commands of a model rollout: compare two models, re-classify the archive."""
+    if args.command == "reclassify":
+        return reclassify(reclassify_settings_from_args(args))
+    return run_compare(
+        args.model,
+        args.data,
+        as_json=args.as_json,
+        top=args.top,
+        stdout=sys.stdout,
+        stderr=sys.stderr,
     )
 
 
@@ -456,6 +534,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _depth(text: str) -> int:
     value = int(text)
     if not 0 < value <= PARSER_MAX_DEPTH:
@@ -487,7 +572,7 @@ def _exit_status_for(error: Exception) -> int | None:
     if isinstance(error, ConfigError | ArtifactTrustError):
         # Not the artifact the deployment trusts: a configuration problem, never retried.
         return EXIT_USAGE
-    if isinstance(error, ModelError | OSError | BrokerUnavailableError):
+    if isinstance(error, ModelError | OSError | BrokerUnavailableError | ReplayError):
         return EXIT_FAILURE
     if isinstance(error, DatasetError):
         return EXIT_FAILURE

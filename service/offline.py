@@ -1,14 +1,17 @@
-"""The offline commands: ``train``, ``evaluate`` and ``classify`` (no Kafka involved)."""
+"""The offline commands: ``train``, ``evaluate``, ``classify`` and ``compare`` (no Kafka)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
 from typing import IO, TextIO
+
+from pydantic import ValidationError
 
 from model import (
     ArtifactTrust,
@@ -22,7 +25,9 @@ from model import (
     sign_artifact,
     train,
 )
-from schemas import DEFAULT_LIMITS, RecordLimits
+from model.compare import compare
+from model.errors import CorpusError
+from schemas import DEFAULT_LIMITS, LabelledArticle, RecordLimits
 from service.classify import Refused, classify_values
 from service.deadletter import DeadLetterReason
 
@@ -185,3 +190,60 @@ def _load(paths: Sequence[Path], *, skip_invalid: bool) -> CorpusLoad:
         more = f" ({hidden} not shown)" if hidden > 0 else ""
         print(f"skipped {len(corpus.skipped)} invalid line(s){more}", file=sys.stderr)
     return corpus
+
+
+def run_compare(
+    model_dirs: Sequence[Path],
+    data: Sequence[Path],
+    *,
+    as_json: bool,
+    top: int,
+    stdout: TextIO,
+    stderr: TextIO,
+) -> int:
+    """Compare two saved models on JSONL articles (labelled or not); print the report.
+
+    Invalid lines are reported on stderr with ``file:line`` and the reason, and skipped.
+    """
+    if len(model_dirs) != 2:
+        raise CorpusError(f"compare needs exactly two --model options, got {len(model_dirs)}")
+    model_a, model_b = (Predictor.load(directory) for directory in model_dirs)
+    skipped: list[str] = []
+    started = time.perf_counter()
+    result = compare(model_a, model_b, _articles(data, skipped), top=top)
+    elapsed = time.perf_counter() - started
+    for problem in skipped[:_SKIPPED_LINES_SHOWN]:
+        print(f"skipped {problem}", file=stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} invalid line(s)", file=stderr)
+    rate = result.articles / elapsed if elapsed > 0 else 0.0
+    print(
+        f"compared {result.articles} article(s) in {elapsed:.1f} s ({rate:,.0f} articles/s)",
+        file=stderr,
+    )
+    if as_json:
+        print(json.dumps(result.to_dict(), sort_keys=True), file=stdout)
+    else:
+        print(result.render_text(), file=stdout)
+    return 0
+
+
+def _articles(paths: Sequence[Path], skipped: list[str]) -> Iterator[LabelledArticle]:
+    """Each valid line of ``paths`` as a LabelledArticle (an ArticleEvent line is one
+    without labels); invalid lines are appended to ``skipped``."""
+    for path in paths:
+        try:
+            handle = path.open("rb")
+        except OSError as error:
+            raise CorpusError(f"{path}: cannot read: {error.strerror}") from error
+        with handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield LabelledArticle.model_validate_json(raw)
+                except ValidationError as error:
+                    first = error.errors(include_url=False, include_input=False)[0]
+                    where = ".".join(str(part) for part in first["loc"])
+                    reason = first["msg"].removeprefix("Value error, ")
+                    skipped.append(f"{path}:{number}: {where + ': ' if where else ''}{reason}")

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -48,6 +48,27 @@ logger = logging.getLogger(__name__)
 #: Breaker states, as the ``circuit_breaker_state`` gauge shows them.
 BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = 0, 1, 2
 _PROBE_TIMEOUT_S = 5.0
+
+
+class ReplayHooks(Protocol):
+    """What a bounded replay (``service.reclassify``) adds to a session; the live service
+    runs without. Each hook is called at one point of the stages, nothing else changes."""
+
+    async def before_fetch(self) -> None:
+        """Before each fetch: wait for the rate limit, pause the finished partitions."""
+        ...
+
+    def admit(self, fetched: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """The fetched records to process (those inside the replayed range)."""
+        ...
+
+    def rewrite(self, outgoing: list[Outgoing], sources: dict[SourceKey, Any]) -> list[Outgoing]:
+        """The records to produce for a batch, after the size checks."""
+        ...
+
+    async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (in place of ``consumer.commit``) and note the progress."""
+        ...
 
 
 @dataclass
@@ -79,8 +100,10 @@ class Pipeline:
         limits: dict[str, int] | None = None,
         half_open: bool = False,
         on_breaker_closed: Callable[[], None] | None = None,
+        replay: ReplayHooks | None = None,
     ) -> None:
         self._consumer = consumer
+        self._replay = replay
         self._producer = producer
         self._classifier = classifier
         self._settings = settings
@@ -183,9 +206,7 @@ class Pipeline:
             logger.info("drained: every fetched record is published and committed")
             return True
         finally:
-            for task in [*stages, stopping]:
-                task.cancel()
-            await asyncio.gather(*stages, stopping, return_exceptions=True)
+            await _cancel_all([*stages, stopping])
             if not self._failure.done():
                 self._failure.cancel()
             self._metrics.in_flight_records.set(0)
@@ -218,6 +239,8 @@ class Pipeline:
                 self._slots.release()
                 await asyncio.Event().wait()  # parked until cancelled
             try:
+                if self._replay is not None:
+                    await self._replay.before_fetch()
                 fetched = await self._consumer.getmany(
                     timeout_ms=self._settings.batch_max_wait_ms,
                     max_records=self._settings.batch_size,
@@ -225,6 +248,8 @@ class Pipeline:
             except KafkaError as error:
                 self._slots.release()
                 raise BrokerUnavailableError(f"fetch failed: {error!r}") from error
+            if self._replay is not None:
+                fetched = self._replay.admit(fetched)
             records = [record for batch in fetched.values() for record in batch]
             if not records or not self._fetching:
                 # Records fetched after stop was asked are not processed: nothing is
@@ -272,6 +297,8 @@ class Pipeline:
                     f" model (threshold {self._settings.breaker_threshold:.0%})",
                 )
             outgoing = self._publisher.fit(batch.result.outgoing, batch.sources())
+            if self._replay is not None:
+                outgoing = self._replay.rewrite(outgoing, batch.sources())
             batch.result.outgoing = outgoing
             batch.sent = await self._publisher.publish(outgoing)
             self._to_ack.put_nowait(batch)
@@ -381,7 +408,9 @@ class Pipeline:
                 extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in lost)},
             )
         try:
-            if offsets:
+            if offsets and self._replay is not None:
+                await self._replay.commit(self._consumer, offsets)
+            elif offsets:
                 await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:
             # The group moved on: the new owner restarts from the last commit (duplicates,
@@ -486,6 +515,20 @@ class Pipeline:
 
 def _names(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again a task that swallowed the
+    cancellation (Python 3.11's ``wait_for`` returns the inner result when it completed
+    just as the cancellation came, so a stage would go on running and the session hang)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a stage's error was handled through _failure
 
 
 async def _wait_any(*futures: asyncio.Future[Any], within_s: float | None = None) -> None:

@@ -382,10 +382,13 @@ def _dest(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every ``serve`` option to ``parser``; defaults shown are ServiceSettings'."""
+def add_serve_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
+    """Add every ``serve`` option to ``parser``; defaults shown are ServiceSettings'.
+    A command that gives some of them its own meaning or default lists them in ``exclude``."""
     fields = ServiceSettings.model_fields
     for flag, field, text in _OPTIONS:
+        if flag in exclude:
+            continue
         default = fields[field].default
         shown = "" if default is None or field == "model_dir" else f" (default: {default})"
         help_text = text + shown.replace("%", "%%")
