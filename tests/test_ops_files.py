@@ -44,6 +44,8 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
+    "transactions_committed",
+    "transactions_aborted",
 )
 _HISTOGRAMS = (
     "batch_size",
