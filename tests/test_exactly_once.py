@@ -25,6 +25,7 @@ from conftest import (
     Broker,
     Topics,
     article_records,
+    make_broker,
     make_settings,
     produce,
     running_service,
@@ -35,7 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from chaos.ledger import Audit, Feeder, audit_topics, await_delivery, read_topic
 from service.app import EXIT_CONFIG, run_service
-from service.broker import free_port
+from service.broker import ensure_topics, free_port
 from service.settings import ConfigError, ProcessingGuarantee, settings_from_mapping
 
 EVENTS = 20_000
@@ -189,6 +190,56 @@ async def test_a_record_the_broker_refuses_in_a_transaction_is_dead_lettered(
     published = sorted(ident for part in outputs.values() for _, ident in part)
     assert published == sorted(f"e-{i}" for i in range(20))
     assert [ident for part in dead.values() for _, ident in part] == ["big"]
+
+
+RESTART_EVENTS = 10_000
+
+
+@pytest.mark.kafka
+async def test_broker_killed_and_restarted_mid_run_stays_exactly_once(
+    broker_engine: str, model_dir: Path, predictor: Any, tmp_path: Path
+) -> None:
+    """kill -9 of the broker with transactions in flight and a restart on the same data
+    directory: the service recovers by itself and a read_committed reader sees every input
+    exactly once, per key in input order."""
+    needs_transactions(broker_engine)
+    crashing = make_broker(broker_engine, tmp_path / "crashing")
+    records = article_records(RESTART_EVENTS, prefix="restart", keys=300)
+    half = RESTART_EVENTS // 2
+    topics = Topics("in-eos-restart", "out-eos-restart", "dlq-eos-restart", "group-eos-restart")
+    async with crashing:
+        bootstrap = crashing.bootstrap_servers
+        await ensure_topics(bootstrap, {topics.input: 3, topics.output: 3, topics.dead_letter: 1})
+        await produce(bootstrap, topics.input, records[:half])
+        settings = make_settings(bootstrap, topics, model_dir, **EXACTLY_ONCE)
+        async with running_service(settings, predictor, timeout_s=60) as service:
+            await wait_for(
+                lambda: (
+                    metric(service.registry, "article_classifier_articles_published_total") >= 1_500
+                ),
+                timeout_s=120,
+            )
+            await asyncio.to_thread(crashing.kill)
+            await asyncio.to_thread(crashing.start)
+            await produce(bootstrap, topics.input, records[half:])
+            result = await await_delivery(
+                bootstrap,
+                topics.input,
+                topics.output,
+                topics.dead_letter,
+                timeout_s=240,
+                isolation_level="read_committed",
+            )
+            uncommitted = await audit_topics(
+                bootstrap, topics.input, topics.output, topics.dead_letter
+            )
+    print(
+        f"exactly-once, broker restart:\n  read_committed:   {result.summary()}\n"
+        f"  read_uncommitted: {uncommitted.summary()}"
+    )
+    assert result.inputs == RESTART_EVENTS
+    assert result.ok, result.summary()
+    assert result.duplicates == 0, result.summary()
 
 
 async def _set_max_message_bytes(bootstrap_servers: str, topic: str, limit: int) -> None:
