@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 #: Bound on closing a producer and on aborting a transaction.
 _CLOSE_TIMEOUT_S = 10.0
+#: Bound on starting a partition's producer (its InitProducerId fences the previous owner).
+_START_TIMEOUT_S = 60.0
 #: Rounds of refusal isolation before a batch is given up to a session restart.
 _MAX_ROUNDS = 3
 
@@ -91,7 +93,8 @@ class PartitionTransactions:
             else:
                 self._partitions[tp] = result
         if failure is not None:
-            raise DeliveryError(f"a transactional producer did not start: {failure!r}")
+            detail = "timed out" if isinstance(failure, TimeoutError) else repr(failure)
+            raise DeliveryError(f"a transactional producer did not start: {detail}")
         if new:
             logger.info(
                 "transactional producers started; earlier owners fenced",
@@ -111,7 +114,9 @@ class PartitionTransactions:
     async def _start(self, tp: TopicPartition) -> _Partition:
         part = _Partition(self._settings, tp, self._limits)
         try:
-            await part.producer.start()
+            # InitProducerId waits while the previous owner's transaction is completed; the
+            # coordinator aborts an open one at once, so only a broker in trouble takes long.
+            await asyncio.wait_for(part.producer.start(), _START_TIMEOUT_S)
         except BaseException:
             await _close(part.producer)
             raise
