@@ -7,34 +7,49 @@ Tags head: one linear SVM per tag, with a per-tag threshold tuned on out-of-fold
 (see ``model.thresholds``), reported as ``sigmoid(slope * (score - threshold))`` so that
 0.5 is every tag's decision boundary.
 
+Both heads train on three views of every article (``model.text.VIEWS``: full text, headline +
+first sentence, headline alone), the shorter views with a sample weight of their own, so the
+model holds up on what arrives early. Cross-validation splits articles, never views: all views
+of one article are in the same fold. The section temperature is fitted on out-of-fold scores
+of all views together (``model.calibration``), so section scores are honest on short texts.
+
 A record without a label for a head is left out of that head only, so section-labelled and
 tag-labelled corpora train one model together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Self
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 import joblib
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
+from model.calibration import fit_temperature, softmax_probabilities
 from model.errors import TrainingError
 from model.features import export_fitted, make_vectorizer
 from model.inference import LinearTextModel
-from model.text import HasTitleAndBody, compose_text
-from model.thresholds import cross_fitted_predictions, fit_slope, tune_thresholds
+from model.text import VIEWS, HasTitleAndBody, View, view_text
+from model.thresholds import cross_fitted_thresholds, fit_slope, tune_thresholds
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IndexArray = NDArray[np.intp]
+ViewFeatures = Mapping[View, sp.csr_matrix]
+
+# The hyper-parameters that weigh the short views; each must be >= 0.
+_VIEW_WEIGHTS = (
+    "section_lead_weight",
+    "section_headline_weight",
+    "tag_lead_weight",
+    "tag_headline_weight",
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -43,7 +58,9 @@ class CrossValidation:
 
     Section predictions are argmax of out-of-fold scores; tag decisions apply thresholds
     tuned on the other folds only. Row ``i`` of a head refers to training record
-    ``*_rows[i]``.
+    ``*_rows[i]``. ``section_predicted`` and ``tag_predicted`` are the full-text view; the
+    ``*_by_view`` mappings hold every view, and ``section_probabilities_by_view`` the
+    calibrated section probabilities with a temperature fitted on the other folds only.
     """
 
     section_rows: IndexArray
@@ -52,6 +69,9 @@ class CrossValidation:
     tag_rows: IndexArray
     tag_truth: BoolArray
     tag_predicted: BoolArray
+    section_predicted_by_view: Mapping[View, tuple[str, ...]] = field(default_factory=dict)
+    section_probabilities_by_view: Mapping[View, FloatArray] = field(default_factory=dict)
+    tag_predicted_by_view: Mapping[View, BoolArray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,9 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     Parameters
     ----------
     title_repeats: times the headline is repeated before the body (title weighting).
+    section_lead_weight, section_headline_weight, tag_lead_weight, tag_headline_weight:
+        sample weight of each article's headline + first sentence view and headline-only
+        view in each head's training (the full text weighs 1); 0 leaves the view out.
     ngram_max, min_df, max_df: vectoriser vocabulary settings.
     section_c, tag_c: SVM regularisation of each head.
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
@@ -83,10 +106,14 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self,
         *,
         title_repeats: int = 2,
+        section_lead_weight: float = 0.1,
+        section_headline_weight: float = 0.1,
+        tag_lead_weight: float = 0.1,
+        tag_headline_weight: float = 0.1,
         ngram_max: int = 1,
         min_df: int = 2,
         max_df: float = 1.0,
-        section_c: float = 1.0,
+        section_c: float = 0.5,
         section_nb_alpha: float = 0.01,
         tag_c: float = 1.0,
         tag_positive_weight: float = 1.0,
@@ -98,6 +125,10 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         n_jobs: int = 1,
     ) -> None:
         self.title_repeats = title_repeats
+        self.section_lead_weight = section_lead_weight
+        self.section_headline_weight = section_headline_weight
+        self.tag_lead_weight = tag_lead_weight
+        self.tag_headline_weight = tag_headline_weight
         self.ngram_max = ngram_max
         self.min_df = min_df
         self.max_df = max_df
@@ -123,31 +154,45 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             raise TrainingError("articles, sections and tags differ in length")
         if self.cv_folds < 2:
             raise TrainingError(f"cv_folds must be at least 2, got {self.cv_folds}")
+        for name in _VIEW_WEIGHTS:
+            if not float(getattr(self, name)) >= 0.0:
+                raise TrainingError(f"{name} must be a number >= 0, got {getattr(self, name)}")
         section_rows = np.array([i for i, s in enumerate(sections) if s is not None], np.intp)
         tag_rows = np.array([i for i, t in enumerate(tags) if t is not None], np.intp)
         if section_rows.size == 0 and tag_rows.size == 0:
             raise TrainingError("no record carries a section or tags label")
 
-        texts = [compose_text(a.title, a.body, self.title_repeats) for a in articles]
+        repeats = self.title_repeats
+        texts = {
+            view: [view_text(a.title, a.body, view, repeats) for a in articles] for view in VIEWS
+        }
         vectorizer = make_vectorizer(
             ngram_max=self.ngram_max, min_df=self.min_df, max_df=self.max_df
         )
-        # The vocabulary and IDF are fitted on all texts (no labels involved), once, and
-        # shared by the cross-validation folds: this keeps training cheap.
+        # The vocabulary and IDF are fitted on all full texts (no labels involved), once, and
+        # shared by the cross-validation folds: this keeps training cheap. The shorter views
+        # hold no word their full text lacks, so they are only transformed.
         try:
-            features = sp.csr_matrix(vectorizer.fit_transform(texts), dtype=np.float64)
+            full = sp.csr_matrix(vectorizer.fit_transform(texts["full"]), dtype=np.float64)
         except ValueError as error:
             raise TrainingError(f"cannot build the vocabulary: {error}") from error
+        features: dict[View, sp.csr_matrix] = {"full": full}
+        for view in VIEWS[1:]:
+            features[view] = sp.csr_matrix(vectorizer.transform(texts[view]), dtype=np.float64)
 
         section_labels = [str(sections[i]) for i in section_rows]
         self.sections_: tuple[str, ...] = tuple(sorted(set(section_labels)))
         tag_lists = [tags[i] or () for i in tag_rows]
         self.tags_: tuple[str, ...] = tuple(sorted({t for ts in tag_lists for t in ts}))
-        n_features = features.shape[1]
+        n_features = full.shape[1]
 
-        section_head, section_cv = self._fit_sections(features[section_rows], section_labels)
+        section_head, section_cv = self._fit_sections(
+            {view: matrix[section_rows] for view, matrix in features.items()}, section_labels
+        )
         tag_truth = _binarize(tag_lists, self.tags_)
-        tag_head, tag_cv = self._fit_tags(features[tag_rows], tag_truth)
+        tag_head, tag_cv = self._fit_tags(
+            {view: matrix[tag_rows] for view, matrix in features.items()}, tag_truth
+        )
 
         self.vectorizer_ = vectorizer
         self.n_features_ = n_features
@@ -157,35 +202,71 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.section_intercept_ = section_head.intercept
         self.tag_coef_ = tag_head.coef
         self.tag_intercept_ = tag_head.intercept
+        section_predicted, section_probabilities = section_cv
         self.cv_ = CrossValidation(
             section_rows=section_rows,
             section_truth=tuple(section_labels),
-            section_predicted=section_cv,
+            section_predicted=section_predicted.get("full", ()),
             tag_rows=tag_rows,
             tag_truth=tag_truth,
-            tag_predicted=tag_cv,
+            tag_predicted=tag_cv["full"],
+            section_predicted_by_view=section_predicted,
+            section_probabilities_by_view=section_probabilities,
+            tag_predicted_by_view=tag_cv,
         )
         return self
+
+    def _weights(self, head: str) -> dict[View, float]:
+        """Sample weight of each view in ``head``'s training (views weighing 0 are left out)."""
+        weights: dict[View, float] = {
+            "full": 1.0,
+            "lead": float(getattr(self, f"{head}_lead_weight")),
+            "headline": float(getattr(self, f"{head}_headline_weight")),
+        }
+        return {view: weight for view, weight in weights.items() if weight > 0.0}
 
     # -- section head -------------------------------------------------------------------
 
     def _fit_sections(
-        self, features: sp.csr_matrix, labels: list[str]
-    ) -> tuple[_Head, tuple[str, ...]]:
+        self, features: ViewFeatures, labels: list[str]
+    ) -> tuple[_Head, tuple[dict[View, tuple[str, ...]], dict[View, FloatArray]]]:
+        """The section head, and its out-of-fold predictions and probabilities per view."""
         classes = self.sections_
+        n_features = features["full"].shape[1]
         if not labels:
             self.section_temperature_ = 1.0
-            return _empty_head(features.shape[1], 0), ()
+            return _empty_head(n_features, 0), ({}, {})
         if len(classes) < 2:
             raise TrainingError(f"the section head needs at least 2 sections, got {list(classes)}")
         y = np.array([classes.index(label) for label in labels])
-        scores = np.zeros((len(labels), len(classes)))
-        for train, test in self._section_folds(y):
-            head = self._fit_section_model(features[train], y[train], len(classes))
-            scores[test] = features[test] @ head.coef + head.intercept
-        self.section_temperature_ = _fit_temperature(scores, y)
-        predicted = tuple(classes[i] for i in scores.argmax(axis=1))
-        return self._fit_section_model(features, y, len(classes)), predicted
+        weights = self._weights("section")
+        scores = {view: np.zeros((len(labels), len(classes))) for view in VIEWS}
+        folds = np.empty(y.size, dtype=np.intp)
+        for fold, (train, test) in enumerate(self._section_folds(y)):
+            matrix, targets, sample_weight = _stack(features, train, y, weights)
+            head = self._fit_section_model(matrix, targets, sample_weight, len(classes))
+            for view in VIEWS:
+                scores[view][test] = features[view][test] @ head.coef + head.intercept
+            folds[test] = fold
+        # Calibrated on every view at once: the service sees all of them.
+        mixed_scores = np.vstack([scores[view] for view in VIEWS])
+        mixed_y = np.tile(y, len(VIEWS))
+        mixed_folds = np.tile(folds, len(VIEWS))
+        self.section_temperature_ = fit_temperature(mixed_scores, mixed_y)
+        probabilities = {view: np.zeros_like(scores[view]) for view in VIEWS}
+        for fold in np.unique(folds):
+            # Probabilities of a fold use a temperature fitted on the other folds only.
+            others = mixed_folds != fold
+            temperature = fit_temperature(mixed_scores[others], mixed_y[others])
+            held_out = folds == fold
+            for view in VIEWS:
+                probabilities[view][held_out] = softmax_probabilities(
+                    scores[view][held_out], temperature
+                )
+        predicted = {view: tuple(classes[i] for i in scores[view].argmax(axis=1)) for view in VIEWS}
+        matrix, targets, sample_weight = _stack(features, np.arange(y.size), y, weights)
+        head = self._fit_section_model(matrix, targets, sample_weight, len(classes))
+        return head, (predicted, probabilities)
 
     def _section_folds(self, y: NDArray[np.int_]) -> list[tuple[IndexArray, IndexArray]]:
         if y.size < self.cv_folds:
@@ -203,7 +284,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         return list(splitter.split(np.zeros(y.size), y))
 
     def _fit_section_model(
-        self, features: sp.csr_matrix, y: NDArray[np.int_], n_classes: int
+        self,
+        features: sp.csr_matrix,
+        y: NDArray[np.int_],
+        sample_weight: FloatArray,
+        n_classes: int,
     ) -> _Head:
         present = np.unique(y)
         coef = np.zeros((features.shape[1], n_classes))
@@ -212,7 +297,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             intercept[present[0]] = 0.0
             return _Head(coef, intercept)
         svm = LinearSVC(C=self.section_c, random_state=self.random_state, max_iter=5000)
-        svm.fit(features, y)
+        svm.fit(features, y, sample_weight=sample_weight)
         if present.size == 2:
             # A binary SVM has one score for the second class; split it symmetrically.
             fitted_coef = np.vstack([-svm.coef_[0], svm.coef_[0]]) / 2.0
@@ -223,63 +308,83 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         intercept[present] = fitted_intercept
         if self.section_nb_alpha > 0:
             for label in present:
-                weights, bias = self._fit_nbsvm(features, y == label)
+                weights, bias = self._fit_nbsvm(features, y == label, sample_weight)
                 coef[:, label] += weights
                 intercept[label] += bias
         return _Head(coef, intercept)
 
-    def _fit_nbsvm(self, features: sp.csr_matrix, positive: BoolArray) -> tuple[FloatArray, float]:
+    def _fit_nbsvm(
+        self, features: sp.csr_matrix, positive: BoolArray, sample_weight: FloatArray
+    ) -> tuple[FloatArray, float]:
         """A one-vs-rest SVM on features scaled by their log-count ratio (NBSVM).
 
         Scaling column ``k`` by ``r[k]`` and learning ``w`` equals the linear model ``r * w``
         on the unscaled features, so the result adds to the plain SVM's weights.
         """
         alpha = self.section_nb_alpha
-        p = alpha + np.asarray(features[positive].sum(axis=0)).ravel()
-        q = alpha + np.asarray(features[~positive].sum(axis=0)).ravel()
+        p = alpha + np.asarray(features[positive].T @ sample_weight[positive]).ravel()
+        q = alpha + np.asarray(features[~positive].T @ sample_weight[~positive]).ravel()
         ratio = np.log((p / p.sum()) / (q / q.sum()))
         svm = LinearSVC(C=self.section_c, random_state=self.random_state, max_iter=5000)
-        svm.fit(sp.csr_matrix(features.multiply(ratio)), positive)
+        svm.fit(sp.csr_matrix(features.multiply(ratio)), positive, sample_weight=sample_weight)
         return svm.coef_[0] * ratio, float(svm.intercept_[0])
 
     # -- tags head ----------------------------------------------------------------------
 
-    def _fit_tags(self, features: sp.csr_matrix, truth: BoolArray) -> tuple[_Head, BoolArray]:
+    def _fit_tags(
+        self, features: ViewFeatures, truth: BoolArray
+    ) -> tuple[_Head, dict[View, BoolArray]]:
+        """The tags head, and its out-of-fold decisions per view."""
         n_labels = truth.shape[1]
+        n_features = features["full"].shape[1]
         if n_labels == 0:
             self.tag_thresholds_ = np.zeros(0)
             self.tag_slope_ = 1.0
-            return _empty_head(features.shape[1], 0), np.zeros(truth.shape, dtype=np.bool_)
+            empty = np.zeros(truth.shape, dtype=np.bool_)
+            return _empty_head(n_features, 0), dict.fromkeys(VIEWS, empty)
         n_records = truth.shape[0]
         if n_records < self.cv_folds:
             raise TrainingError(
                 f"the tags head has {n_records} labelled records, fewer than "
                 f"cv_folds={self.cv_folds}"
             )
+        weights = self._weights("tag")
         folds = np.empty(n_records, dtype=np.intp)
-        scores = np.zeros(truth.shape)
+        scores = {view: np.zeros(truth.shape) for view in VIEWS}
         splitter = KFold(self.cv_folds, shuffle=True, random_state=self.random_state)
         for fold, (train, test) in enumerate(splitter.split(np.zeros(n_records))):
-            head = self._fit_tag_models(features[train], truth[train])
-            scores[test] = features[test] @ head.coef + head.intercept
+            matrix, targets, sample_weight = _stack(features, train, truth, weights)
+            head = self._fit_tag_models(matrix, targets, sample_weight)
+            for view in VIEWS:
+                scores[view][test] = features[view][test] @ head.coef + head.intercept
             folds[test] = fold
-        rare_count, rare_threshold = int(self.tag_rare_count), float(self.tag_rare_threshold)
+        fbr, rare_count = float(self.tag_fbr), int(self.tag_rare_count)
+        rare_threshold = float(self.tag_rare_threshold)
+        # Thresholds are tuned on full texts: that is where precision and recall are
+        # measured; short texts then score lower and produce fewer tags, not wrong ones.
         self.tag_thresholds_ = tune_thresholds(
-            scores, truth, fbr=self.tag_fbr, rare_count=rare_count, rare_threshold=rare_threshold
+            scores["full"], truth, fbr=fbr, rare_count=rare_count, rare_threshold=rare_threshold
         )
-        self.tag_slope_ = fit_slope(scores - self.tag_thresholds_, truth)
-        predicted = cross_fitted_predictions(
-            scores,
+        margins = np.vstack([scores[view] - self.tag_thresholds_ for view in VIEWS])
+        self.tag_slope_ = fit_slope(margins, np.tile(truth, (len(VIEWS), 1)))
+        per_fold = cross_fitted_thresholds(
+            scores["full"],
             truth,
             folds,
-            fbr=self.tag_fbr,
+            fbr=fbr,
             rare_count=rare_count,
             rare_threshold=rare_threshold,
         )
-        return self._fit_tag_models(features, truth), predicted
+        predicted = {view: scores[view] > per_fold[folds] for view in VIEWS}
+        matrix, targets, sample_weight = _stack(features, np.arange(n_records), truth, weights)
+        return self._fit_tag_models(matrix, targets, sample_weight), predicted
 
-    def _fit_tag_models(self, features: sp.csr_matrix, truth: BoolArray) -> _Head:
-        fit_one: Callable[[int], tuple[FloatArray, float]] = self._tag_fitter(features, truth)
+    def _fit_tag_models(
+        self, features: sp.csr_matrix, truth: BoolArray, sample_weight: FloatArray
+    ) -> _Head:
+        fit_one: Callable[[int], tuple[FloatArray, float]] = self._tag_fitter(
+            features, truth, sample_weight
+        )
         results = joblib.Parallel(n_jobs=self.n_jobs, prefer="threads")(
             joblib.delayed(fit_one)(column) for column in range(truth.shape[1])
         )
@@ -288,7 +393,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         return _Head(coef, intercept)
 
     def _tag_fitter(
-        self, features: sp.csr_matrix, truth: BoolArray
+        self, features: sp.csr_matrix, truth: BoolArray, sample_weight: FloatArray
     ) -> Callable[[int], tuple[FloatArray, float]]:
         def fit_one(column: int) -> tuple[FloatArray, float]:
             y = truth[:, column]
@@ -301,7 +406,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
                 random_state=self.random_state,
                 max_iter=5000,
             )
-            svm.fit(features, y)
+            svm.fit(features, y, sample_weight=sample_weight)
             return svm.coef_[0].copy(), float(svm.intercept_[0])
 
         return fit_one
@@ -341,14 +446,12 @@ def _binarize(tag_lists: Sequence[Sequence[str]], classes: tuple[str, ...]) -> B
     return truth
 
 
-def _fit_temperature(scores: FloatArray, y: NDArray[np.int_]) -> float:
-    """Temperature ``T`` minimising the log loss of ``softmax(scores / T)``."""
-
-    def loss(log_temperature: float) -> float:
-        scaled = scores / np.exp(log_temperature)
-        scaled -= scaled.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(scaled).sum(axis=1))
-        return float(np.mean(log_norm - scaled[np.arange(y.size), y]))
-
-    result = minimize_scalar(loss, bounds=(-7.0, 3.0), method="bounded")
-    return float(np.exp(result.x))
+def _stack(
+    features: ViewFeatures, rows: IndexArray, targets: NDArray[Any], weights: Mapping[View, float]
+) -> tuple[sp.csr_matrix, NDArray[Any], FloatArray]:
+    """Training matrix of ``rows`` in every weighted view, their targets and sample weights."""
+    views = list(weights)
+    matrix = sp.csr_matrix(sp.vstack([features[view][rows] for view in views], format="csr"))
+    stacked = np.concatenate([targets[rows]] * len(views))
+    sample_weight = np.repeat([weights[view] for view in views], rows.size).astype(np.float64)
+    return matrix, stacked, sample_weight

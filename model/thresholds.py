@@ -65,6 +65,36 @@ def tune_thresholds(
     return thresholds
 
 
+def cross_fitted_thresholds(
+    scores: FloatArray,
+    labels: BoolArray,
+    folds: NDArray[np.intp],
+    *,
+    fbr: float,
+    rare_count: int = 0,
+    rare_threshold: float = FALLBACK_THRESHOLD,
+) -> FloatArray:
+    """Row ``k``: the thresholds for fold ``k``, tuned on the other folds only.
+
+    Folds are numbered ``0 .. n_folds - 1``; ``scores > result[folds]`` are then decisions
+    whose metrics are honest about threshold tuning without a nested cross-validation: the
+    scores of a fold never influence the threshold applied to it. The same thresholds can be
+    applied to other scores of the same rows (a shorter view of each article).
+    """
+    n_folds = int(folds.max()) + 1 if folds.size else 0
+    result = np.zeros((n_folds, scores.shape[1]), dtype=np.float64)
+    for fold in range(n_folds):
+        held_out = folds == fold
+        result[fold] = tune_thresholds(
+            scores[~held_out],
+            labels[~held_out],
+            fbr=fbr,
+            rare_count=rare_count,
+            rare_threshold=rare_threshold,
+        )
+    return result
+
+
 def cross_fitted_predictions(
     scores: FloatArray,
     labels: BoolArray,
@@ -74,22 +104,11 @@ def cross_fitted_predictions(
     rare_count: int = 0,
     rare_threshold: float = FALLBACK_THRESHOLD,
 ) -> BoolArray:
-    """Tag decisions for each fold with thresholds tuned on the other folds only.
-
-    This makes the reported metrics honest about threshold tuning without a nested
-    cross-validation: the scores of a fold never influence the threshold applied to it.
-    """
-    predicted = np.zeros(scores.shape, dtype=np.bool_)
-    for fold in np.unique(folds):
-        held_out = folds == fold
-        thresholds = tune_thresholds(
-            scores[~held_out],
-            labels[~held_out],
-            fbr=fbr,
-            rare_count=rare_count,
-            rare_threshold=rare_threshold,
-        )
-        predicted[held_out] = scores[held_out] > thresholds
+    """Tag decisions for each fold with thresholds tuned on the other folds only."""
+    thresholds = cross_fitted_thresholds(
+        scores, labels, folds, fbr=fbr, rare_count=rare_count, rare_threshold=rare_threshold
+    )
+    predicted: BoolArray = scores > thresholds[folds]
     return predicted
 
 

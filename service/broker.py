@@ -210,15 +210,22 @@ async def ensure_topics(
     topics: Mapping[str, int],
     *,
     replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
     **client_options: object,
 ) -> None:
-    """Create each topic with its partition count; topics that already exist are fine."""
+    """Create each topic with its partition count and, from ``configs``, its topic-level
+    settings (e.g. ``max.message.bytes``); topics that already exist are fine."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, partitions, replication_factor)
+            NewTopic(
+                name,
+                partitions,
+                replication_factor,
+                topic_configs=dict((configs or {}).get(name, {})),
+            )
             for name, partitions in topics.items()
             if name not in existing
         ]
