@@ -121,26 +121,34 @@ class Feeder:
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, *, timeout_s: float = 60.0
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    timeout_s: float = 60.0,
+    isolation_level: str = "read_uncommitted",
 ) -> dict[int, list[Entry]]:
-    """Every record of ``topic`` up to its end offsets now, per partition in offset order."""
+    """Every record of ``topic`` up to its end offsets now, per partition in offset order
+    (with ``read_committed``: the records of committed transactions, up to the last stable
+    offset)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level=isolation_level,
     )
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:
+        # Subscribed without a group, every partition is assigned once the topic's metadata
+        # arrives (Apache Kafka sends none unasked: ``topics()`` does not fill the client's
+        # metadata, so ``partitions_for_topic`` stays None there).
+        consumer.subscribe([topic])
+        while not consumer.assignment():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {topic!r} has no partitions")
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
+            await consumer.getmany(timeout_ms=100)
+        assigned = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*assigned)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(assigned)
         out: dict[int, list[Entry]] = {tp.partition: [] for tp in assigned}
@@ -267,13 +275,18 @@ def _first_copies(sequence: Sequence[str]) -> list[str]:
 
 
 async def audit_topics(
-    bootstrap_servers: str, input_topic: str, output_topic: str, dead_letter_topic: str
+    bootstrap_servers: str,
+    input_topic: str,
+    output_topic: str,
+    dead_letter_topic: str,
+    *,
+    isolation_level: str = "read_uncommitted",
 ) -> Audit:
-    """Read the three topics whole and audit them."""
+    """Read the three topics whole and audit them (the outputs as ``isolation_level`` says)."""
     inputs, outputs, dead = await asyncio.gather(
         read_topic(bootstrap_servers, input_topic),
-        read_topic(bootstrap_servers, output_topic),
-        read_topic(bootstrap_servers, dead_letter_topic),
+        read_topic(bootstrap_servers, output_topic, isolation_level=isolation_level),
+        read_topic(bootstrap_servers, dead_letter_topic, isolation_level=isolation_level),
     )
     return audit(inputs, outputs, dead)
 
@@ -285,13 +298,20 @@ async def await_delivery(
     dead_letter_topic: str,
     *,
     timeout_s: float,
+    isolation_level: str = "read_uncommitted",
 ) -> Audit:
     """Audit until every input reached the output or dead-letter topic (or the deadline);
     return the last audit. (Whole topics are read each time: the broker's end offsets
     cannot be trusted as counts, see ``read_topic``.)"""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = await audit_topics(bootstrap_servers, input_topic, output_topic, dead_letter_topic)
+        result = await audit_topics(
+            bootstrap_servers,
+            input_topic,
+            output_topic,
+            dead_letter_topic,
+            isolation_level=isolation_level,
+        )
         if not result.lost or time.monotonic() > deadline:
             return result
         await asyncio.sleep(1.0)

@@ -38,11 +38,21 @@ from model.trust import load_public_key, normalize_sha256
 from service.api import ApiServer
 from service.backoff import Backoff
 from service.classify import ArticlePredictor, Topics
-from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError
+from service.errors import (
+    BreakerOpenError,
+    BrokerUnavailableError,
+    DeliveryError,
+    TransactionsUnsupportedError,
+)
 from service.feedback import quality_tracker, run_feedback
 from service.health import Assignment, Health
 from service.http import HealthServer
-from service.kafka import make_consumer, make_producer, topic_message_limits
+from service.kafka import (
+    make_consumer,
+    make_producer,
+    topic_message_limits,
+    transactions_unsupported,
+)
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.models import ModelSetIdentity, ModelSpec, TrustPolicy
@@ -50,12 +60,15 @@ from service.pipeline import Pipeline
 from service.reload import ModelReloader, show_models
 from service.settings import ServiceSettings
 from service.shadow import ShadowBatch, ShadowObserver, ShadowPublisher
+from service.transactions import PartitionTransactions
 from service.workers import BatchClassifier, ModelIdentity, make_classifier
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_DRAIN_TIMEOUT = 1
+#: Exactly-once asked for on a broker without transactions: a configuration error.
+EXIT_CONFIG = 2
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
@@ -270,6 +283,10 @@ async def _sessions(
                 half_open=half_open,
                 on_breaker_closed=breaker_closed,
             )
+        except TransactionsUnsupportedError as error:
+            # A configuration error: one clear line, no traceback.
+            logger.error(str(error), extra={"bootstrap_servers": settings.bootstrap_servers})  # noqa: TRY400
+            return EXIT_CONFIG
         except BreakerOpenError as error:
             delay = breaker_backoff.delay()
             half_open = True
@@ -320,11 +337,25 @@ async def _session(
     """One producer + consumer pair; True when it stopped after a complete drain."""
     async with AsyncExitStack() as stack:
         stack.callback(_mark_stopped, health)
-        producer = make_producer(settings)
-        # Registered before start: a client whose start failed must still be closed.
-        stack.push_async_callback(_close, producer, "producer")
-        await producer.start()
+        producer = None
+        transactions = None
+        if settings.exactly_once:
+            unsupported = await transactions_unsupported(settings)
+            if unsupported is not None:
+                raise TransactionsUnsupportedError(
+                    "--processing-guarantee exactly-once needs a broker with transactions"
+                    f" (Apache Kafka); this one has none: {unsupported}"
+                )
+        else:
+            producer = make_producer(settings)
+            # Registered before start: a client whose start failed must still be closed.
+            stack.push_async_callback(_close, producer, "producer")
+            await producer.start()
         limits = await _output_limits(settings)
+        if settings.exactly_once:
+            transactions = PartitionTransactions(settings, metrics, limits)
+            # Closed after the consumer has left the group (the stack unwinds in reverse).
+            stack.push_async_callback(transactions.close)
         consumer = make_consumer(settings)
         # Closing the stack stops the consumer first: it leaves the group after the drain.
         stack.push_async_callback(_close, consumer, "consumer")
@@ -338,6 +369,7 @@ async def _session(
             limits=limits,
             half_open=half_open,
             on_breaker_closed=on_breaker_closed,
+            transactions=transactions,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
         await consumer.start()

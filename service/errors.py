@@ -23,3 +23,8 @@ class BreakerOpenError(ServiceError):
 class WorkerUnstableError(ServiceError):
     """The classification worker process keeps dying on single articles in a row: the
     cause is not the input (out of memory, a broken install), so no dead letters."""
+
+
+class TransactionsUnsupportedError(ServiceError):
+    """Exactly-once was asked for and the broker has no transactions: a configuration
+    error, not retried (the service exits with status 2)."""

@@ -34,8 +34,6 @@ from service.settings import CompressionType, SecurityProtocol, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
-
 #: Room for the record batch header and the record's own headers on top of its value.
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
 
@@ -79,6 +77,29 @@ def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     )
 
 
+#: How long a transaction may stay open before the coordinator aborts it (Kafka's default).
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def make_transactional_producer(settings: ServiceSettings, topic: str, partition: int) -> Any:
+    """The producer of one input partition's transactions (exactly-once); ``start()`` fences
+    any earlier producer with the same transactional id and completes its open transaction."""
+    compression = settings.compression_type
+    return AIOKafkaProducer(
+        **security_kwargs(settings),
+        client_id=f"{settings.client_id}-producer-{partition}",
+        acks="all",
+        transactional_id=settings.transactional_id(topic, partition),
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        compression_type=None if compression is CompressionType.NONE else compression.value,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        max_request_size=settings.fetch_limit_bytes + _REQUEST_OVERHEAD_BYTES,
+        request_timeout_ms=30_000,
+        retry_backoff_ms=200,
+    )
+
+
 def make_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
     """The group consumer; subscribe it with a rebalance listener before starting."""
     return AIOKafkaConsumer(
@@ -87,7 +108,8 @@ def make_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        isolation_level="read_uncommitted",
+        # Exactly-once reads committed input only: an aborted upstream write is not an input.
+        isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
         max_poll_records=settings.batch_size,
         max_partition_fetch_bytes=settings.fetch_limit_bytes,
         fetch_max_bytes=max(52_428_800, settings.fetch_limit_bytes),
@@ -201,3 +223,30 @@ async def idempotence_unsupported(client: AIOKafkaClient) -> str | None:
             return f"InitProducerId failed: {error.__name__} ({response.error_code})"
         await asyncio.sleep(_PROBE_BACKOFF_S)
     raise KafkaError(f"InitProducerId kept failing with {error.__name__}; retrying later")
+
+
+#: The APIs a transactional producer needs besides InitProducerId: AddPartitionsToTxn,
+#: AddOffsetsToTxn, EndTxn, TxnOffsetCommit.
+_TRANSACTION_APIS = {
+    24: "AddPartitionsToTxn",
+    25: "AddOffsetsToTxn",
+    26: "EndTxn",
+    28: "TxnOffsetCommit",
+}
+
+
+async def transactions_unsupported(settings: ServiceSettings) -> str | None:
+    """None when the broker supports transactions; otherwise why not. Checked like
+    idempotence: ApiVersions must list the transaction APIs, and a probe InitProducerId must
+    succeed (tansu lists it but fails it). A broker that cannot be reached raises."""
+    client = AIOKafkaClient(**security_kwargs(settings), client_id=f"{settings.client_id}-probe")
+    try:
+        await client.bootstrap()
+        versions = await client.send(client.get_random_node(), ApiVersionRequest())
+        listed = {api_key for api_key, *_ in versions.api_versions}
+        missing = [name for key, name in sorted(_TRANSACTION_APIS.items()) if key not in listed]
+        if missing:
+            return f"ApiVersions does not list {', '.join(missing)}"
+        return await idempotence_unsupported(client)
+    finally:
+        await client.close()

@@ -282,3 +282,16 @@ class ServiceMetrics:
             "1 while the feedback consumer has a session with the broker, else 0.",
             registry=registry,
         )
+        self.transactions_committed = Counter(
+            f"{_PREFIX}_transactions_committed_total",
+            "Exactly-once: transactions committed (one per input partition of each batch).",
+            registry=registry,
+        )
+        self.transactions_aborted = Counter(
+            f"{_PREFIX}_transactions_aborted_total",
+            "Exactly-once: transactions aborted, by cause (fenced: another producer took the"
+            " partition's transactional id; refused: the broker refused a record, which is"
+            " isolated; error: any other failure, the session restarts from the last commit).",
+            ["cause"],
+            registry=registry,
+        )

@@ -15,6 +15,15 @@ older than ``batch_timeout_s``; a rebalance drain waits at most ``rebalance_drai
 A circuit breaker over the model's outcomes stops publishing when too many articles fail
 (``service.breaker``): the batch that tripped it is not published, the earlier ones are
 committed, and the session ends with BreakerOpenError (the session loop backs off).
+
+Exactly-once (``service.transactions``): the send stage commits each batch in one
+transaction per input partition (outputs, dead letters and the partition's next offset),
+batch after batch in fetch order, while the next batches are fetched and classified; the
+ack stage only counts. A partition's records are processed only once its transactional
+producer is started at assignment (fencing its previous owner) and it is sought to the
+committed offset read after that; records fetched before are dropped and fetched again.
+A failed transaction is aborted and ends the session: the next one resumes from the
+committed offsets, so nothing is skipped and nothing aborted is visible downstream.
 """
 
 from __future__ import annotations
@@ -35,12 +44,18 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from service.breaker import CircuitBreaker
 from service.classify import BatchResult, InputRecord, Outgoing
 from service.deadletter import DeadLetterReason
-from service.errors import BreakerOpenError, BrokerUnavailableError, WorkerUnstableError
+from service.errors import (
+    BreakerOpenError,
+    BrokerUnavailableError,
+    DeliveryError,
+    WorkerUnstableError,
+)
 from service.health import Assignment, Health
 from service.metrics import ServiceMetrics
 from service.offsets import OffsetTracker
 from service.publish import BatchPublisher, Delivery, Sent, SourceKey
 from service.settings import ServiceSettings
+from service.transactions import PartitionTransactions
 from service.workers import BatchClassifier
 
 logger = logging.getLogger(__name__)
@@ -80,6 +95,7 @@ class _Batch:
     started: float
     result: BatchResult | None = None
     sent: list[Sent] | None = None
+    delivery: Delivery | None = None  # exactly-once: committed by the send stage
 
     def sources(self) -> dict[SourceKey, InputRecord]:
         return {(record.partition, record.offset): record for record in self.records}
@@ -91,7 +107,7 @@ class Pipeline:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         classifier: BatchClassifier,
         *,
         settings: ServiceSettings,
@@ -101,6 +117,7 @@ class Pipeline:
         half_open: bool = False,
         on_breaker_closed: Callable[[], None] | None = None,
         replay: ReplayHooks | None = None,
+        transactions: PartitionTransactions | None = None,
     ) -> None:
         self._consumer = consumer
         self._replay = replay
@@ -136,6 +153,9 @@ class Pipeline:
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count()
         self._next_fetch: dict[TopicPartition, int] = {}
+        self._transactions = transactions
+        # Exactly-once: per partition, the committed offset read after fencing its producer.
+        self._fenced_from: dict[TopicPartition, int] = {}
 
     # -- the rebalance listener's view -------------------------------------------------
 
@@ -250,6 +270,8 @@ class Pipeline:
                 raise BrokerUnavailableError(f"fetch failed: {error!r}") from error
             if self._replay is not None:
                 fetched = self._replay.admit(fetched)
+            if self._transactions is not None:
+                fetched = self._fenced_only(fetched)
             records = [record for batch in fetched.values() for record in batch]
             if not records or not self._fetching:
                 # Records fetched after stop was asked are not processed: nothing is
@@ -300,17 +322,24 @@ class Pipeline:
             if self._replay is not None:
                 outgoing = self._replay.rewrite(outgoing, batch.sources())
             batch.result.outgoing = outgoing
-            batch.sent = await self._publisher.publish(outgoing)
+            if self._transactions is not None:
+                batch.delivery = await self._transact(self._transactions, batch, outgoing)
+            else:
+                batch.sent = await self._publisher.publish(outgoing)
             self._to_ack.put_nowait(batch)
 
     async def _ack_stage(self) -> None:
         while True:
             batch = await self._to_ack.get()
-            assert batch.sent is not None
-            delivery = await self._publisher.confirm(batch.sent, batch.sources())
-            self._observe_published(delivery)
-            self._uncommitted.update(self._tracker.complete(batch.id))
-            await self._commit()
+            if batch.delivery is not None:  # committed in its transactions
+                self._observe_published(batch.delivery)
+                self._tracker.complete(batch.id)
+            else:
+                assert batch.sent is not None
+                delivery = await self._publisher.confirm(batch.sent, batch.sources())
+                self._observe_published(delivery)
+                self._uncommitted.update(self._tracker.complete(batch.id))
+                await self._commit()
             self._slots.release()
             self._started.pop(batch.id, None)
             self._timed_out.discard(batch.id)
@@ -321,6 +350,89 @@ class Pipeline:
             if self._tracker.in_flight_batches == 0:
                 self._idle.set()
             self._to_ack.task_done()
+
+    # -- exactly-once ------------------------------------------------------------------
+
+    def _fenced_only(
+        self, fetched: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """The records of partitions whose producer is started, from the committed offset
+        read after that; the rest were fetched from a position that may be stale (the
+        partition is sought again when its producer is ready)."""
+        kept: dict[TopicPartition, list[Any]] = {}
+        for tp, records in fetched.items():
+            start = self._fenced_from.get(tp)
+            if start is None:
+                continue
+            fresh = [record for record in records if record.offset >= start]
+            if fresh:
+                kept[tp] = fresh
+        return kept
+
+    async def _transact(
+        self, transactions: PartitionTransactions, batch: _Batch, outgoing: Sequence[Outgoing]
+    ) -> Delivery:
+        """Commit the batch: one transaction per input partition, side by side."""
+        by_partition: dict[TopicPartition, list[Outgoing]] = {tp: [] for tp in batch.next_offsets}
+        for item in outgoing:
+            by_partition[TopicPartition(self._settings.input_topic, item.source_partition)].append(
+                item
+            )
+        sources = batch.sources()
+        results = await asyncio.gather(
+            *(
+                transactions.commit(tp, items, batch.next_offsets[tp], sources)
+                for tp, items in by_partition.items()
+            ),
+            return_exceptions=True,
+        )
+        delivery = Delivery()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            delivery.delivered.extend(result.delivered)
+            delivery.rejected += result.rejected
+            delivery.values_dropped += result.values_dropped
+            delivery.given_up += result.given_up
+        return delivery
+
+    async def assign_transactional(self, assigned: set[TopicPartition]) -> None:
+        """Start the new partitions' producers (fencing their previous owners), then read
+        their committed offsets and seek there; a failure ends the session."""
+        if self._transactions is None:
+            return
+        new = [tp for tp in assigned if tp not in self._transactions.ready]
+        try:
+            await self._transactions.assign(new)
+            committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in new))
+            unset = [tp for tp, offset in zip(new, committed, strict=True) if offset is None]
+            # auto_offset_reset=earliest for a partition without a committed offset
+            beginnings = await self._consumer.beginning_offsets(unset) if unset else {}
+        except (KafkaError, DeliveryError) as error:
+            self._fail(BrokerUnavailableError(f"exactly-once assignment failed: {error!r}"))
+            return
+        # Records fetched before this point were dropped (``_fenced_only``): fetch again.
+        # No await from the seeks to the gate opening: the fetch stage sees both or neither.
+        for tp, offset in zip(new, committed, strict=True):
+            start = beginnings[tp] if offset is None else offset
+            self._consumer.seek(tp, start)
+            self._fenced_from[tp] = start
+
+    async def release_transactional(self, revoked: set[TopicPartition], drained: bool) -> None:
+        """Close revoked partitions' producers; with work still in flight, end the session
+        (its transactions are aborted when the next owner fences them)."""
+        if self._transactions is None:
+            return
+        for tp in revoked:
+            self._fenced_from.pop(tp, None)
+        if not drained:
+            self._fail(DeliveryError("partitions revoked with transactions still in flight"))
+            return
+        await self._transactions.release(revoked)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._failure.done():
+            self._failure.set_exception(error)
 
     # -- the circuit breaker -----------------------------------------------------------
 
@@ -552,6 +664,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         bound = self._pipeline.rebalance_drain_bound_s
         drained = asyncio.ensure_future(self._pipeline.drain())
         await _wait_any(drained, within_s=bound)
+        await self._pipeline.release_transactional(revoked, drained.done())
         if not drained.done():
             drained.cancel()
             logger.warning(
@@ -572,4 +685,5 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._pipeline.assign_transactional(assigned)
         self._pipeline._on_assigned(assigned)

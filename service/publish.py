@@ -9,7 +9,7 @@ partitioner's choice, as with ``producer.send``.
 Refusals. Before producing, an output that cannot fit its topic's limit becomes an
 ``output_rejected`` dead letter (the input unchanged), and a dead letter that cannot fit
 loses its value (header ``error.value_dropped``). A batch the broker still refuses for
-what its records are (too large, invalid, bad timestamp; ``_REFUSALS``) is retried one
+what its records are (too large, invalid, bad timestamp; ``REFUSALS``) is retried one
 record per batch; a record refused alone becomes an ``output_rejected`` dead letter (a
 dead letter refused alone is forwarded without its value, and given up with an error log
 if even that is refused), so a refusal never loops. So that the last copy of every record
@@ -52,7 +52,7 @@ VALUE_DROPPED_HEADER = "error.value_dropped"
 
 #: Produce errors about the records themselves: retrying cannot help, isolating can.
 #: UnknownError stands for INVALID_RECORD (87), which aiokafka 0.14 does not name.
-_REFUSALS = (
+REFUSALS = (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     CorruptRecordException,
@@ -244,6 +244,27 @@ class BatchPublisher:
             )
         return Sent(future, topic, partition, [item], next(self._seq))
 
+    async def send_alone(self, item: Outgoing) -> Sent:
+        """Queue one record in a producer batch of its own (exactly-once isolation)."""
+        try:
+            return await self._send_single(item.topic, await self._partition_for(item), item)
+        except KafkaError as error:
+            raise DeliveryError(f"send failed: {error!r}") from error
+
+    def replacement(
+        self, item: Outgoing, sources: Mapping[SourceKey, InputRecord], error: BaseException
+    ) -> Outgoing | None:
+        """What takes a record's place once the broker refused it alone: an output becomes an
+        ``output_rejected`` dead letter, a dead letter loses its value; a dead letter already
+        without one is given up (None, logged)."""
+        if item.reason is None:
+            message = f"the broker refused the classified event: {error!r}"
+            return self._rejected(item, sources, message)
+        if item.value is None:
+            _log_given_up(item, error)
+            return None
+        return _drop_value(item, f"refused by the broker: {error!r}")
+
     # -- acknowledgements --------------------------------------------------------------
 
     async def confirm(
@@ -257,7 +278,7 @@ class BatchPublisher:
         next_seq = next(self._seq)
         for s, result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, _REFUSALS):
+                if not isinstance(result, REFUSALS):
                     raise DeliveryError(f"a record was not acknowledged: {result!r}") from result
                 tp = (s.topic, s.partition)
                 if tp not in self._taint or self._taint[tp][1] < s.seq:
@@ -336,7 +357,7 @@ class BatchPublisher:
         refused: list[tuple[Outgoing, BaseException]] = []
         for s, result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, _REFUSALS):
+                if not isinstance(result, REFUSALS):
                     raise DeliveryError(f"a record was not acknowledged: {result!r}") from result
                 refused.append((s.items[0], result))
         return refused

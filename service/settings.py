@@ -62,6 +62,14 @@ class CompressionType(StrEnum):
     ZSTD = "zstd"
 
 
+class ProcessingGuarantee(StrEnum):
+    """What a crash may cost: re-processing (at-least-once) or nothing visible to a
+    read_committed consumer (exactly-once, Kafka transactions)."""
+
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
 class ServiceSettings(BaseModel):
     """Everything ``serve`` needs. Frozen: built once in ``main()`` and passed down."""
 
@@ -161,6 +169,11 @@ class ServiceSettings(BaseModel):
                 )
         return self
 
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    #: Exactly-once: each input partition's producer has the transactional id
+    #: ``<prefix>-<input topic>-<partition>`` (the prefix defaults to the group id).
+    transactional_id_prefix: str | None = Field(default=None, min_length=1, max_length=200)
+
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
         topics = {self.input_topic, self.output_topic, self.dead_letter_topic}
@@ -212,6 +225,17 @@ class ServiceSettings(BaseModel):
         """Largest record the consumer fetches and the producer forwards: room for an
         oversize record (over ``max_event_bytes``) to be fetched whole and dead-lettered."""
         return max(4 * self.max_event_bytes, 8 * 1024 * 1024)
+
+    @property
+    def exactly_once(self) -> bool:
+        """Outputs, dead letters and offsets are committed in one transaction per batch."""
+        return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+
+    def transactional_id(self, topic: str, partition: int) -> str:
+        """The transactional id of the producer for one input partition: the same on every
+        instance, so the partition's next owner fences the previous one."""
+        prefix = self.transactional_id_prefix or self.group_id
+        return f"{prefix}-{topic}-{partition}"
 
 
 # (flag, settings field, help). Values arrive as strings and are validated by ServiceSettings.
@@ -373,6 +397,17 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
         "--shadow-topic",
         "shadow_topic",
         "publish the candidate's outputs here (same contract, best effort)",
+    ),
+    (
+        "--processing-guarantee",
+        "processing_guarantee",
+        "at-least-once, or exactly-once (Kafka transactions; downstream reads with"
+        " isolation.level=read_committed)",
+    ),
+    (
+        "--transactional-id-prefix",
+        "transactional_id_prefix",
+        "exactly-once: prefix of the per-input-partition transactional ids (default: the group id)",
     ),
 )
 _FLAG_BY_FIELD = {field: flag for flag, field, _ in _OPTIONS}

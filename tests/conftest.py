@@ -275,6 +275,7 @@ def service_command(settings: ServiceSettings) -> list[str]:
         "--shutdown-timeout-s", str(settings.shutdown_timeout_s),
         "--session-timeout-ms", str(settings.session_timeout_ms),
         "--classify-in", settings.classify_in.value,
+        "--processing-guarantee", settings.processing_guarantee.value,
     ]  # fmt: skip
 
 

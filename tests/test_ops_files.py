@@ -58,6 +58,8 @@ _COUNTERS = (
     "shadow_label_flips",
     "shadow_failures",
     "shadow_publish_failures",
+    "transactions_committed",
+    "transactions_aborted",
 )
 _HISTOGRAMS = (
     "batch_size",

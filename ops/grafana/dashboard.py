@@ -444,6 +444,18 @@ ROWS: tuple[Row, ...] = (
         "Kafka client",
         (
             Panel(
+                "Transactions (exactly-once)",
+                "Kafka transactions committed per second, and aborted by cause (fenced, refused,"
+                " error); 0 in at-least-once mode.",
+                (
+                    Query(
+                        f"{_rate(_P + 'transactions_committed_total')} or on() vector(0)",
+                        "committed",
+                    ),
+                    _increase_or_zero(_P + "transactions_aborted_total", "cause"),
+                ),
+            ),
+            Panel(
                 "Broker errors",
                 "Broker failures per window: sessions that failed or the probe finding the broker"
                 " gone (any is an alert).",
