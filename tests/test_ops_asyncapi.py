@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 
 from ops.asyncapi import generate
+from schemas.feedback import ArticleFeedback
 from service.deadletter import DeadLetterReason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,11 +76,17 @@ def test_the_parser_check_refuses_a_broken_document(tmp_path: Path) -> None:
 
 
 def test_channels_name_the_topics_keys_and_dead_letter_reasons() -> None:
-    """Input, output and dead-letter channels carry the default topics; each message says
-    what its key is; the dead-letter headers list every reason code the service uses."""
+    """Input, output, dead-letter and feedback channels carry the default topics; each
+    message says what its key is; the dead-letter headers list every reason code the service
+    uses."""
     document = _document()
     addresses = {c["address"] for c in document["channels"].values()}
-    assert addresses == {"articles", "articles.classified", "articles.dead-letter"}
+    assert addresses == {
+        "articles",
+        "articles.classified",
+        "articles.dead-letter",
+        "articles.feedback",
+    }
     messages = document["components"]["messages"]
     for message in messages.values():
         assert message["bindings"]["kafka"]["key"]["description"], message["name"]
@@ -88,6 +95,8 @@ def test_channels_name_the_topics_keys_and_dead_letter_reasons() -> None:
     assert set(headers["required"]) <= set(headers["properties"])
     actions = {op["action"] for op in document["operations"].values()}
     assert actions == {"receive", "send"}
+    example = messages["ArticleFeedback"]["examples"][0]["payload"]
+    assert ArticleFeedback.model_validate(example).tags == ["interest-rates", "inflation"]
 
 
 def test_examples_are_valid_events_and_real_outputs() -> None:

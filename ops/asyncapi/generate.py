@@ -26,6 +26,7 @@ from model import Predictor, load_labelled, save_artifact, train
 from schemas import SCHEMA_VERSION, ArticleEvent, ClassifiedArticleEvent, decode_article
 from schemas.decode import DecodeError
 from schemas.encode import encode_classified
+from schemas.feedback import ArticleFeedback
 from service.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
 from service.publish import VALUE_DROPPED_HEADER
 from service.settings import ServiceSettings
@@ -232,7 +233,43 @@ def channels(predictor: Predictor) -> tuple[Channel, ...]:
             ),
             topic_config={"retention.ms": 1209600000, "max.message.bytes": 8388608},
         ),
+        Channel(
+            id="articlesFeedback",
+            address=_DEFAULTS["feedback_topic"].default,
+            description="Editors' corrections (ArticleFeedback, JSON), consumed in the group"
+            " <group-id>.feedback for the live quality metrics and joined into training data by"
+            " `article-classifier dataset`; invalid records go to the dead-letter channel.",
+            action="receive",
+            operation="consumeFeedback",
+            message=Message(
+                name="ArticleFeedback",
+                title="Editor correction",
+                summary="An editor's final section and/or tags for one article, with what the"
+                " model had said.",
+                payload=ArticleFeedback,
+                key=_KEY,
+                examples=(_FEEDBACK_EXAMPLE,),
+            ),
+        ),
     )
+
+
+_FEEDBACK_EXAMPLE: dict[str, Any] = {
+    "name": "editor-adds-a-tag",
+    "summary": "An editor kept the section and added a tag to the article above.",
+    "payload": {
+        "article_id": "cms-20261120-0042",
+        "event_id": "evt-7f3a9c",
+        "model_version": "20261129.021744-5fe41b4b",
+        "predicted_section": "business",
+        "predicted_tags": ["interest-rates"],
+        "section": "business",
+        "tags": ["interest-rates", "inflation"],
+        "editor": "ed-17",
+        "corrected_at": "2026-11-20T12:30:00Z",
+    },
+    "x-key": "cms-20261120-0042",
+}
 
 
 def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
