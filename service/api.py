@@ -75,6 +75,7 @@ class ApiLimits:
             max_concurrency=settings.api_max_concurrency,
             max_event_bytes=settings.max_event_bytes,
             record_limits=settings.record_limits,
+            max_explain=MAX_EXPLAIN,
         )
 
 
@@ -205,16 +206,16 @@ class ClassifyApi:
             for problem in parsed:
                 self._metrics.events.labels(problem.reason.value).inc()
             return _errors(422, parsed)
-        return await self._classified(parsed)
+        return await self._classified(parsed, explain)
 
-    async def _classified(self, events: Events) -> Response:
+    async def _classified(self, events: Events, explain: int) -> Response:
         now_ms = int(time.time() * 1000)
         records = [
             _ApiRecord(API_SOURCE, 0, index, now_ms, None, value)
             for index, value in enumerate(events.values)
         ]
         try:
-            result = await self._classifier.classify(records)
+            result = await self._classifier.classify(records, explain=explain)
         except WorkerUnstableError as error:
             return _error(503, ApiErrorReason.UNAVAILABLE, str(error), {"Retry-After": "5"})
         size = sum(len(record.value or b"") for record in result.outgoing)

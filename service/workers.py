@@ -91,7 +91,12 @@ class BatchClassifier(Protocol):
         """Load the model (in the worker) and say which one it is."""
         ...
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult: ...
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
+        """Classify a batch; ``explain`` (terms per label) overrides the service's
+        ``--explain`` for this batch (the suggest API's per-request ``?explain=K``)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -194,8 +199,13 @@ class ThreadClassifier:
         self._spec = spec.pinned(loaded.identity)
         return loaded.identity
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
-        result = await _run(self._executor, self._classify, self._current(), records)
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
+        classify = self._classify
+        if explain is not None:
+            classify = functools.partial(classify, explain=explain)
+        result = await _run(self._executor, classify, self._current(), records)
         _deliver_shadow(result, self._on_shadow)
         return result
 
@@ -299,13 +309,16 @@ class ProcessClassifier:
         old.pool.shutdown(wait=False, cancel_futures=False)
         return identity
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
+        terms = self._explain if explain is None else explain
         wire = [
             WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records
         ]
         for attempt in (1, 2):
             try:
-                result = await self._in_worker(wire)
+                result = await self._in_worker(wire, terms)
             except BrokenProcessPool:
                 logger.error(  # noqa: TRY400 - the worker's traceback died with it
                     "classification worker died; starting a new one",
@@ -316,7 +329,7 @@ class ProcessClassifier:
                 self.consecutive_deaths = 0
                 _deliver_shadow(result, self._on_shadow)
                 return result
-        result = await self._one_at_a_time(wire)
+        result = await self._one_at_a_time(wire, terms)
         _deliver_shadow(result, self._on_shadow)
         return result
 
@@ -330,7 +343,7 @@ class ProcessClassifier:
             self._replace_pool()
             raise
 
-    async def _in_worker(self, wire: Sequence[WireRecord]) -> BatchResult:
+    async def _in_worker(self, wire: Sequence[WireRecord], explain: int) -> BatchResult:
         # A partial of a module-level function pickles into the worker process. The worker
         # is read once: a swap meanwhile lets this batch finish where it started.
         worker = self._worker
@@ -341,16 +354,16 @@ class ProcessClassifier:
             topics=self._topics,
             max_event_bytes=self._max_event_bytes,
             limits=self._limits,
-            explain=self._explain,
+            explain=explain,
         )
         return await _run(worker.pool, job)
 
-    async def _one_at_a_time(self, wire: Sequence[WireRecord]) -> BatchResult:
+    async def _one_at_a_time(self, wire: Sequence[WireRecord], explain: int) -> BatchResult:
         combined = BatchResult()
         shadows: list[ShadowBatch] = []
         for record in wire:
             try:
-                single = await self._in_worker([record])
+                single = await self._in_worker([record], explain)
             except BrokenProcessPool:
                 self._replace_pool()
                 self.consecutive_deaths += 1

@@ -240,17 +240,25 @@ async def test_request_size_and_content_type_limits(
         assert ok.status_code == 200
 
 
-async def test_explain_is_validated_and_refused_while_the_model_has_none(
-    classifier: ThreadClassifier, model_dir: Path
+async def test_explain_is_honoured_per_request_and_validated(
+    classifier: ThreadClassifier, model_dir: Path, predictor: Any
 ) -> None:
-    """explain=0 classifies; a positive K is 422 explanations_unavailable (this model gives
-    none); anything but an integer from 0 to 50 is 422 invalid_parameter."""
+    """explain=0 (the default) gives no explanations; explain=K gives exactly the K terms the
+    model computes for that article (as the stream's --explain K would); anything but an
+    integer from 0 to 50 is 422 invalid_parameter."""
     value = _bytes(_event("a"))
     async with serving(classifier, model_dir) as (client, _):
-        assert (await client.post("/v1/classify?explain=0", content=value, headers=JSON)).is_success
+        plain = await client.post("/v1/classify?explain=0", content=value, headers=JSON)
+        assert plain.is_success
+        assert "explanations" not in plain.json()["classification"]
         answer = await client.post("/v1/classify?explain=3", content=value, headers=JSON)
-        assert answer.status_code == 422
-        assert answer.json()["errors"][0]["reason"] == "explanations_unavailable"
+        assert answer.status_code == 200
+        explained = answer.json()["classification"]["explanations"]
+        (expected,) = classify_values([value], predictor, max_event_bytes=1024 * 1024, explain=3)
+        assert not isinstance(expected, Refused)
+        stream = json.loads(expected.value)["classification"]["explanations"]
+        assert explained == stream
+        assert 0 < len(explained["section"]["terms"]) <= 3
         for bad in ("-1", "x", "51", "1.5", ""):
             answer = await client.post(f"/v1/classify?explain={bad}", content=value, headers=JSON)
             assert answer.status_code == 422, bad
@@ -273,7 +281,9 @@ class _Gated:
     async def start(self) -> ModelIdentity:
         return await self.inner.start()
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
         self.entered.set()
         await asyncio.to_thread(self.release.wait, 30)
         return await self.inner.classify(records)
@@ -363,7 +373,9 @@ class _Unstable:
     async def start(self) -> ModelIdentity:
         return ModelIdentity("x", "1")
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
         raise WorkerUnstableError("the classification worker died on 3 articles in a row")
 
     def close(self) -> None:
@@ -371,7 +383,9 @@ class _Unstable:
 
 
 class _Broken(_Unstable):
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
         raise RuntimeError("unexpected")
 
 

@@ -209,7 +209,9 @@ class _DyingWorker:
     async def start(self) -> ModelIdentity:
         return await self._inner.start()
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
         if self.broken:
             raise WorkerUnstableError("the classification worker died on 3 articles in a row")
         return await self._inner.classify(records)
@@ -360,7 +362,9 @@ class _FailsOnce:
     async def start(self) -> ModelIdentity:
         return await self._inner.start()
 
-    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+    async def classify(
+        self, records: Sequence[InputRecord], *, explain: int | None = None
+    ) -> BatchResult:
         if not self.failed:
             self.failed = True
             raise TypeError("a bug nobody expected")

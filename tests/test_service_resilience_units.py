@@ -285,7 +285,7 @@ async def test_a_worker_that_keeps_dying_raises_instead_of_dead_lettering(
     )
     poison: set[bytes] = {b"poison"}
 
-    async def in_worker(wire: Sequence[WireRecord]) -> Any:
+    async def in_worker(wire: Sequence[WireRecord], explain: int = 0) -> Any:
         if any(record.value in poison for record in wire):
             raise BrokenProcessPool("worker died")
         return BatchResult(
