@@ -129,6 +129,9 @@ def make_settings(
         "batch_max_wait_ms": 20,
         "shutdown_timeout_s": 20,
         "session_timeout_ms": 6000,
+        # No feedback consumer unless a test asks for one: the default topic does not exist
+        # on a broker without automatic topic creation (Apache Kafka here).
+        "feedback_topic": "",
     }
     values.update(overrides)
     return ServiceSettings(**values)
@@ -276,6 +279,7 @@ def service_command(settings: ServiceSettings) -> list[str]:
         "--session-timeout-ms", str(settings.session_timeout_ms),
         "--classify-in", settings.classify_in.value,
         "--processing-guarantee", settings.processing_guarantee.value,
+        "--feedback-topic", settings.feedback_topic,
     ]  # fmt: skip
 
 
