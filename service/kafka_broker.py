@@ -8,7 +8,6 @@ keeps its cluster id, topics, records and committed offsets.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -20,9 +19,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 
-from service.broker import BrokerStartError, _answers_metadata, free_port
+from service.broker import BrokerStartError, ManagedBroker, _answers_metadata, free_port
 from service.kafka_jars import DEFAULT_KAFKA_VERSION, classpath, fetch_kafka, require_tools
 
 logger = logging.getLogger(__name__)
@@ -56,7 +54,7 @@ def _cluster_id() -> str:
             return text
 
 
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(ManagedBroker):
     """``with ApacheKafkaBroker(data_dir=...) as broker:`` Apache Kafka on
     ``broker.bootstrap_servers``.
 
@@ -243,30 +241,6 @@ class ApacheKafkaBroker:
     def is_running(self) -> bool:
         """True while the broker's JVM is alive."""
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> ApacheKafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> ApacheKafkaBroker:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
 
 def run_apache_kafka_forever(port: int, *, data_dir: Path | None, version: str) -> int:
