@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from schemas import DecodeErrorReason
+from service.deadletter import DeadLetterReason
 from service.drift import DriftGauges, DriftTracker
 
 _PREFIX = "article_classifier"
@@ -295,3 +297,14 @@ class ServiceMetrics:
             ["cause"],
             registry=registry,
         )
+        # Every series with a fixed label set starts at 0, so that rate() and increase()
+        # see the first dead letter of a reason instead of a series that appears at 1.
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(reason.value)
+        for decode_reason in DecodeErrorReason:
+            self.feedback_dead_letters.labels(decode_reason.value)
+
+    def show_sections(self, sections: tuple[str, ...]) -> None:
+        """Start the per-section prediction series of a newly loaded model at 0."""
+        for section in sections:
+            self.predictions.labels(section)

@@ -49,6 +49,8 @@ class ModelIdentity(NamedTuple):
     version: str
     #: sha256 of the artifact's model.json (None for a model given in memory).
     sha256: str | None = None
+    #: The sections it can predict (empty when the predictor does not say).
+    sections: tuple[str, ...] = ()
 
 
 class ModelSetIdentity(NamedTuple):
@@ -94,7 +96,8 @@ class LoadedModels:
 
 def identity_of(predictor: ArticlePredictor) -> ModelIdentity:
     sha256: str | None = getattr(predictor, "artifact_sha256", None)
-    return ModelIdentity(predictor.name, predictor.version, sha256)
+    sections: tuple[str, ...] = tuple(getattr(predictor, "sections", ()))
+    return ModelIdentity(predictor.name, predictor.version, sha256, sections)
 
 
 def load_models(spec: ModelSpec, primary: ArticlePredictor | None = None) -> LoadedModels:

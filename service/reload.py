@@ -179,6 +179,7 @@ def show_models(metrics: ServiceMetrics, health: Health, models: ModelSetIdentit
     primary = models.primary
     # Info keeps one label set: the old model's series is replaced, not kept beside it.
     metrics.model_info.info({"name": primary.name, "version": primary.version})
+    metrics.show_sections(primary.sections)
     health.model_name, health.model_version = primary.name, primary.version
     health.model_sha256 = primary.sha256
     if models.shadow is not None:

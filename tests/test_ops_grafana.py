@@ -235,7 +235,8 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(
             reasons = await _query(
                 port, _as_prometheus_sees_it(_targets_of("Dead letters by reason")[0], job)
             )
-            assert {s["metric"]["reason"] for s in reasons} == {"invalid_json", "schema_violation"}
+            moving = {s["metric"]["reason"] for s in reasons if float(s["value"][1]) > 0}
+            assert moving == {"invalid_json", "schema_violation"}
         finally:
             process.terminate()
             process.wait(timeout=20)
