@@ -182,11 +182,7 @@ async def test_process_mode_swaps_its_worker_process(versions: dict[str, Path]) 
         (old_worker,) = classifier._pool._processes.values()
         assert _versions_of((await classifier.classify(_wire(3))).outgoing) == {"v1"}
         swapped = await classifier.swap(ModelSpec(versions["v2"]))
-        assert swapped.primary == (
-            "demo",
-            "v2",
-            artifact_digest(versions["v2"]),
-        )
+        assert swapped.primary[:3] == ("demo", "v2", artifact_digest(versions["v2"]))
         assert _versions_of((await classifier.classify(_wire(3))).outgoing) == {"v2"}
         await wait_for(lambda: not old_worker.is_alive())
         (new_pid,) = classifier._pool._processes
