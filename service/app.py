@@ -42,6 +42,7 @@ from service.errors import (
     BreakerOpenError,
     BrokerUnavailableError,
     DeliveryError,
+    MissingTopicError,
     TransactionsUnsupportedError,
 )
 from service.feedback import quality_tracker, run_feedback
@@ -50,6 +51,8 @@ from service.http import HealthServer
 from service.kafka import (
     make_consumer,
     make_producer,
+    missing_topics,
+    start_unless_stopped,
     topic_message_limits,
     transactions_unsupported,
 )
@@ -287,6 +290,15 @@ async def _sessions(
             # A configuration error: one clear line, no traceback.
             logger.error(str(error), extra={"bootstrap_servers": settings.bootstrap_servers})  # noqa: TRY400
             return EXIT_CONFIG
+        except MissingTopicError as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("missing_topic").inc()
+            health.broker_reachable = True
+            health.broker_error = None
+            health.missing_topics = tuple(error.topics)
+            logger.warning(
+                str(error), extra={"topics": error.topics, "retry_in_s": round(delay, 2)}
+            )
         except BreakerOpenError as error:
             delay = breaker_backoff.delay()
             half_open = True
@@ -335,6 +347,10 @@ async def _session(
     on_breaker_closed: Callable[[], None] | None = None,
 ) -> bool:
     """One producer + consumer pair; True when it stopped after a complete drain."""
+    missing = await missing_topics(settings, [settings.input_topic])
+    if missing:
+        raise MissingTopicError(missing)
+    health.missing_topics = ()
     async with AsyncExitStack() as stack:
         stack.callback(_mark_stopped, health)
         producer = None
@@ -372,7 +388,8 @@ async def _session(
             transactions=transactions,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
-        await consumer.start()
+        if not await start_unless_stopped(consumer, stop):
+            return True  # stopped while joining: nothing was fetched
         health.broker_reachable = True
         health.broker_error = None
         if health.assignment is Assignment.STOPPED:

@@ -28,3 +28,16 @@ class WorkerUnstableError(ServiceError):
 class TransactionsUnsupportedError(ServiceError):
     """Exactly-once was asked for and the broker has no transactions: a configuration
     error, not retried (the service exits with status 2)."""
+
+
+class MissingTopicError(ServiceError):
+    """A topic the session consumes does not exist (topics are not created automatically):
+    not ready, and checked again after a growing delay."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics = topics
+        names = ", ".join(repr(topic) for topic in topics)
+        super().__init__(
+            f"topic {names} does not exist on the broker; create it (the service does not"
+            " create topics) and the service starts consuming by itself"
+        )

@@ -33,8 +33,8 @@ from aiokafka.errors import (
 from schemas import DecodeError, decode_feedback
 from service.backoff import Backoff
 from service.deadletter import dead_letter_headers
-from service.errors import BrokerUnavailableError, DeliveryError
-from service.kafka import make_producer, security_kwargs
+from service.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
+from service.kafka import make_producer, missing_topics, security_kwargs, start_unless_stopped
 from service.metrics import ServiceMetrics
 from service.publish import VALUE_DROPPED_HEADER
 from service.quality import QualityTracker, manifest_labels
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
+#: A missing feedback topic is an operator's decision (no corrections yet): checked rarely.
+_MISSING_TOPIC_MAX_S = 60.0
 _POLL_TIMEOUT_MS = 500
 _MAX_POLL_RECORDS = 500
 _CLOSE_TIMEOUT_S = 10.0
@@ -78,9 +80,25 @@ class FeedbackConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Sessions until ``stop``; any failure is logged and retried after a backoff."""
         backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+        missing_backoff = Backoff(_BACKOFF_INITIAL_S, _MISSING_TOPIC_MAX_S, full_jitter=False)
+        reported_missing = False
         while not stop.is_set():
             try:
                 await self._session(stop, on_started=backoff.reset)
+            except MissingTopicError as error:
+                delay = missing_backoff.delay()
+                self._metrics.feedback_session_restarts.labels("missing_topic").inc()
+                # Said once, not at every check: running without corrections is normal.
+                log = logger.debug if reported_missing else logger.warning
+                reported_missing = True
+                log(
+                    "feedback topic missing; live quality metrics start when it exists",
+                    extra={
+                        "topic": self._topic,
+                        "error": str(error),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
             except _BROKER_ERRORS as error:
                 delay = backoff.delay()
                 self._metrics.feedback_session_restarts.labels("broker").inc()
@@ -109,6 +127,9 @@ class FeedbackConsumer:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def _session(self, stop: asyncio.Event, *, on_started: Callable[[], None]) -> None:
+        missing = await missing_topics(self._settings, [self._topic])
+        if missing:
+            raise MissingTopicError(missing)
         async with AsyncExitStack() as stack:
             stack.callback(self._metrics.feedback_consumer_running.set, 0)
             producer = make_producer(self._settings)
@@ -117,7 +138,8 @@ class FeedbackConsumer:
             consumer = make_feedback_consumer(self._settings)
             stack.push_async_callback(_close, consumer, "feedback-consumer")
             consumer.subscribe([self._topic])
-            await consumer.start()
+            if not await start_unless_stopped(consumer, stop):
+                return
             self._metrics.feedback_consumer_running.set(1)
             on_started()
             logger.info(

@@ -30,6 +30,8 @@ class Health:
     model_name: str | None = None
     model_version: str | None = None
     model_sha256: str | None = None
+    #: Topics the session needs that the broker does not have (it waits for them).
+    missing_topics: tuple[str, ...] = ()
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -38,6 +40,7 @@ class Health:
             "broker_reachable": self.broker_reachable,
             "consumer_in_group": self.assignment is not Assignment.STOPPED,
             "breaker_closed": self.breaker_open is None,
+            "topics_exist": not self.missing_topics,
         }
 
     def is_ready(self) -> bool:
@@ -54,6 +57,7 @@ class Health:
             "assignment": self.assignment.value,
             "broker_error": self.broker_error,
             "breaker": self.breaker_open,
+            "missing_topics": list(self.missing_topics),
             "model": None
             if self.model_name is None
             else {

@@ -250,3 +250,36 @@ async def transactions_unsupported(settings: ServiceSettings) -> str | None:
         return await idempotence_unsupported(client)
     finally:
         await client.close()
+
+
+async def missing_topics(settings: ServiceSettings, topics: Sequence[str]) -> list[str]:
+    """The ``topics`` the broker's metadata does not list, in the given order.
+
+    Checked before subscribing: a consumer subscribed to a topic that does not exist waits
+    inside ``start()`` for the request timeout (40 s), deaf to a shutdown, and aiokafka logs
+    an error every retry. A broker that cannot be reached raises."""
+    client = AIOKafkaClient(**security_kwargs(settings), client_id=f"{settings.client_id}-meta")
+    try:
+        await client.bootstrap()
+        listed = (await client.fetch_all_metadata()).topics()
+        return [topic for topic in topics if topic not in listed]
+    finally:
+        await client.close()
+
+
+async def start_unless_stopped(client: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """``await client.start()``, abandoned when ``stop`` is set first (joining a group can
+    wait on the broker for its request timeout); True when the client started."""
+    starting = asyncio.ensure_future(client.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()  # raises the start's error
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, KafkaError):
+        await starting
+    return False

@@ -100,6 +100,7 @@ async def test_health_readiness_and_metrics_over_http(
             "broker_reachable": True,
             "consumer_in_group": True,
             "breaker_closed": True,
+            "topics_exist": True,
         }
         assert (await http_get(svc.port, "/nope"))[0] == 404
         deadline = time.monotonic() + 10

@@ -210,3 +210,59 @@ def _alive(pid: int) -> bool:
 
 def _ready(service: Any) -> bool:
     return bool(service.registry.get_sample_value("article_classifier_ready") == 1.0)
+
+
+async def test_a_missing_input_topic_is_reported_then_consumed_once_created(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any
+) -> None:
+    """The service never creates its input topic: it is not ready and names the missing
+    topic in /readyz, then consumes it as soon as an operator creates it."""
+    bootstrap = broker.bootstrap_servers
+    late = f"late-{topics.input}"
+    settings = make_settings(bootstrap, topics, model_dir, input_topic=late)
+    async with running_service(settings, predictor) as service:
+
+        async def reported_missing() -> bool:
+            status, body = await http_get(service.port, "/readyz")
+            report = json.loads(body)
+            return status == 503 and report["missing_topics"] == [late]
+
+        await wait_for(reported_missing, timeout_s=30)
+        assert "topics_exist" in json.loads((await http_get(service.port, "/readyz"))[1])["failing"]
+        restarts = service.registry.get_sample_value(
+            "article_classifier_session_restarts_total", {"cause": "missing_topic"}
+        )
+        assert restarts is not None and restarts >= 1
+        assert _broker_errors(service) == 0, "a missing topic is not a broker failure"
+        await ensure_topics(bootstrap, {late: 3})
+        records = article_records(20, prefix="late-topic")
+        await produce(bootstrap, late, records)
+        assert len(await consume(bootstrap, topics.output, len(records))) == len(records)
+        await wait_for(lambda: _ready(service), timeout_s=30)
+
+
+async def test_sigterm_while_topics_are_missing_exits_within_the_shutdown_bound(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, tmp_path: Path
+) -> None:
+    """Waiting for a missing input topic and a missing feedback topic does not hold up a
+    shutdown, and neither wait fills the log with the client's metadata errors."""
+    settings = make_settings(
+        broker.bootstrap_servers,
+        topics,
+        model_dir,
+        input_topic=f"absent-{topics.input}",
+        feedback_topic=f"absent-feedback-{topics.input}",
+    )
+    log = tmp_path / "service.log"
+    process = spawn_service(settings, log)
+    try:
+        await wait_for(lambda: log.read_text().count("does not exist") >= 2, timeout_s=60)
+        process.send_signal(signal.SIGTERM)
+        status = await asyncio.to_thread(process.wait, settings.shutdown_timeout_s)
+    finally:
+        stop_process(process, signal.SIGKILL)
+    text = log.read_text()
+    assert status == 0, text[-3000:]
+    assert "not found in cluster metadata" not in text
+    assert "did not stop in time" not in text
+    assert text.count("feedback topic missing") == 1, "said once, not at every check"
