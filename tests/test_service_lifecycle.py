@@ -232,7 +232,8 @@ async def test_a_missing_input_topic_is_reported_then_consumed_once_created(
         restarts = service.registry.get_sample_value(
             "article_classifier_session_restarts_total", {"cause": "missing_topic"}
         )
-        assert restarts is not None and restarts >= 1
+        assert restarts is not None
+        assert restarts >= 1
         assert _broker_errors(service) == 0, "a missing topic is not a broker failure"
         await ensure_topics(bootstrap, {late: 3})
         records = article_records(20, prefix="late-topic")
