@@ -34,6 +34,8 @@ ARRAYS_FILE = "arrays.npz"
 PARAMS_FILE = "params.json"
 DATA_FILES = (ARRAYS_FILE, PARAMS_FILE)
 
+#: Most bytes the arrays may need once decompressed (the research model's need about 10 MiB).
+MAX_ARRAY_BYTES = 2**30
 #: A fixed zip timestamp: the same model always gives the same bytes (and sha256).
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -164,10 +166,25 @@ def _decode_arrays(data: bytes, dims: Mapping[str, int]) -> dict[str, Any]:
             raise ArtifactError(f"{ARRAYS_FILE}: missing array(s) {', '.join(missing)}")
         if extra := sorted(set(names) - expected):
             raise ArtifactError(f"{ARRAYS_FILE}: unexpected member(s) {', '.join(extra)}")
+        _check_array_bytes(dims)
         return {
             name: _read_member(archive, name, spec, tuple(dims[d] for d in spec.dims))
             for name, spec in ARRAYS.items()
         }
+
+
+def _check_array_bytes(dims: Mapping[str, int]) -> None:
+    """Refuse, before decompressing anything, shapes whose arrays would not fit a sane
+    budget: a few kilobytes of deflated zeros can otherwise claim gigabytes of memory."""
+    needed = sum(
+        math.prod(dims[d] for d in spec.dims) * spec.dtype.itemsize for spec in ARRAYS.values()
+    )
+    if needed > MAX_ARRAY_BYTES:
+        raise ArtifactError(
+            f"{ARRAYS_FILE}: the label and vocabulary counts in {PARAMS_FILE} need"
+            f" {needed:,} bytes of arrays, more than the {MAX_ARRAY_BYTES:,} this loader"
+            " accepts; refusing it before decompressing (a damaged or hostile artifact)"
+        )
 
 
 def _read_member(

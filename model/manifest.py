@@ -15,6 +15,9 @@ FORMAT_VERSION: Literal[2] = 2
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=0)]
+#: Largest data file a manifest may describe: a hundred times the research model's arrays.
+#: A manifest that claims more is refused before any file is read.
+MAX_DATA_FILE_BYTES = 2**30
 
 
 class _Strict(BaseModel):
@@ -97,7 +100,7 @@ class ModelCard(_Strict):
 class DataFile(_Strict):
     """One data file of the artifact: its exact size and sha256."""
 
-    bytes: Count
+    bytes: Annotated[int, Field(ge=0, le=MAX_DATA_FILE_BYTES)]
     sha256: Sha256
 
 

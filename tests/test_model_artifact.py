@@ -486,6 +486,10 @@ _BAD_PARAMS: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "unknown field": (_params_change(_update(surprise=1)), "surprise"),
     "missing field": (_params_change(lambda p: p.pop("tags")), "tags"),
     "string for a number": (_params_change(_update(ngram_max="1")), "ngram_max"),
+    "shapes over the memory budget": (
+        _params_change(lambda p: p["tags"].extend(f"t{n}" for n in range(300_000))),
+        "bytes of arrays, more than the 1,073,741,824 this loader accepts",
+    ),
 }
 
 
@@ -551,4 +555,13 @@ def test_missing_or_malformed_files_are_refused(artifact: Path, damage: str, mes
     if damage in {"missing-field", "extra-file", "missing-file", "newer-format"}:
         (artifact / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=message):
+        Predictor.load(artifact)
+
+
+def test_a_manifest_claiming_a_huge_data_file_is_refused_before_reading(artifact: Path) -> None:
+    """A manifest whose data file size is beyond any model's is refused unread."""
+    manifest = _manifest(artifact)
+    manifest["files"][PARAMS_FILE]["bytes"] = 2**40
+    (artifact / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"malformed manifest.*files\.params\.json\.bytes"):
         Predictor.load(artifact)
