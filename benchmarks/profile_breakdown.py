@@ -20,11 +20,37 @@ _PROCESS = re.compile(r'^process (\d+):"(.*)"$', re.DOTALL)
 #: ``thread (0x7f..)`` or ``thread (123): MainThread``.
 _THREAD = re.compile(r"^thread \((\w+)\)(?:: (.*))?$")
 
-#: The leaf (native) frames of a thread waiting to take the GIL: CPython 3.11's
-#: ``take_gil`` waits on a condition variable with a timeout; locks and queues wait on
-#: semaphores (``sem_clockwait``/``sem_wait``) and sockets in ``epoll_wait``, so neither
-#: is mistaken for it.
-GIL_WAIT_FRAMES = ("take_gil", "pthread_cond_timedwait", "PyCOND_TIMEDWAIT")
+#: A Python frame: ``name (path.py:line)``; anything else is native (``--native``).
+_PYTHON_FRAME = re.compile(r"\.py:\d+\)$|\(<[^>]+>:\d+\)$")
+
+#: Native frames of a thread waiting on the GIL: CPython 3.11 takes it by waiting on a
+#: condition variable with a timeout (``take_gil``) and, handing it over, waits on another
+#: (``drop_gil``). Locks and queues wait on semaphores (``sem_clockwait``, ``sem_wait``) and
+#: sockets in ``epoll_wait``, so neither is mistaken for it.
+GIL_WAIT_FRAMES = ("take_gil", "drop_gil", "pthread_cond_timedwait", "pthread_cond_wait")
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """One sampled stack: its frames, outermost first, split at the innermost Python frame."""
+
+    frames: list[str]
+
+    @property
+    def python_leaf(self) -> str:
+        """The innermost Python frame ("" if there is none)."""
+        for frame in reversed(self.frames):
+            if _PYTHON_FRAME.search(frame):
+                return frame
+        return ""
+
+    @property
+    def native_tail(self) -> list[str]:
+        """The native frames called from the innermost Python frame (what it is doing)."""
+        for index in range(len(self.frames) - 1, -1, -1):
+            if _PYTHON_FRAME.search(self.frames[index]):
+                return self.frames[index + 1 :]
+        return self.frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +59,16 @@ class Rule:
 
     category: str
     fragments: tuple[str, ...]
-    #: Only the innermost frame is compared (for waits, which are leaves).
-    leaf_only: bool = False
+    #: Which frames are compared: "any" frame, the Python "leaf", or the native "tail".
+    where: str = "any"
 
-    def matches(self, frames: list[str]) -> bool:
-        candidates = frames[-1:] if self.leaf_only else frames
+    def matches(self, stack: Stack) -> bool:
+        if self.where == "leaf":
+            candidates = [stack.python_leaf]
+        elif self.where == "tail":
+            candidates = stack.native_tail
+        else:
+            candidates = stack.frames
         return any(fragment in frame for frame in candidates for fragment in self.fragments)
 
 
@@ -45,11 +76,13 @@ class Rule:
 #: first (a thread waiting for the GIL inside the tokeniser is waiting, not tokenising),
 #: then the model's stages from the innermost outwards, then the I/O around them.
 RULES: tuple[Rule, ...] = (
-    Rule("waiting for the GIL (contention)", GIL_WAIT_FRAMES, leaf_only=True),
-    Rule("idle: event loop waiting for I/O", ("select (selectors.py", "epoll_wait")),
+    Rule("waiting for the GIL (contention)", GIL_WAIT_FRAMES, where="tail"),
+    Rule("garbage collection", ("gc_collect_main", "gc_collect_with_callback"), where="tail"),
+    Rule("idle: event loop waiting for I/O", ("select (selectors.py",), where="leaf"),
     Rule(
         "idle: waiting for a batch / a result",
         ("_worker (concurrent/futures/thread.py", "get (queue.py", "wait (threading.py"),
+        where="leaf",
     ),
     Rule("decode + validate (pydantic)", ("(schemas/decode.py",)),
     Rule("tokenise + TF-IDF rows", ("(model/features.py", "(model/text.py")),
@@ -110,8 +143,9 @@ class ThreadProfile:
 
 def categorise(frames: list[str]) -> str:
     """The category of one stack (process and thread frames already removed)."""
+    stack = Stack(frames)
     for rule in RULES:
-        if rule.matches(frames):
+        if rule.matches(stack):
             return rule.category
     return OTHER
 

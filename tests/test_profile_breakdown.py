@@ -18,7 +18,10 @@ from profile_breakdown import (
 )
 
 LOOP = 'process 10:"python -m service serve --model m";thread (10): MainThread'
-WORKER = "thread (11): classify_0;_bootstrap (threading.py:1002);run (threading.py:982)"
+WORKER = (
+    "thread (11): classify_0;_bootstrap (threading.py:1002);run (threading.py:982);"
+    "_worker (concurrent/futures/thread.py:81)"
+)
 RUN_ONCE = "run_forever (asyncio/base_events.py:608);_run_once (asyncio/base_events.py:1936)"
 
 SYNTHETIC = [
@@ -40,7 +43,7 @@ SYNTHETIC = [
     "classify_batch (service/classify.py:300);transform_counted (model/features.py:150);"
     "take_gil (libpython3.11.so.1.0);pthread_cond_timedwait (libc.so.6) 10\n",
     f'process 10:"python -m service serve --model m";{WORKER};'
-    "_worker (concurrent/futures/thread.py:81);sem_clockwait (libc.so.6) 40\n",
+    "_queue_SimpleQueue_get (_queuemodule.c.h:177);sem_clockwait (libc.so.6) 40\n",
     f'process 10:"python -m service serve --model m";{WORKER};'
     "classify_batch (service/classify.py:300);encode_classified (schemas/encode.py:37) 20\n",
     # A thread that only sleeps.
@@ -74,6 +77,14 @@ def test_a_stack_goes_to_the_first_rule_it_matches() -> None:
     assert categorise(["pthread_cond_timedwait (libc.so.6)", "foo (bar.py:1)"]) == OTHER
     assert categorise(["_run (asyncio/events.py:80)"]) == "event-loop overhead (asyncio)"
     assert categorise(["main (elsewhere.py:1)"]) == OTHER
+    # Idle is where the innermost Python frame waits, not every stack that passes by it.
+    worker = "_worker (concurrent/futures/thread.py:81)"
+    assert categorise([worker, "sem_clockwait (libc.so.6)"]) == (
+        "idle: waiting for a batch / a result"
+    )
+    assert categorise([worker, "_check (service/classify.py:362)", "gc_collect_main (x.so)"]) == (
+        "garbage collection"
+    )
 
 
 def test_samples_are_summed_per_thread_and_category() -> None:
