@@ -15,8 +15,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: ``process 123:"python -m service serve ..."`` (the command may hold spaces and quotes).
-_PROCESS = re.compile(r'^process (\d+):"(.*)"$', re.DOTALL)
+#: ``process 123:"python -m service serve ..."``, then the next frame: with
+#: ``--subprocesses`` a child's stack starts with its parent's process frame and its own,
+#: and a command may hold ``;`` (``-c "from multiprocessing.spawn import spawn_main; ..."``),
+#: so a process frame ends only where the next process or thread frame starts.
+_PROCESS = re.compile(r'process (\d+):"(.*?)";(?=process \d+:"|thread \()', re.DOTALL)
 #: ``thread (0x7f..)`` or ``thread (123): MainThread``.
 _THREAD = re.compile(r"^thread \((\w+)\)(?:: (.*))?$")
 
@@ -78,10 +81,18 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("waiting for the GIL (contention)", GIL_WAIT_FRAMES, where="tail"),
     Rule("garbage collection", ("gc_collect_main", "gc_collect_with_callback"), where="tail"),
+    Rule("idle: sleeping (timers, watchdogs)", ("clock_nanosleep",), where="tail"),
     Rule("idle: event loop waiting for I/O", ("select (selectors.py",), where="leaf"),
     Rule(
         "idle: waiting for a batch / a result",
-        ("_worker (concurrent/futures/thread.py", "get (queue.py", "wait (threading.py"),
+        (
+            "_worker (concurrent/futures/thread.py",
+            "get (queue.py",
+            "wait (threading.py",
+            # a worker process reading the next batch from its pipe; the resource tracker
+            "_recv (multiprocessing/connection.py",
+            "main (multiprocessing/resource_tracker.py",
+        ),
         where="leaf",
     ),
     Rule("decode + validate (pydantic)", ("(schemas/decode.py",)),
@@ -130,6 +141,19 @@ class ThreadProfile:
     process: str
     thread: str
     samples: Counter[str] = field(default_factory=Counter)
+    #: The process's command line, as py-spy names it ("" without ``--subprocesses``).
+    command: str = ""
+
+    @property
+    def role(self) -> str:
+        """What the process is, from its command line."""
+        if " serve" in self.command:
+            return "service process"
+        if "spawn_main" in self.command:
+            return "worker process"
+        if "resource_tracker" in self.command:
+            return "multiprocessing resource tracker"
+        return f"process {self.process}"
 
     @property
     def total(self) -> int:
@@ -150,8 +174,19 @@ def categorise(frames: list[str]) -> str:
     return OTHER
 
 
-def parse_line(line: str) -> tuple[str, str, list[str], int] | None:
-    """(process, thread, frames, samples) of one raw line; None for a blank line.
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One raw line: where it was taken, its frames (outermost first) and its count."""
+
+    process: str
+    command: str
+    thread: str
+    frames: list[str]
+    count: int
+
+
+def parse_line(line: str) -> Sample | None:
+    """One raw line parsed; None for a blank line.
 
     Raises ValueError for a line that is not ``stack COUNT``.
     """
@@ -161,16 +196,16 @@ def parse_line(line: str) -> tuple[str, str, list[str], int] | None:
     stack, _, count = line.rpartition(" ")
     if not stack or not count.isdigit():
         raise ValueError(f"not a py-spy raw line (expected 'frames COUNT'): {line[:120]!r}")
+    process, command = "-", ""
+    while match := _PROCESS.match(stack):  # the innermost process is the one sampled
+        process, command = match.group(1), match.group(2)
+        stack = stack[match.end() :]
     frames = stack.split(";")
-    process = "-"
     thread = "-"
-    if frames and (match := _PROCESS.match(frames[0])):
-        process = match.group(1)
-        frames = frames[1:]
     if frames and (match := _THREAD.match(frames[0])):
         thread = match.group(2) or match.group(1)
         frames = frames[1:]
-    return process, thread, frames, int(count)
+    return Sample(process, command, thread, frames, int(count))
 
 
 def _joined(lines: Iterable[str]) -> Iterable[str]:
@@ -191,12 +226,12 @@ def aggregate(lines: Iterable[str]) -> list[ThreadProfile]:
     """Samples per (process, thread) and category, busiest (fewest idle samples) first."""
     profiles: dict[tuple[str, str], ThreadProfile] = {}
     for record in _joined(lines):
-        parsed = parse_line(record)
-        if parsed is None:
+        sample = parse_line(record)
+        if sample is None:
             continue
-        process, thread, frames, count = parsed
-        profile = profiles.setdefault((process, thread), ThreadProfile(process, thread))
-        profile.samples[categorise(frames)] += count
+        key = (sample.process, sample.thread)
+        profile = profiles.setdefault(key, ThreadProfile(*key, command=sample.command))
+        profile.samples[categorise(sample.frames)] += sample.count
     return sorted(profiles.values(), key=lambda p: (-p.busy, p.process, p.thread))
 
 
@@ -209,18 +244,22 @@ def merge_idle_threads(profiles: list[ThreadProfile], *, min_busy: float) -> lis
         if profile.total and profile.busy / profile.total >= min_busy:
             kept.append(profile)
             continue
-        merged = rest.setdefault(profile.process, ThreadProfile(profile.process, "other threads"))
+        merged = rest.setdefault(
+            profile.process,
+            ThreadProfile(profile.process, "other threads", command=profile.command),
+        )
         merged.samples.update(profile.samples)
     return kept + list(rest.values())
 
 
-def render(profiles: list[ThreadProfile], *, roles: dict[str, str] | None = None) -> str:
+def render(profiles: list[ThreadProfile]) -> str:
     """A Markdown table per thread: category, samples, share of the thread's samples."""
-    roles = roles or {}
     out: list[str] = []
     for profile in profiles:
-        role = roles.get(profile.process, f"process {profile.process}")
-        out.append(f"\n{role}, thread {profile.thread}: {profile.total} samples\n")
+        out.append(
+            f"\n{profile.role} ({profile.process}), thread {profile.thread}:"
+            f" {profile.total} samples\n"
+        )
         out.append("| where | samples | share |")
         out.append("|---|---:|---:|")
         for category, count in profile.samples.most_common():

@@ -64,8 +64,8 @@ def record_command(pid: int, out: Path, *, seconds: float, rate: int, native: bo
     return command
 
 
-async def profile(args: argparse.Namespace) -> dict[str, str]:
-    """Record ``args.out``; returns the role of each sampled process id."""
+async def profile(args: argparse.Namespace) -> None:
+    """Record ``args.out`` while the service works through a backlog."""
     articles = load_articles(args.data, args.articles)
     topics = ("profile-in", "profile-out", "profile-dlq")
     with EmbeddedBroker() as broker:
@@ -100,7 +100,6 @@ async def profile(args: argparse.Namespace) -> dict[str, str]:
     if last.get(PUBLISHED, 0) >= len(articles):
         print("WARNING: the backlog ran out while sampling: idle time is included; "
               "raise --articles or lower --seconds")  # fmt: skip
-    return {str(process.pid): "service process"}
 
 
 def main() -> int:
@@ -119,17 +118,14 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None,
                         help="only summarise this existing raw profile")  # fmt: skip
     args = parser.parse_args()
-    roles: dict[str, str] = {}
     if args.report is None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        roles = asyncio.run(profile(args))
+        asyncio.run(profile(args))
     source = args.report or args.out
     with source.open(encoding="utf-8") as lines:
         profiles = aggregate(lines)
-    for profile_ in profiles:  # the service's children are its classification workers
-        roles.setdefault(profile_.process, f"worker process {profile_.process}")
     print(f"profile: {source}")
-    print(render(merge_idle_threads(profiles, min_busy=args.min_busy), roles=roles))
+    print(render(merge_idle_threads(profiles, min_busy=args.min_busy)))
     return 0
 
 

@@ -54,11 +54,11 @@ SYNTHETIC = [
 
 def test_a_raw_line_gives_its_process_thread_frames_and_count() -> None:
     """The process and thread frames are split off; the count is the last field."""
-    parsed = parse_line(SYNTHETIC[0])
-    assert parsed is not None
-    process, thread, frames, count = parsed
-    assert (process, thread, count) == ("10", "MainThread", 50)
-    assert frames[-1] == "epoll_wait (libc.so.6)"
+    sample = parse_line(SYNTHETIC[0])
+    assert sample is not None
+    assert (sample.process, sample.thread, sample.count) == ("10", "MainThread", 50)
+    assert sample.command == "python -m service serve --model m"
+    assert sample.frames[-1] == "epoll_wait (libc.so.6)"
     assert parse_line("  \n") is None
 
 
@@ -117,10 +117,27 @@ def test_a_command_line_spanning_lines_stays_one_record() -> None:
     assert (profile.process, profile.thread, profile.total) == ("7", "MainThread", 3)
 
 
+def test_a_worker_process_is_told_apart_from_its_parent() -> None:
+    """With --subprocesses a child's stack starts with both process frames, and a command
+    line may hold ';': the innermost process and its thread are the ones sampled."""
+    line = (
+        'process 10:"python -m service serve";'
+        'process 12:"python -c from multiprocessing.spawn import spawn_main; spawn_main(3)";'
+        "thread (12): MainThread;_process_worker (concurrent/futures/process.py:244);"
+        "_recv (multiprocessing/connection.py:399);read (libc.so.6) 9\n"
+    )
+    sample = parse_line(line)
+    assert sample is not None
+    assert (sample.process, sample.thread) == ("12", "MainThread")
+    assert categorise(sample.frames) == "idle: waiting for a batch / a result"
+    (profile,) = aggregate([line])
+    assert profile.role == "worker process"
+
+
 def test_idle_threads_are_summed_and_the_table_gives_shares() -> None:
     """A thread that only waits is folded into 'other threads'; shares are per thread."""
     merged = merge_idle_threads(aggregate(SYNTHETIC), min_busy=0.05)
     assert [p.thread for p in merged] == ["classify_0", "MainThread", "other threads"]
-    table = render(merged, roles={"10": "service process"})
-    assert "service process, thread classify_0: 100 samples" in table
+    table = render(merged)
+    assert "service process (10), thread classify_0: 100 samples" in table
     assert "| tokenise + TF-IDF rows | 30 | 30.0% |" in table
