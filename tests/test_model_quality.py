@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.quality import measure
+from model.quality import measure, split_by_time
+from schemas import LabelledArticle
 
 # Not ARTICLE_CLASSIFIER_DATA: that variable feeds `train --data`.
 DATA = Path(
@@ -55,3 +56,47 @@ def test_quality_does_not_regress() -> None:
     # Confidence is honest about short texts: fewer confident headlines than full texts.
     shares = {view.view: view.low_confidence_share for view in report.sections}
     assert shares["headline"] > shares["full"], text
+
+
+def _dated(article_id: str, published_at: str | None) -> LabelledArticle:
+    return LabelledArticle(
+        article_id=article_id, title="t", body="b", published_at=published_at, tags=[]
+    )
+
+
+def test_time_split_holds_out_the_latest_whole_days_in_utc() -> None:
+    """The latest share of the dated stories is held out in whole UTC days; undated ones
+    are on neither side."""
+    records = [
+        _dated("late-offset", "1987-03-03T01:30:00+05:00"),  # 1987-03-02 20:30 UTC
+        _dated("d1", "1987-03-01T10:00:00Z"),
+        _dated("undated", None),
+        _dated("d2a", "1987-03-02T08:00:00Z"),
+        _dated("d3a", "1987-03-03T09:00:00Z"),
+        _dated("d3b", "1987-03-03T23:59:59Z"),
+        _dated("d2b", "1987-03-02T23:00:00Z"),
+    ]
+    earlier, later, cutoff = split_by_time(records, 0.5)
+    # Six dated stories: the fourth in time order (2 March) starts the held-out days.
+    assert cutoff.isoformat() == "1987-03-02"
+    assert {r.article_id for r in earlier} == {"d1"}
+    assert {r.article_id for r in later} == {"late-offset", "d2a", "d2b", "d3a", "d3b"}
+    _, later_small, cutoff_small = split_by_time(records, 0.2)
+    assert cutoff_small.isoformat() == "1987-03-03"
+    assert {r.article_id for r in later_small} == {"d3a", "d3b"}
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, -0.1, float("nan")])
+def test_time_split_refuses_a_share_outside_zero_and_one(share: float) -> None:
+    """A held-out share that is not strictly between 0 and 1 is refused."""
+    with pytest.raises(ValueError, match="share"):
+        split_by_time([_dated("a", "1987-03-01T00:00:00Z")], share)
+
+
+def test_time_split_refuses_corpora_it_cannot_split() -> None:
+    """No dated story, or all of them on one day, is a clear error rather than an empty side."""
+    with pytest.raises(ValueError, match="published_at"):
+        split_by_time([_dated("a", None)], 0.2)
+    same_day = [_dated(str(i), f"1987-03-01T{i:02d}:00:00Z") for i in range(5)]
+    with pytest.raises(ValueError, match="1987-03-01"):
+        split_by_time(same_day, 0.2)
