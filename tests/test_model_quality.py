@@ -20,23 +20,29 @@ DATA = Path(
 # CI has the corpora and sets this, so a missing corpus fails there instead of skipping.
 REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_RESEARCH_DATA") == "1"
 
-# Guards sit a few points below the 3-fold figures measured when the model was tuned
-# (bbc full 0.98x, lead 0.93x, headline 0.84x; ModApte-90 micro 0.89x / macro 0.5xx;
-# bbc-trained sections on Reuters business stories 0.8xx) so that only a clear regression
-# fails. The headline guard sits above the 0.78 that models trained on full texts alone reach.
+# Guards sit a few points below the 3-fold figures (fold seed 0) measured when the model was
+# tuned: bbc full 0.980, lead 0.944, headline 0.868; ModApte-90 micro 0.890 / macro 0.570;
+# bbc-trained sections on Reuters business stories 0.897 full, 0.716 headline (these two do not
+# depend on the folds); the shift in time micro 0.866 / macro 0.576. Only a clear regression
+# fails. The headline and shift guards sit above what the model scored before it learned from
+# body sentences (3-fold headline 0.84x, shift 0.876 / 0.692), and the headline guard far above
+# the 0.78 of models trained on full texts alone.
 MIN_BBC_ACCURACY = 0.96
-MIN_BBC_LEAD_ACCURACY = 0.90
-MIN_BBC_TITLE_ACCURACY = 0.81
+MIN_BBC_LEAD_ACCURACY = 0.92
+MIN_BBC_TITLE_ACCURACY = 0.85
 MIN_REUTERS_MICRO_F1 = 0.87
 MIN_REUTERS_MACRO_F1 = 0.54
 MIN_REUTERS_HEADLINE_MICRO_F1 = 0.78
-MIN_SHIFT_ACCURACY = 0.80
+MIN_SHIFT_ACCURACY = 0.88
+MIN_SHIFT_HEADLINE_ACCURACY = 0.70
+MIN_TIME_MICRO_F1 = 0.84
+MIN_TIME_MACRO_F1 = 0.54
 MAX_SECTION_ECE = 0.05
 
 
 @pytest.mark.slow
 def test_quality_does_not_regress() -> None:
-    """Scores on every view, calibration and the shift check stay near their tuned values."""
+    """Scores on every view, calibration and both shift checks stay near their tuned values."""
     if not (DATA / "bbc-news" / "train.jsonl").is_file():
         if REQUIRED:
             pytest.fail(f"research corpora not found under {DATA}")
@@ -51,6 +57,11 @@ def test_quality_does_not_regress() -> None:
     headline_tags = next(view for view in report.tags if view.view == "headline")
     assert headline_tags.micro_f1 >= MIN_REUTERS_HEADLINE_MICRO_F1, text
     assert report.shift_accuracy >= MIN_SHIFT_ACCURACY, text
+    headline_shift = next(view for view in report.shift if view.view == "headline")
+    assert headline_shift.accuracy >= MIN_SHIFT_HEADLINE_ACCURACY, text
+    assert report.time_micro_f1 >= MIN_TIME_MICRO_F1, text
+    assert report.time_macro_f1 >= MIN_TIME_MACRO_F1, text
+    assert report.time_shift.train_stories > 4 * report.time_shift.stories, text
     for view in report.sections:
         assert view.ece <= MAX_SECTION_ECE, text
     # Confidence is honest about short texts: fewer confident headlines than full texts.
