@@ -35,7 +35,7 @@ from model.calibration import fit_temperature, softmax_probabilities
 from model.errors import TrainingError
 from model.features import export_fitted, make_vectorizer
 from model.inference import LinearTextModel
-from model.text import VIEWS, HasTitleAndBody, View, view_text
+from model.text import VIEWS, HasTitleAndBody, View, compose_text, later_sentences, view_text
 from model.thresholds import cross_fitted_thresholds, fit_slope, tune_thresholds
 
 FloatArray = NDArray[np.float64]
@@ -49,6 +49,7 @@ _VIEW_WEIGHTS = (
     "section_headline_weight",
     "tag_lead_weight",
     "tag_headline_weight",
+    "section_sentence_weight",
 )
 
 
@@ -89,6 +90,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     section_lead_weight, section_headline_weight, tag_lead_weight, tag_headline_weight:
         sample weight of each article's headline + first sentence view and headline-only
         view in each head's training (the full text weighs 1); 0 leaves the view out.
+    section_sentences, section_sentence_weight: the section head also learns from up to
+        ``section_sentences`` sentences of each body after the first (spread over the
+        article), each on its own, without the headline, with this sample weight: words
+        then carry their section on their own, as in a headline, which helps short texts
+        and text from other sources; 0 of either leaves them out. Training only.
     ngram_max, min_df, max_df: vectoriser vocabulary settings.
     section_c, tag_c: SVM regularisation of each head.
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
@@ -110,6 +116,8 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         section_headline_weight: float = 0.1,
         tag_lead_weight: float = 0.1,
         tag_headline_weight: float = 0.1,
+        section_sentences: int = 12,
+        section_sentence_weight: float = 0.05,
         ngram_max: int = 1,
         min_df: int = 2,
         max_df: float = 1.0,
@@ -129,6 +137,8 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.section_headline_weight = section_headline_weight
         self.tag_lead_weight = tag_lead_weight
         self.tag_headline_weight = tag_headline_weight
+        self.section_sentences = section_sentences
+        self.section_sentence_weight = section_sentence_weight
         self.ngram_max = ngram_max
         self.min_df = min_df
         self.max_df = max_df
@@ -157,6 +167,8 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         for name in _VIEW_WEIGHTS:
             if not float(getattr(self, name)) >= 0.0:
                 raise TrainingError(f"{name} must be a number >= 0, got {getattr(self, name)}")
+        if int(self.section_sentences) < 0:
+            raise TrainingError(f"section_sentences must be >= 0, got {self.section_sentences}")
         section_rows = np.array([i for i, s in enumerate(sections) if s is not None], np.intp)
         tag_rows = np.array([i for i, t in enumerate(tags) if t is not None], np.intp)
         if section_rows.size == 0 and tag_rows.size == 0:
@@ -187,7 +199,9 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         n_features = full.shape[1]
 
         section_head, section_cv = self._fit_sections(
-            {view: matrix[section_rows] for view, matrix in features.items()}, section_labels
+            {view: matrix[section_rows] for view, matrix in features.items()},
+            section_labels,
+            self._sentence_features(vectorizer, [articles[i] for i in section_rows]),
         )
         tag_truth = _binarize(tag_lists, self.tags_)
         tag_head, tag_cv = self._fit_tags(
@@ -227,8 +241,26 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
 
     # -- section head -------------------------------------------------------------------
 
+    def _sentence_features(
+        self, vectorizer: Any, articles: Sequence[HasTitleAndBody]
+    ) -> _Sentences | None:
+        """Features of the body sentences the section head learns from, and whose they are."""
+        limit, weight = int(self.section_sentences), float(self.section_sentence_weight)
+        if limit == 0 or weight == 0.0 or not articles:
+            return None
+        texts: list[str] = []
+        owners: list[int] = []
+        for row, article in enumerate(articles):
+            for sentence in later_sentences(article.body, limit):
+                texts.append(compose_text("", sentence, 0))
+                owners.append(row)
+        if not texts:
+            return None
+        matrix = sp.csr_matrix(vectorizer.transform(texts), dtype=np.float64)
+        return _Sentences(matrix, np.asarray(owners, dtype=np.intp), weight)
+
     def _fit_sections(
-        self, features: ViewFeatures, labels: list[str]
+        self, features: ViewFeatures, labels: list[str], sentences: _Sentences | None = None
     ) -> tuple[_Head, tuple[dict[View, tuple[str, ...]], dict[View, FloatArray]]]:
         """The section head, and its out-of-fold predictions and probabilities per view."""
         classes = self.sections_
@@ -243,7 +275,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         scores = {view: np.zeros((len(labels), len(classes))) for view in VIEWS}
         folds = np.empty(y.size, dtype=np.intp)
         for fold, (train, test) in enumerate(self._section_folds(y)):
-            matrix, targets, sample_weight = _stack(features, train, y, weights)
+            matrix, targets, sample_weight = _stack(features, train, y, weights, sentences)
             head = self._fit_section_model(matrix, targets, sample_weight, len(classes))
             for view in VIEWS:
                 scores[view][test] = features[view][test] @ head.coef + head.intercept
@@ -264,7 +296,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
                     scores[view][held_out], temperature
                 )
         predicted = {view: tuple(classes[i] for i in scores[view].argmax(axis=1)) for view in VIEWS}
-        matrix, targets, sample_weight = _stack(features, np.arange(y.size), y, weights)
+        matrix, targets, sample_weight = _stack(features, np.arange(y.size), y, weights, sentences)
         head = self._fit_section_model(matrix, targets, sample_weight, len(classes))
         return head, (predicted, probabilities)
 
@@ -433,6 +465,15 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sentences:
+    """Extra training rows: ``matrix`` row ``i`` is a sentence of head record ``owners[i]``."""
+
+    matrix: sp.csr_matrix
+    owners: IndexArray
+    weight: float
+
+
 def _empty_head(n_features: int, n_labels: int) -> _Head:
     return _Head(np.zeros((n_features, n_labels)), np.zeros(n_labels))
 
@@ -447,11 +488,22 @@ def _binarize(tag_lists: Sequence[Sequence[str]], classes: tuple[str, ...]) -> B
 
 
 def _stack(
-    features: ViewFeatures, rows: IndexArray, targets: NDArray[Any], weights: Mapping[View, float]
+    features: ViewFeatures,
+    rows: IndexArray,
+    targets: NDArray[Any],
+    weights: Mapping[View, float],
+    sentences: _Sentences | None = None,
 ) -> tuple[sp.csr_matrix, NDArray[Any], FloatArray]:
-    """Training matrix of ``rows`` in every weighted view, their targets and sample weights."""
+    """Training matrix of ``rows`` in every weighted view (then the sentences of those rows),
+    their targets and sample weights."""
     views = list(weights)
-    matrix = sp.csr_matrix(sp.vstack([features[view][rows] for view in views], format="csr"))
-    stacked = np.concatenate([targets[rows]] * len(views))
-    sample_weight = np.repeat([weights[view] for view in views], rows.size).astype(np.float64)
-    return matrix, stacked, sample_weight
+    blocks = [features[view][rows] for view in views]
+    stacked = [targets[rows]] * len(views)
+    sample_weight = [np.repeat([weights[view] for view in views], rows.size).astype(np.float64)]
+    if sentences is not None:
+        chosen = np.isin(sentences.owners, rows)
+        blocks.append(sentences.matrix[chosen])
+        stacked.append(targets[sentences.owners[chosen]])
+        sample_weight.append(np.full(int(chosen.sum()), sentences.weight))
+    matrix = sp.csr_matrix(sp.vstack(blocks, format="csr"))
+    return matrix, np.concatenate(stacked), np.concatenate(sample_weight)

@@ -12,7 +12,10 @@ the full text, the headline + first sentence, and the headline alone.
 (c) shift across corpora: the section model trained on all of bbc-news (1987 wire copy
     is not 2004 web news) classifies the Reuters stories whose topics are business news
     (``BUSINESS_TOPICS``); the share classified ``business``, its calibration and the
-    low-confidence share show what in-domain cross-validation cannot.
+    low-confidence share show what in-domain cross-validation cannot;
+(d) shift in time: the tags model trained on the earlier Reuters stories scores the latest
+    days (``TIME_HOLDOUT_SHARE`` of the stories, whole days), as next month's news would
+    be; random folds mix every day into training, so cross-validation cannot see this.
 Only the training files are used; the held-back test splits stay untouched. ``--seeds``
 repeats everything with other fold seeds and reports the mean and the range.
 """
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +166,9 @@ BUSINESS_TOPICS = frozenset(
 )
 BUSINESS = "business"
 
+#: Share of the dated Reuters stories, the latest, that the time-range check holds out.
+TIME_HOLDOUT_SHARE = 0.2
+
 #: The service's default ``--low-confidence-threshold``.
 LOW_CONFIDENCE = 0.5
 
@@ -203,6 +211,17 @@ class ShiftView:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeShift:
+    """ModApte-90 scores, per view, of a model trained on the stories before ``cutoff``
+    (a UTC day, ISO format) on the stories of that day and later."""
+
+    cutoff: str
+    train_stories: int
+    stories: int
+    tags: tuple[TagView, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QualityReport:
     """All measurements of one fold seed, cross-validated on the training files."""
 
@@ -223,6 +242,9 @@ class QualityReport:
     shift: tuple[ShiftView, ...]
     skipped_lines: int
     seconds: float
+    time_micro_f1: float
+    time_macro_f1: float
+    time_shift: TimeShift
 
     def render_text(self) -> str:
         """Human-readable summary with the targets, then one table per measurement."""
@@ -239,6 +261,9 @@ class QualityReport:
             f"; from title + first sentence: {self.bbc_lead_accuracy:.4f}",
             f"(d) shift: bbc-trained sections on reuters business stories, accuracy "
             f"{self.shift_accuracy:.4f}",
+            f"(e) shift in time: reuters tags trained before {self.time_shift.cutoff}, "
+            f"ModApte-90 on the {self.time_shift.stories} later stories: micro-F1 "
+            f"{self.time_micro_f1:.4f}, macro-F1 {self.time_macro_f1:.4f}",
             "",
             f"bbc sections by view (calibration: ECE over 10 bins; low = score < {LOW_CONFIDENCE})",
             "  view       accuracy  macro-F1  mean-conf     ECE    low",
@@ -267,6 +292,17 @@ class QualityReport:
             f"  {v.view:<9} {v.stories:7d} {v.accuracy:9.4f} {v.mean_confidence:10.4f}"
             f" {v.ece:7.4f} {v.low_confidence_share:6.3f}"
             for v in self.shift
+        ]
+        lines += [
+            "",
+            f"shift in time: trained on {self.time_shift.train_stories} reuters stories before "
+            f"{self.time_shift.cutoff}, ModApte-90 on the later ones, by view",
+            "  view       micro-F1  macro-F1       P       R  tags",
+        ]
+        lines += [
+            f"  {t.view:<9} {t.micro_f1:9.4f} {t.macro_f1:9.4f} {t.micro_precision:7.4f}"
+            f" {t.micro_recall:7.4f} {t.tags_per_story:5.2f}"
+            for t in self.time_shift.tags
         ]
         lines += ["", "reliability of bbc section scores (out-of-fold): bin, n, confidence, hits"]
         for s in self.sections:
@@ -349,18 +385,110 @@ def modapte_quality(
     views = []
     for view in VIEWS:
         predicted = estimator.cv_.tag_predicted_by_view[view][:, columns]
-        found = tag_metrics(truth[scored], predicted[scored], MODAPTE_90)
-        views.append(
-            TagView(
-                view=view,
-                micro_f1=found.micro_f1,
-                macro_f1=found.macro_f1,
-                micro_precision=found.micro_precision,
-                micro_recall=found.micro_recall,
-                tags_per_story=float(predicted[scored].sum(axis=1).mean()),
-            )
-        )
+        views.append(_tag_view(view, truth[scored], predicted[scored]))
     return tuple(views), int(scored.sum())
+
+
+def _tag_view(
+    view: View,
+    truth: np.ndarray[tuple[int, int], np.dtype[np.bool_]],
+    predicted: np.ndarray[tuple[int, int], np.dtype[np.bool_]],
+) -> TagView:
+    """ModApte-90 scores of ``predicted`` (columns in ``MODAPTE_90`` order)."""
+    found = tag_metrics(truth, predicted, MODAPTE_90)
+    return TagView(
+        view=view,
+        micro_f1=found.micro_f1,
+        macro_f1=found.macro_f1,
+        micro_precision=found.micro_precision,
+        micro_recall=found.micro_recall,
+        tags_per_story=float(predicted.sum(axis=1).mean()) if predicted.size else 0.0,
+    )
+
+
+def utc_day(timestamp: str) -> date:
+    """The UTC calendar day of an RFC 3339 timestamp."""
+    return datetime.fromisoformat(timestamp).astimezone(UTC).date()
+
+
+def split_by_time(
+    records: Sequence[LabelledArticle], share: float
+) -> tuple[list[LabelledArticle], list[LabelledArticle], date]:
+    """The dated records before the cutoff day, those of the cutoff day and later, and the
+    cutoff: the day of the story at ``1 - share`` in time order, so about ``share`` of the
+    stories are held out, in whole days (one day's follow-ups stay on one side).
+
+    Records without ``published_at`` are left out of both sides. Raises ``ValueError``
+    when ``share`` is not in (0, 1) or one side would be empty.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the held-out share must be between 0 and 1, got {share}")
+    dated = sorted(
+        ((utc_day(r.published_at), r) for r in records if r.published_at),
+        key=lambda pair: pair[0],
+    )
+    if not dated:
+        raise ValueError("no record carries published_at: cannot split by time")
+    cutoff = dated[min(len(dated) - 1, math.floor((1.0 - share) * len(dated)))][0]
+    earlier = [r for day, r in dated if day < cutoff]
+    later = [r for day, r in dated if day >= cutoff]
+    if not earlier:
+        raise ValueError(f"every dated record is from {cutoff} or later: cannot split by time")
+    return earlier, later, cutoff
+
+
+def time_shift_quality(
+    records: Sequence[LabelledArticle],
+    *,
+    folds: int,
+    params: Mapping[str, ParamValue],
+    n_jobs: int = 1,
+    seed: int = 0,
+    share: float = TIME_HOLDOUT_SHARE,
+) -> TimeShift:
+    """ModApte-90 scores of a tags model trained on the earlier stories, on the later ones.
+
+    The model is trained on the ModApte-90 codes only: each tag has its own SVM and its own
+    threshold, so the other tags would not change these scores, only cost time.
+    """
+    earlier, later, cutoff = split_by_time(records, share)
+    modapte = frozenset(MODAPTE_90)
+    training = [
+        r.model_copy(update={"tags": [t for t in r.tags if t in modapte]})
+        for r in earlier
+        if r.tags is not None
+    ]
+    trained = train(
+        training,
+        name="quality-time",
+        cv_folds=folds,
+        params=params,
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+    predictor = Predictor.from_trained(trained)
+    stories = [r for r in later if modapte.intersection(r.tags or ())]
+    truth = np.array([[code in (r.tags or ()) for code in MODAPTE_90] for r in stories])
+    truth = truth.reshape(len(stories), len(MODAPTE_90))
+    # A code that no earlier story carries has no model: it is never predicted.
+    known = [
+        (i, predictor.tags.index(code))
+        for i, code in enumerate(MODAPTE_90)
+        if code in predictor.tags
+    ]
+    views = []
+    for view in VIEWS:
+        decisions = predictor.score([view_of(story, view) for story in stories]).tag_decisions
+        predicted = np.zeros_like(truth)
+        for target, column in known:
+            predicted[:, target] = decisions[:, column]
+        views.append(_tag_view(view, truth, predicted))
+    return TimeShift(
+        cutoff=cutoff.isoformat(),
+        train_stories=len(training),
+        stories=len(stories),
+        tags=tuple(views),
+    )
 
 
 def view_of(record: LabelledArticle, view: View) -> ArticleEvent:
@@ -417,6 +545,7 @@ def measure(
     trained, sections = sections_quality(bbc, folds=folds, params=chosen, seed=seed)
     tags, stories = modapte_quality(reuters, folds=folds, params=chosen, n_jobs=n_jobs, seed=seed)
     shift = shift_quality(trained, business_stories(reuters))
+    in_time = time_shift_quality(reuters, folds=folds, params=chosen, n_jobs=n_jobs, seed=seed)
     by_view = {s.view: s for s in sections}
     full_tags = tags[0]
     return QualityReport(
@@ -437,6 +566,9 @@ def measure(
         shift=shift,
         skipped_lines=len(bbc_load.skipped) + len(reuters_load.skipped),
         seconds=time.perf_counter() - start,
+        time_micro_f1=in_time.tags[0].micro_f1,
+        time_macro_f1=in_time.tags[0].macro_f1,
+        time_shift=in_time,
     )
 
 
@@ -448,6 +580,8 @@ SUMMARY_FIELDS = (
     "reuters_micro_f1",
     "reuters_macro_f1",
     "shift_accuracy",
+    "time_micro_f1",
+    "time_macro_f1",
 )
 
 

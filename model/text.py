@@ -73,6 +73,26 @@ def first_sentence(body: str) -> str:
     return text[:MAX_LEAD_CHARS]
 
 
+#: Body sentences shorter than this are fragments, not examples of their own.
+_MIN_SENTENCE_CHARS = 20
+
+
+def later_sentences(body: str, limit: int) -> list[str]:
+    """Up to ``limit`` of the body's sentences after its first, spread evenly over the
+    article. They are cut as ``first_sentence`` cuts (a sentence under 40 characters runs
+    on into the next); a fragment under 20 characters is left out."""
+    rest = body.strip()
+    found: list[str] = []
+    while rest:
+        sentence = first_sentence(rest)
+        found.append(sentence)
+        rest = rest[len(sentence) :].strip()
+    later = [sentence for sentence in found[1:] if len(sentence) >= _MIN_SENTENCE_CHARS]
+    if len(later) <= limit:
+        return later
+    return [later[(i * len(later)) // limit] for i in range(limit)]
+
+
 def view_text(title: str, body: str, view: View, title_repeats: int) -> str:
     """The vectoriser's string for one view of an article (``compose_text`` of that view)."""
     if view == "full":

@@ -278,7 +278,87 @@ def test_training_on_headlines_helps_headline_only_articles() -> None:
     assert with_views > 0.9
 
 
-@pytest.mark.parametrize("name", ["section_lead_weight", "tag_headline_weight"])
+def test_body_sentences_of_held_out_articles_stay_out_of_training() -> None:
+    """The section head's sentence examples follow their article into its fold.
+
+    Labels are random; each article carries a word of its own in its headline and in every
+    later sentence of its body. Were a held-out article's sentences in the training folds,
+    that word would give its label away and held-out headlines would beat chance by far.
+    """
+    rng = random.Random(11)
+    filler = ["the", "news", "today", "report", "said", "officials", "on", "monday"]
+    records = []
+    for i in range(120):
+        own = f"token{i:04d}x"
+        later = [f"Then {own} {' '.join(rng.sample(filler, 4))}." for _ in range(3)]
+        records.append(
+            LabelledArticle(
+                article_id=f"s{i}",
+                title=f"{own} {rng.choice(filler)}",
+                body=" ".join(["The first sentence says nothing at all.", *later]),
+                section=rng.choice(["a", "b"]),
+            )
+        )
+    params = {"min_df": 1, "section_sentence_weight": 1.0}
+    cv = train(records, name="leak", cv_folds=4, params=params).estimator.cv_
+    for view in ("full", "lead", "headline"):
+        predicted = cv.section_predicted_by_view[view]
+        hits = sum(t == p for t, p in zip(cv.section_truth, predicted, strict=True))
+        assert hits / len(records) < 0.7, view
+
+
+def test_training_on_body_sentences_helps_headline_only_articles() -> None:
+    """With body sentences as examples of their own, a headline's words count for what they
+    say alone, not for the words they shared a full text with.
+
+    Each body's strong words are its section's, in a sentence that also names the other
+    section's headline words three times; its own headline words stand in a sentence of
+    their own, once. From full texts alone the headline words look like the other section.
+    """
+    rng = random.Random(5)
+    common = {"a": "Alpha apple amber", "b": "Beta berry bronze"}
+    heads = {"a": "anchor arrow atlas axe", "b": "banner bishop bottle brick"}
+    records = []
+    for i in range(90):
+        section, other = ("a", "b") if i % 2 == 0 else ("b", "a")
+        body = " ".join(
+            [
+                "Nothing in this first sentence tells.",
+                " ".join([common[section], *heads[other].split() * 3]) + ".",
+                heads[section].capitalize() + ".",
+            ]
+        )
+        title = " ".join(rng.sample(heads[section].split(), 2))
+        records.append(LabelledArticle(article_id=f"p{i}", title=title, body=body, section=section))
+    queries = [
+        ArticleEvent(article_id=f"q{i}", title=" ".join(rng.sample(heads["ab"[i % 2]].split(), 2)))
+        for i in range(40)
+    ]
+
+    def headline_accuracy(weight: float) -> float:
+        params = {
+            "section_lead_weight": 0.0,
+            "section_headline_weight": 0.0,
+            "section_sentence_weight": weight,
+        }
+        predictor = Predictor.from_trained(train(records, name="p", cv_folds=3, params=params))
+        labels = [r.section.label if r.section else "" for r in predictor.predict(queries)]
+        return sum(label == "ab"[i % 2] for i, label in enumerate(labels)) / len(queries)
+
+    without, with_sentences = headline_accuracy(0.0), headline_accuracy(0.5)
+    assert without < 0.5
+    assert with_sentences > 0.9
+
+
+def test_a_negative_sentence_count_is_refused() -> None:
+    """A negative number of body sentences is a training error naming the parameter."""
+    with pytest.raises(TrainingError, match="section_sentences"):
+        train(tiny_corpus(), name="x", cv_folds=3, params={"section_sentences": -1})
+
+
+@pytest.mark.parametrize(
+    "name", ["section_lead_weight", "tag_headline_weight", "section_sentence_weight"]
+)
 def test_a_negative_view_weight_is_refused(name: str) -> None:
     """A view weight below 0 is a training error naming the parameter."""
     with pytest.raises(TrainingError, match=name):
