@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
-	$(BIN)/pip install --quiet --no-deps -e '.[dev,demo]'
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,demo,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
@@ -77,7 +77,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --pytho
 
 lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.toml (uv)
 	$(UV_COMPILE) pyproject.toml -o requirements/runtime.lock
-	$(UV_COMPILE) pyproject.toml --extra dev --extra demo -c requirements/runtime.lock \
+	$(UV_COMPILE) pyproject.toml --extra dev --extra demo --extra bench -c requirements/runtime.lock \
 		-o requirements/dev.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
