@@ -7,7 +7,11 @@ Two peers of the service for ``bench_service.py --peers``:
   record, which the publisher decorator sends (and waits for) before the offset is committed.
 - ``faststream-batch``: the same with the batch subscriber (``batch=True``): the handler
   takes ``list[ArticleEvent]`` (one partition's fetch), classifies the list with one
-  ``predict`` call and returns a tuple of messages for a batch publisher.
+  ``predict`` call and returns a tuple of messages for a batch publisher. FastStream sends
+  that tuple as one producer batch to one partition: each output keeps its key, but the
+  outputs of one batch share a partition whatever their keys (the service's outputs go to
+  their key's partition), and a tuple larger than the producer's ``max_batch_size`` fails
+  as a whole (raised here to 1 MiB).
 
 Both use ``AckPolicy.ACK`` with a consumer group, which FastStream's docs give for
 at-least-once consumption (the offset is committed after the handler and its publishing):
@@ -50,7 +54,12 @@ def per_message_app(config: PeerConfig, predictor: Predictor) -> FastStream:
 
 def batch_app(config: PeerConfig, predictor: Predictor) -> FastStream:
     """A fetched list of ``ArticleEvent`` in, one ``predict`` call, a batch published."""
-    broker = KafkaBroker(config.bootstrap_servers, log_level=logging.DEBUG)
+    # A batch publisher sends one producer batch: with the default max_batch_size (16 KiB)
+    # a few Reuters-length outputs overflow it (BatchBufferOverflowException). 1 MiB holds
+    # ``batch_size`` outputs and stays within the default max_request_size.
+    broker = KafkaBroker(
+        config.bootstrap_servers, log_level=logging.DEBUG, max_batch_size=1024 * 1024
+    )
 
     @broker.subscriber(
         config.input_topic,
