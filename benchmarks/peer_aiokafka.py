@@ -37,6 +37,7 @@ def _consumer(config: PeerConfig) -> AIOKafkaConsumer:
         group_id=config.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
     )
 
 

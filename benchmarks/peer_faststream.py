@@ -41,6 +41,7 @@ def per_message_app(config: PeerConfig, predictor: Predictor) -> FastStream:
         config.input_topic,
         group_id=config.group_id,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
         ack_policy=AckPolicy.ACK,
     )
     @broker.publisher(config.output_topic)
@@ -66,6 +67,7 @@ def batch_app(config: PeerConfig, predictor: Predictor) -> FastStream:
         batch=True,
         group_id=config.group_id,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
         ack_policy=AckPolicy.ACK,
         max_records=config.batch_size,
     )

@@ -3,7 +3,9 @@
 The peers do the service's job (``bytes -> ArticleEvent -> model.Predictor ->
 encode_classified -> bytes``) the way other code bases do it, so ``bench_service.py`` can
 put them side by side with the service: see ``peer_faststream.py`` and ``peer_aiokafka.py``.
-A peer runs until SIGTERM or SIGINT, then stops its clients and exits 0.
+Every peer fetches with the service's ``fetch_max_wait_ms`` (``PeerConfig``) and otherwise
+with its library's defaults. A peer runs until SIGTERM or SIGINT, then stops its clients
+and exits 0.
 """
 
 from __future__ import annotations
