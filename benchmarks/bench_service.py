@@ -282,28 +282,53 @@ def print_tables(
           f"{_fmt([f / p for p, f in zip(predict_rates, full_rates, strict=True)], digits=2)} "
           "| |")  # fmt: skip
     for label, results in backlog.items():
+        if label in latencies and not label.startswith("service"):
+            continue  # a peer: in the second table
         rates = [r.rate for r in results]
         vs_full = [r / f for r, f in zip(rates, full_rates, strict=True)]
         vs_predict = [r / p for r, p in zip(rates, predict_rates, strict=True)]
         rss = [r.rss_bytes for r in results]
         print(f"| {label} | {_fmt(rates)} | {_fmt(vs_full, digits=2)} | "
               f"{_fmt(vs_predict, digits=2)} | {_fmt(rss, scale=1 / 2**20)} |")  # fmt: skip
-    if not latencies:
-        return
+    if latencies:
+        print_peers(full_rates, backlog, latencies)
+
+
+def print_peers(
+    full_rates: list[float],
+    backlog: dict[str, list[BacklogResult]],
+    latencies: dict[str, list[LatencyResult]],
+) -> None:
+    """The classifying contenders side by side: rate, ratio, latency at the offered load."""
+    offered = next(iter(latencies.values()))[0].offered
     print()
-    print("| | p50 ms | p99 ms | runs that kept up | peak RSS under load, MiB |")
-    print("|---|---|---|---|---|")
+    print("| | records/s | x in-process decode+predict+encode | p50 ms | p99 ms "
+          "| peak RSS under load, MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for label, runs in latencies.items():
+        rates = [r.rate for r in backlog[label]]
+        vs_full = [r / f for r, f in zip(rates, full_rates, strict=True)]
         # A contender that fell behind has a growing queue: its latency is not a figure.
         kept = [run for run in runs if run.kept_up]
         if kept:
             p50 = _fmt([run.quantile(0.5) for run in kept], scale=1000, digits=1)
             p99 = _fmt([run.quantile(0.99) for run in kept], scale=1000, digits=1)
+            if len(kept) < len(runs):
+                p99 += f" ({len(runs) - len(kept)} of {len(runs)} runs fell behind)"
         else:
             share = statistics.median(run.received / run.offered for run in runs)
-            p50 = p99 = f"fell behind ({share:.0%} answered in time)"
-        memory = _fmt([run.rss_bytes for run in runs], scale=1 / 2**20)
-        print(f"| {label} | {p50} | {p99} | {len(kept)} of {len(runs)} | {memory} |")
+            p50 = "fell behind"
+            p99 = f"fell behind: {share:.0%} of {offered:,} answered in time"
+        rss = _fmt([r.rss_bytes for r in backlog[label]], scale=1 / 2**20)
+        print(f"| {label} | {_fmt(rates)} | {_fmt(vs_full, digits=2)} | {p50} | {p99} "
+              f"| {rss} |")  # fmt: skip
+    peers = [label for label in latencies if not label.startswith("service")]
+    if peers:
+        repeats = range(len(full_rates))
+        fastest = [max(backlog[label][n].rate for label in peers) for n in repeats]
+        for label in (x for x in latencies if x.startswith("service")):
+            ratio = [backlog[label][n].rate / fastest[n] for n in repeats]
+            print(f"{label}: x the fastest peer {_fmt(ratio, digits=2)}")
 
 
 def main() -> int:
