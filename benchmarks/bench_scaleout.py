@@ -2,18 +2,18 @@
 
 1. Throughput: a backlog on a 6-partition input topic, worked through by k instances
    (k = 1, 2, 3) started together in a fresh group; the rate is the steady one, over the
-   middle half of the outputs by their timestamps (the group's joins fall before it), and
-   is given relative to one instance in the same repeat.
-2. Rebalance pause: events are offered at a fixed rate to two instances; a third joins,
-   later one of the first two leaves (SIGTERM). The pause is the longest time with no
-   output in the 15 s after each of the two events (the longest in the 5 s before the join
-   is given for reference), and every offered event is checked to have come out (at least
-   once: duplicates are counted).
+   middle half of the outputs by their timestamps (meant to leave out start-up, the joins
+   and the uneven end), and is given relative to one instance in the same repeat.
+2. Rebalance pause: events are offered at a fixed rate (default: half of one instance's
+   rate in the same repeat) to two instances; a third joins, later one of the first two
+   leaves (SIGTERM). The pause is the longest time with no output in the 15 s after each
+   event (the longest in the 5 s before the join is given for reference), and every
+   offered event is checked to have come out (at least once: duplicates are counted).
 
 On a 2-core machine the instances, the broker and this script share the cores, so these
 figures are bounded by the cores, not by the group.
 
-Usage: ``python benchmarks/bench_scaleout.py [--articles 40000] [--model DIR] [--repeat 3]``.
+Usage: ``python benchmarks/bench_scaleout.py [--articles 60000] [--model DIR] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ async def throughput(
 
 @dataclass(frozen=True, slots=True)
 class Pauses:
+    rate: float
     before_ms: float
     join_ms: float
     leave_ms: float
@@ -176,6 +177,7 @@ async def rebalance(
     stamps.sort()
     unique = set(ids)
     return Pauses(
+        rate=rate,
         before_ms=longest_silence_ms(stamps, joined_ms - 5000, 5.0),
         join_ms=longest_silence_ms(stamps, joined_ms, WINDOW_S),
         leave_ms=longest_silence_ms(stamps, left_ms, WINDOW_S),
@@ -213,8 +215,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     )
                     rates[instances].append(rate)
                     print(f"  run {repeat + 1}: {instances} instance(s): {rate:,.0f}/s", flush=True)
+                offered = args.rate or round(rates[1][-1] / 2)
                 measured = await rebalance(
-                    bootstrap, model, articles, rate=args.rate, tag=str(repeat), logs=logs
+                    bootstrap, model, articles, rate=offered, tag=str(repeat), logs=logs
                 )
                 pauses.append(measured)
                 print(f"  run {repeat + 1}: pause on join {measured.join_ms:.0f} ms, on leave "
@@ -228,7 +231,9 @@ async def main_async(args: argparse.Namespace) -> int:
         relative = [r / one for r, one in zip(rates[instances], rates[1], strict=True)]
         print(f"| {instances} | {_fmt(rates[instances])} | {_fmt(relative, 2)} |")
     print()
-    print(f"| at {args.rate:,.0f} articles/s offered | longest time with no output, ms |")
+    offered_rates = sorted({p.rate for p in pauses})
+    shown = ", ".join(f"{r:,.0f}" for r in offered_rates)
+    print(f"| at {shown} articles/s offered | longest time with no output, ms |")
     print("|---|---|")
     print(f"| steady, 2 instances (5 s before the join) | {_fmt([p.before_ms for p in pauses])} |")
     print(f"| a third instance joins | {_fmt([p.join_ms for p in pauses])} |")
@@ -241,11 +246,13 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--articles", type=int, default=40000, help="articles in the backlog")
+    parser.add_argument("--articles", type=int, default=60000, help="articles in the backlog")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSONL of articles")
     parser.add_argument("--model", type=Path, default=None, help="model dir (default: demo)")
     parser.add_argument("--repeat", type=int, default=1, help="runs; >1 prints the spread")
-    parser.add_argument("--rate", type=float, default=2000.0, help="offered rate, rebalance")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offered rate (default: half of one instance's)"
+    )
     args = parser.parse_args()
     if args.repeat < 1 or args.articles < 8:
         parser.error("--repeat must be at least 1 and --articles at least 8")
