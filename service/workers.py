@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import multiprocessing
 import os
@@ -194,7 +195,7 @@ class ThreadClassifier:
         # model the swap leaves as it is (a new candidate only) is kept, not reloaded.
         current = self._current()
         unchanged = spec.primary == self._spec.primary and spec.trust == self._spec.trust
-        loaded = await asyncio.to_thread(load_models, spec, current.primary if unchanged else None)
+        loaded = await asyncio.to_thread(_load_models, spec, current.primary if unchanged else None)
         self._loaded = loaded
         self._spec = spec.pinned(loaded.identity)
         return loaded.identity
@@ -466,7 +467,20 @@ def _classify_with(
 
 
 def _load_models(spec: ModelSpec, given: ArticlePredictor | None) -> LoadedModels:
-    return load_models(spec, given)
+    loaded = load_models(spec, given)
+    _settle_heap()
+    return loaded
+
+
+def _settle_heap() -> None:
+    """Take what is alive once the models are loaded (their arrays and label tuples, the
+    imported modules) out of the garbage collector's scans: otherwise every full collection
+    walks it again while the batches' short-lived objects trigger collections all the time
+    (``gc_collect_main`` in the classification thread's profile; README, "Where the time
+    goes"). Garbage from loading is collected first, so nothing dead is kept; a swapped-out
+    model is still freed by reference counting."""
+    gc.collect()
+    gc.freeze()
 
 
 def _resolved(spec: ModelSpec) -> ModelSpec:
@@ -541,6 +555,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _worker_loaded(spec: ModelSpec) -> LoadedModels:
     if not _worker_models:
         _worker_models.append(load_models(spec))
+        _settle_heap()
     return _worker_models[0]
 
 
