@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
-	$(BIN)/pip install --quiet --no-deps -e '.[dev,demo]'
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,demo,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the service with its dev tools
@@ -34,12 +34,28 @@ quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../sh
 bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared/data)
 	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
 
-bench-service: $(STAMP) ## service throughput through the broker vs in-process, and latency
+RESEARCH_MODEL := artifacts/research-model/model.json
+bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3)
+	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
+		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)" \
+		--repeat $(BENCH_REPEAT)
+
+# The research model, trained again only when the model code or the install changes.
+$(RESEARCH_MODEL): $(STAMP) $(wildcard model/*.py)
 	$(BIN)/article-classifier train --data $(DATA)/bbc-news/train.jsonl \
 		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
 		--name research 2>/dev/null
+
+.PHONY: bench-peers bench-scaleout
+BENCH_REPEAT ?= 1
+bench-peers: $(STAMP) $(RESEARCH_MODEL) ## bench-service plus the peers (FastStream, aiokafka) and latency
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
-		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)"
+		--model artifacts/research-model --articles 20000 --service-args "$(SERVICE_ARGS)" \
+		--repeat $(BENCH_REPEAT) --peers --max-seconds 8 --latency-seconds 5
+
+bench-scaleout: $(STAMP) $(RESEARCH_MODEL) ## 1, 2 and 3 service instances in one group; rebalance pauses
+	$(BIN)/python benchmarks/bench_scaleout.py --data $(DATA)/reuters21578/train.jsonl \
+		--model artifacts/research-model --repeat $(BENCH_REPEAT)
 
 chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while producing (CHAOS_S=180)
 	$(BIN)/python -m chaos --duration-s $(CHAOS_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
@@ -77,7 +93,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --pytho
 
 lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.toml (uv)
 	$(UV_COMPILE) pyproject.toml -o requirements/runtime.lock
-	$(UV_COMPILE) pyproject.toml --extra dev --extra demo -c requirements/runtime.lock \
+	$(UV_COMPILE) pyproject.toml --extra dev --extra demo --extra bench -c requirements/runtime.lock \
 		-o requirements/dev.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 

@@ -1,14 +1,25 @@
-"""End-to-end benchmark of the service through a real (embedded) broker.
+"""The service through a real (embedded) broker, side by side with its I/O ceiling and peers.
 
-1. In-process baseline: ``Predictor.predict`` on the articles in batches.
-2. Throughput: the articles are produced up front, one service process (``python -m
-   service serve``) works through them; the rate is measured from its own
-   ``articles_published_total`` counter, after its first batch (startup and group join
-   excluded). Target: at least 85% of the in-process rate.
-3. Latency: events are produced at a fixed rate well below saturation; each carries its
-   send time, and a consumer of the output topic measures send -> receive (p50, p99).
+One run, one broker, one backlog of articles produced up front (6 partitions):
 
-Usage: ``python benchmarks/bench_service.py [--articles 5000] [--model DIR] [--data FILE]``.
+1. In process: ``Predictor.predict`` alone, and bytes -> decode -> predict -> encode ->
+   bytes (the service's work per article without Kafka), before and after the broker runs.
+2. Through the broker, each contender a new process working through the same backlog in
+   its own consumer group: the pass-through loop (getmany, send each record unchanged,
+   commit: the I/O ceiling, no model), the service with ``--classify-in thread`` and
+   ``process`` and, with ``--peers``, the peers of ``peers.py`` (FastStream per message and
+   batch, aiokafka ``async for`` + ``send_and_wait``, a ``getmany`` batch loop). Each is
+   measured from its output topic (``contenders.py``): records/s, and the peak RSS of its
+   process tree.
+3. With ``--peers``: end-to-end latency of each classifying contender at one fixed offered
+   load (default: half the service's median backlog rate), p50 and p99.
+
+``--repeat N`` runs 1 and 2 N times (the contenders' order rotated each time) and 3 N
+times, and prints the spread (min / median / max) of every rate and ratio: on a shared
+2-core machine one run is not a figure.
+
+Usage: ``python benchmarks/bench_service.py [--articles 30000] [--model DIR] [--data FILE]
+[--peers] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -23,14 +34,27 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from model import Predictor, load_labelled, save_artifact, train
 from schemas import ArticleEvent, decode_article, encode_classified, utc_now_rfc3339
-from service.broker import EmbeddedBroker, ensure_topics, free_port
+from service.broker import EmbeddedBroker, ensure_topics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contenders import (
+    PARTITIONS,
+    BacklogResult,
+    Contender,
+    Endpoints,
+    LatencyResult,
+    backlog_run,
+    latency_run,
+    spread,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "reuters21578" / "train.jsonl"
@@ -141,154 +165,194 @@ async def produce_all(bootstrap: str, topic: str, payloads: list[tuple[bytes, by
         await producer.stop()
 
 
-async def throughput(
-    bootstrap: str, model: Path, articles: list[dict[str, str]], extra_args: list[str]
-) -> tuple[float, float]:
-    """Articles/s published by one service process working through a backlog, and the
-    share of that time its classification thread was busy."""
-    topics = ("bench-in", "bench-out", "bench-dlq")
-    await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
-    payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-    await produce_all(bootstrap, topics[0], payloads)
-    port = free_port()
-    process = spawn(bootstrap, model, topics, port, extra_args)
-    try:
-        deadline = time.monotonic() + 600
-        # Polling the service's own counter over HTTP: there is no event to wait on. The
-        # window starts after its first batch, so start-up and the group join are excluded.
-        while (first := scrape(port)).get(PUBLISHED, 0) == 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the service published nothing")
-            await asyncio.sleep(0.05)
-        started = time.monotonic()
-        while (last := scrape(port)).get(PUBLISHED, 0) < len(articles):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the service did not finish the backlog")
-            await asyncio.sleep(0.25)
-        elapsed = time.monotonic() - started
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-    rate = (last[PUBLISHED] - first[PUBLISHED]) / elapsed
-    busy = (last[CLASSIFYING_S] - first[CLASSIFYING_S]) / elapsed
-    return rate, busy
-
-
-async def latency(
-    bootstrap: str,
-    model: Path,
-    articles: list[dict[str, str]],
-    rate: float,
-    seconds: float,
-    *,
-    extra_args: list[str],
-) -> list[float]:
-    topics = ("lat-in", "lat-out", "lat-dlq")
-    await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
-    port = free_port()
-    process = spawn(bootstrap, model, topics, port, extra_args)
-    consumer = AIOKafkaConsumer(topics[1], bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                group_id="bench-latency-reader", session_timeout_ms=6000,
-                                fetch_max_wait_ms=10)  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await consumer.start()
-    await producer.start()
-    samples: list[float] = []
-    try:
-        # Warm up until the service answers, then offer a steady rate.
-        probe = {**articles[0], "article_id": "warmup"}
-        while not samples:
-            await producer.send_and_wait(topics[0], json.dumps(probe).encode(), key=b"warmup")
-            got = await consumer.getmany(timeout_ms=1000)
-            samples.extend(0.0 for batch in got.values() for _ in batch)
-        samples.clear()
-        total = int(rate * seconds)
-
-        async def offer() -> None:
-            start = time.monotonic()
-            for index in range(total):
-                await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
-                event = {**articles[index % len(articles)], "bench_sent": time.time()}
-                await producer.send(topics[0], json.dumps(event).encode(), key=str(index).encode())
-
-        offering = asyncio.create_task(offer())
-        deadline = time.monotonic() + seconds + 30
-        while len(samples) < total and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                now = time.time()
-                samples.extend(now - json.loads(r.value)["bench_sent"] for r in batch)
-        await offering
-    finally:
-        await producer.stop()
-        await consumer.stop()
-        process.terminate()
-        process.wait(timeout=60)
-    return samples
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def contenders(args: argparse.Namespace) -> list[Contender]:
+    extra = tuple(args.service_args.split())
+    chosen = [
+        Contender("pass-through loop (no model)", "passthrough"),
+        Contender("service, --classify-in thread", "service", ("--classify-in", "thread", *extra)),
+        Contender(
+            "service, --classify-in process", "service", ("--classify-in", "process", *extra)
+        ),
+    ]
+    if args.peers:
+        chosen += [
+            Contender("FastStream, per message", "faststream"),
+            Contender("FastStream, batch subscriber", "faststream-batch"),
+            Contender("aiokafka, async for + send_and_wait", "aiokafka"),
+            Contender("aiokafka, getmany batch loop", "getmany"),
+        ]
+    return chosen
+
+
+def _fmt(values: Sequence[float], unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+    low, mid, high = spread([v * scale for v in values])
+    if len(values) == 1:
+        return f"{mid:,.{digits}f}{unit}"
+    return f"{mid:,.{digits}f}{unit} ({low:,.{digits}f}-{high:,.{digits}f})"
+
+
 async def main_async(args: argparse.Namespace) -> int:
     articles = load_articles(args.data, args.articles)
+    chosen = contenders(args)
     with tempfile.TemporaryDirectory() as scratch:
         model = model_dir(args.model, Path(scratch))
         predictor = Predictor.load(model)
-        print(f"model: {predictor.name} {predictor.version}")
-        # In-process rates before and after the service run, averaged: the machine is shared,
-        # and this keeps a slow spell from favouring either side.
-        before = in_process_rates(predictor, articles, args.batch_size)
+        print(f"model: {predictor.name} {predictor.version}; {args.repeat} repeat(s)")
+        predict_rates: list[float] = []
+        full_rates: list[float] = []
+        backlog: dict[str, list[BacklogResult]] = {c.label: [] for c in chosen}
+        latencies: dict[str, list[LatencyResult]] = {}
         with EmbeddedBroker() as broker:
-            service, busy = await throughput(
-                broker.bootstrap_servers, model, articles, args.service_args.split()
-            )
-            after = in_process_rates(predictor, articles, args.batch_size)
-            baseline, full = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
-            print(f"in-process Predictor.predict:          {baseline:8,.0f} articles/s "
-                  f"(batch {args.batch_size}; {before[0]:,.0f} before, "
-                  f"{after[0]:,.0f} after)")  # fmt: skip
-            print(f"in-process decode + predict + encode:  {full:8,.0f} articles/s")
-            ratio = service / baseline
-            verdict = "meets" if ratio >= 0.85 else "BELOW"
-            print(f"service end to end (one process):      {service:8,.0f} articles/s "
-                  f"= {ratio:.0%} of predict alone ({verdict} the 85% target), "
-                  f"{service / full:.0%} of decode+predict+encode; "
-                  f"classification thread busy {busy:.0%}")  # fmt: skip
-            rate = args.rate or max(1.0, round(baseline * 0.1))
-            samples = await latency(
-                broker.bootstrap_servers,
-                model,
-                articles,
-                rate,
-                args.latency_seconds,
-                extra_args=args.service_args.split(),
-            )
-    if not samples:
-        print("latency: no samples")
-        return 1
-    print(
-        f"latency at {rate:.0f} articles/s offered for {args.latency_seconds:.0f} s "
-        f"({len(samples)} samples): p50 {percentile(samples, 0.5) * 1000:.1f} ms, "
-        f"p99 {percentile(samples, 0.99) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms"
-    )
+            bootstrap = broker.bootstrap_servers
+            await ensure_topics(bootstrap, {"bench-in": PARTITIONS})
+            payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
+            await produce_all(bootstrap, "bench-in", payloads)
+            for repeat in range(args.repeat):
+                before = in_process_rates(predictor, articles, args.batch_size)
+                shift = repeat % len(chosen)
+                for contender in chosen[shift:] + chosen[:shift]:
+                    at = Endpoints(
+                        bootstrap, model, "bench-in",
+                        f"out-{contender.slug}-{repeat}", f"bench-{contender.slug}-{repeat}",
+                    )  # fmt: skip
+                    result = await backlog_run(
+                        contender,
+                        at,
+                        len(articles),
+                        max_seconds=args.max_seconds,
+                        log=Path(scratch) / f"{at.group_id}.log",
+                    )
+                    backlog[contender.label].append(result)
+                    print(f"  run {repeat + 1}: {contender.label}: {result.rate:,.0f}/s "
+                          f"({result.outputs} outputs)", flush=True)  # fmt: skip
+                after = in_process_rates(predictor, articles, args.batch_size)
+                predict_rates.append((before[0] + after[0]) / 2)
+                full_rates.append((before[1] + after[1]) / 2)
+            if args.peers:
+                service = statistics.median(
+                    r.rate for r in backlog["service, --classify-in thread"]
+                )
+                rate = args.rate or max(1.0, round(service / 2))
+                print(f"latency: {rate:,.0f} articles/s offered for {args.latency_seconds:.0f} s")
+                classifying = [c for c in chosen if c.kind != "passthrough"]
+                latencies = {c.label: [] for c in classifying}
+                for repeat in range(args.repeat):
+                    shift = repeat % len(classifying)
+                    for contender in classifying[shift:] + classifying[:shift]:
+                        at = Endpoints(
+                            bootstrap, model, f"lat-in-{contender.slug}-{repeat}",
+                            f"lat-out-{contender.slug}-{repeat}", f"lat-{contender.slug}-{repeat}",
+                        )  # fmt: skip
+                        measured = await latency_run(
+                            contender,
+                            at,
+                            articles,
+                            rate=rate,
+                            seconds=args.latency_seconds,
+                            log=Path(scratch) / f"{at.group_id}.log",
+                        )
+                        latencies[contender.label].append(measured)
+                        print(f"  run {repeat + 1}: {contender.label}: p99 "
+                              f"{measured.quantile(0.99) * 1000:.1f} ms, "
+                              f"{measured.received}/{measured.offered}", flush=True)  # fmt: skip
+    print_tables(predict_rates, full_rates, backlog, latencies)
     return 0
+
+
+def print_tables(
+    predict_rates: list[float],
+    full_rates: list[float],
+    backlog: dict[str, list[BacklogResult]],
+    latencies: dict[str, list[LatencyResult]],
+) -> None:
+    """Rates as median (min-max) over the repeats; ratios are taken within each repeat."""
+    print()
+    print("| | articles/s | x in-process decode+predict+encode | x in-process predict "
+          "| peak RSS, MiB |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    print(f"| in-process `Predictor.predict` | {_fmt(predict_rates)} | "
+          f"{_fmt([p / f for p, f in zip(predict_rates, full_rates, strict=True)], digits=2)} "
+          "| 1 | |")  # fmt: skip
+    print(f"| in-process decode + predict + encode | {_fmt(full_rates)} | 1 | "
+          f"{_fmt([f / p for p, f in zip(predict_rates, full_rates, strict=True)], digits=2)} "
+          "| |")  # fmt: skip
+    for label, results in backlog.items():
+        if label in latencies and not label.startswith("service"):
+            continue  # a peer: in the second table
+        rates = [r.rate for r in results]
+        vs_full = [r / f for r, f in zip(rates, full_rates, strict=True)]
+        vs_predict = [r / p for r, p in zip(rates, predict_rates, strict=True)]
+        rss = [r.rss_bytes for r in results]
+        print(f"| {label} | {_fmt(rates)} | {_fmt(vs_full, digits=2)} | "
+              f"{_fmt(vs_predict, digits=2)} | {_fmt(rss, scale=1 / 2**20)} |")  # fmt: skip
+    if latencies:
+        print_peers(full_rates, backlog, latencies)
+
+
+def print_peers(
+    full_rates: list[float],
+    backlog: dict[str, list[BacklogResult]],
+    latencies: dict[str, list[LatencyResult]],
+) -> None:
+    """The classifying contenders side by side: rate, ratio, latency at the offered load."""
+    offered = next(iter(latencies.values()))[0].offered
+    print()
+    print("| | records/s | x in-process decode+predict+encode | p50 ms | p99 ms "
+          "| peak RSS under load, MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for label, runs in latencies.items():
+        rates = [r.rate for r in backlog[label]]
+        vs_full = [r / f for r, f in zip(rates, full_rates, strict=True)]
+        # A contender that fell behind has a growing queue: its latency is not a figure.
+        kept = [run for run in runs if run.kept_up]
+        if kept:
+            p50 = _fmt([run.quantile(0.5) for run in kept], scale=1000, digits=1)
+            p99 = _fmt([run.quantile(0.99) for run in kept], scale=1000, digits=1)
+            if len(kept) < len(runs):
+                p99 += f" ({len(runs) - len(kept)} of {len(runs)} runs fell behind)"
+        else:
+            share = statistics.median(run.received / run.offered for run in runs)
+            p50 = "fell behind"
+            p99 = f"fell behind: {share:.0%} of {offered:,} answered in time"
+        rss = _fmt([r.rss_bytes for r in backlog[label]], scale=1 / 2**20)
+        print(f"| {label} | {_fmt(rates)} | {_fmt(vs_full, digits=2)} | {p50} | {p99} "
+              f"| {rss} |")  # fmt: skip
+    peers = [label for label in latencies if not label.startswith("service")]
+    if peers:
+        repeats = range(len(full_rates))
+        fastest = [max(backlog[label][n].rate for label in peers) for n in repeats]
+        for label in (x for x in latencies if x.startswith("service")):
+            ratio = [backlog[label][n].rate / fastest[n] for n in repeats]
+            print(f"{label}: x the fastest peer {_fmt(ratio, digits=2)}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--articles", type=int, default=10000, help="articles for throughput")
+    parser.add_argument("--articles", type=int, default=10000, help="articles in the backlog")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSONL of articles")
     parser.add_argument("--model", type=Path, default=None, help="model dir (default: demo)")
     parser.add_argument("--batch-size", type=int, default=256, help="in-process batch size")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="offered rate for latency (default: 10%% of in-process)")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="runs; >1 prints the spread")
+    parser.add_argument("--peers", action="store_true",
+                        help="add the peers of peers.py and the latency table")  # fmt: skip
+    parser.add_argument("--max-seconds", type=float, default=15.0,
+                        help="stop a backlog run this long after its first output")  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offered rate (default: half the service's)"
+    )
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--service-args", default="", help='extra serve flags, e.g. "--classify-in process"'
+        "--service-args", default="", help='extra serve flags, e.g. "--batch-size 512"'
     )
-    return asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    if args.repeat < 1 or args.articles < 2:
+        parser.error("--repeat must be at least 1 and --articles at least 2")
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

