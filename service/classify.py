@@ -283,9 +283,9 @@ def classify_batch(
     for record, outcome in zip(records, outcomes, strict=True):
         if isinstance(outcome, Refused):
             result.outgoing.append(
-                _dead_letter(
+                dead_letter(
                     record,
-                    topics,
+                    topics.dead_letter,
                     outcome.reason,
                     outcome.message,
                     outcome.article_id,
@@ -450,17 +450,17 @@ def _run_model(
 
 def dead_letter_for_crash(record: InputRecord, topics: Topics) -> Outgoing:
     """The dead letter for a record whose classification killed the worker process."""
-    return _dead_letter(
+    return dead_letter(
         record,
-        topics,
+        topics.dead_letter,
         DeadLetterReason.CLASSIFICATION_ERROR,
         "the classification worker died on this article",
     )
 
 
-def _dead_letter(
+def dead_letter(
     record: InputRecord,
-    topics: Topics,
+    dead_letter_topic: str,
     reason: DeadLetterReason,
     message: str,
     article_id: str | None = None,
@@ -468,6 +468,7 @@ def _dead_letter(
     error: str | None = None,
     trace: str | None = None,
 ) -> Outgoing:
+    """The record, unchanged, for the dead-letter topic with its reason headers; logged."""
     failure = {} if error is None else {"error": error, "trace": trace}
     logger.warning(
         "dead letter",
@@ -487,7 +488,7 @@ def _dead_letter(
         reason, message, topic=record.topic, partition=record.partition, offset=record.offset
     )
     return Outgoing(
-        topic=topics.dead_letter,
+        topic=dead_letter_topic,
         key=record.key,
         value=record.value,
         headers=headers,

@@ -60,21 +60,28 @@ def security_kwargs(settings: ServiceSettings) -> dict[str, Any]:
 
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     """One producer for outputs and dead letters; idempotent where the broker allows."""
-    compression = settings.compression_type
     return ServiceProducer(
-        **security_kwargs(settings),
+        **_producer_options(settings),
         client_id=f"{settings.client_id}-producer",
-        acks="all",
         enable_idempotence=False,
-        compression_type=None if compression is CompressionType.NONE else compression.value,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
+    )
+
+
+def _producer_options(settings: ServiceSettings) -> dict[str, Any]:
+    """What the plain and the transactional producers share."""
+    compression = settings.compression_type
+    return {
+        **security_kwargs(settings),
+        "acks": "all",
+        "compression_type": None if compression is CompressionType.NONE else compression.value,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
         # A dead letter forwards an oversize input unchanged: allow the largest record the
         # consumer can fetch. The dead-letter topic's max.message.bytes must allow it too.
-        max_request_size=settings.fetch_limit_bytes + _REQUEST_OVERHEAD_BYTES,
-        request_timeout_ms=30_000,
-        retry_backoff_ms=200,
-    )
+        "max_request_size": settings.fetch_limit_bytes + _REQUEST_OVERHEAD_BYTES,
+        "request_timeout_ms": 30_000,
+        "retry_backoff_ms": 200,
+    }
 
 
 #: How long a transaction may stay open before the coordinator aborts it (Kafka's default).
@@ -84,19 +91,11 @@ TRANSACTION_TIMEOUT_MS = 60_000
 def make_transactional_producer(settings: ServiceSettings, topic: str, partition: int) -> Any:
     """The producer of one input partition's transactions (exactly-once); ``start()`` fences
     any earlier producer with the same transactional id and completes its open transaction."""
-    compression = settings.compression_type
     return AIOKafkaProducer(
-        **security_kwargs(settings),
+        **_producer_options(settings),
         client_id=f"{settings.client_id}-producer-{partition}",
-        acks="all",
         transactional_id=settings.transactional_id(topic, partition),
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-        compression_type=None if compression is CompressionType.NONE else compression.value,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        max_request_size=settings.fetch_limit_bytes + _REQUEST_OVERHEAD_BYTES,
-        request_timeout_ms=30_000,
-        retry_backoff_ms=200,
     )
 
 

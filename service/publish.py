@@ -38,8 +38,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from service.classify import InputRecord, Outgoing
-from service.deadletter import DeadLetterReason, dead_letter_headers
+from service.classify import InputRecord, Outgoing, dead_letter
+from service.deadletter import DeadLetterReason
 from service.errors import DeliveryError
 
 logger = logging.getLogger(__name__)
@@ -135,33 +135,8 @@ class BatchPublisher:
         self, item: Outgoing, sources: Mapping[SourceKey, InputRecord], message: str
     ) -> Outgoing:
         record = sources[(item.source_partition, item.source_offset)]
-        logger.warning(
-            "dead letter",
-            extra={
-                "key": None if record.key is None else record.key[:256].decode("utf-8", "replace"),
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "reason": DeadLetterReason.OUTPUT_REJECTED.value,
-                "detail": message[:300],
-            },
-        )
-        headers = dead_letter_headers(
-            DeadLetterReason.OUTPUT_REJECTED,
-            message,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        return Outgoing(
-            topic=self._dead_letter_topic,
-            key=record.key,
-            value=record.value,
-            headers=headers,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            source_timestamp_ms=record.timestamp,
-            reason=DeadLetterReason.OUTPUT_REJECTED,
+        return dead_letter(
+            record, self._dead_letter_topic, DeadLetterReason.OUTPUT_REJECTED, message
         )
 
     def _without_value_if_too_large(self, item: Outgoing) -> Outgoing:
