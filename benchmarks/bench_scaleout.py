@@ -31,28 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from service.broker import EmbeddedBroker, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import DEFAULT_DATA, load_articles, model_dir, produce_all
-from contenders import PARTITIONS, Contender, Endpoints, spread, start, stop
+from contenders import PARTITIONS, Contender, Endpoints, output_reader, spread, start, stop
 
 SERVICE = Contender("service", "service", ("--classify-in", "thread"))
 INSTANCES = (1, 2, 3)
 SETTLE_S = 8.0
 WINDOW_S = 15.0
-
-
-def _reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
 
 
 def steady_rate(stamps_ms: Sequence[int]) -> float:
@@ -68,7 +58,7 @@ async def throughput(
     """Steady outputs/s of ``instances`` service processes sharing the backlog ``so-in``."""
     at = Endpoints(bootstrap, model, "so-in", f"so-out-{tag}", f"so-{tag}")
     await ensure_topics(bootstrap, {at.output_topic: PARTITIONS})
-    reader = _reader(bootstrap, at.output_topic)
+    reader = output_reader(bootstrap, at.output_topic)
     await reader.start()
     processes = [start(SERVICE, at, logs / f"{tag}-{n}.log") for n in range(instances)]
     stamps: list[int] = []
@@ -117,7 +107,7 @@ async def rebalance(
     """Two instances under a steady offered load; a third joins, then one leaves."""
     at = Endpoints(bootstrap, model, f"rb-in-{tag}", f"rb-out-{tag}", f"rb-{tag}")
     await ensure_topics(bootstrap, {at.input_topic: PARTITIONS, at.output_topic: PARTITIONS})
-    reader = _reader(bootstrap, at.output_topic)
+    reader = output_reader(bootstrap, at.output_topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await reader.start()
     await producer.start()

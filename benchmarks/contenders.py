@@ -145,7 +145,7 @@ class _RssSampler:
             self.task.cancel()
 
 
-def _reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
+def output_reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
     # No group: every partition from the beginning, and nothing committed.
     return AIOKafkaConsumer(
         topic,
@@ -171,7 +171,7 @@ async def backlog_run(
     The run ends when every output has arrived or ``max_seconds`` after the first one.
     """
     await ensure_topics(at.bootstrap_servers, {at.output_topic: PARTITIONS})
-    reader = _reader(at.bootstrap_servers, at.output_topic)
+    reader = output_reader(at.bootstrap_servers, at.output_topic)
     await reader.start()
     stamps: list[int] = []
     process = start(contender, at, log)
@@ -226,7 +226,7 @@ async def latency_run(
     await ensure_topics(
         at.bootstrap_servers, {at.input_topic: PARTITIONS, at.output_topic: PARTITIONS}
     )
-    reader = _reader(at.bootstrap_servers, at.output_topic)
+    reader = output_reader(at.bootstrap_servers, at.output_topic)
     producer = AIOKafkaProducer(bootstrap_servers=at.bootstrap_servers, acks="all")
     await reader.start()
     await producer.start()
