@@ -42,6 +42,7 @@ from service.errors import (
     BreakerOpenError,
     BrokerUnavailableError,
     DeliveryError,
+    GroupJoinStuckError,
     MissingTopicError,
     TransactionsUnsupportedError,
 )
@@ -299,6 +300,13 @@ async def _sessions(
             logger.warning(
                 str(error), extra={"topics": error.topics, "retry_in_s": round(delay, 2)}
             )
+        except GroupJoinStuckError as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("group_join_stuck").inc()
+            logger.warning(
+                str(error),
+                extra={"joining_s": round(error.joining_s, 1), "retry_in_s": round(delay, 2)},
+            )
         except BreakerOpenError as error:
             delay = breaker_backoff.delay()
             half_open = True
@@ -388,8 +396,12 @@ async def _session(
             transactions=transactions,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
-        if not await start_unless_stopped(consumer, stop):
-            return True  # stopped while joining: nothing was fetched
+        join_bound_s = settings.group_join_bound_s
+        try:
+            if not await start_unless_stopped(consumer, stop, within_s=join_bound_s):
+                return True  # stopped while joining: nothing was fetched
+        except TimeoutError:
+            raise GroupJoinStuckError(join_bound_s, join_bound_s) from None
         health.broker_reachable = True
         health.broker_error = None
         if health.assignment is Assignment.STOPPED:

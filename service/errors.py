@@ -30,6 +30,21 @@ class TransactionsUnsupportedError(ServiceError):
     error, not retried (the service exits with status 2)."""
 
 
+class GroupJoinStuckError(ServiceError):
+    """The consumer has been (re)joining its group for longer than any healthy rebalance
+    takes (twice the rebalance timeout plus the session timeout) with no assignment: the
+    session restarts with a new member id. Seen with a coordinator that kept a departed
+    member as the group's leader, so the remaining member's SyncGroup never completed."""
+
+    def __init__(self, joining_s: float, bound_s: float) -> None:
+        self.joining_s = joining_s
+        self.bound_s = bound_s
+        super().__init__(
+            f"no partition assignment after {joining_s:.0f} s of (re)joining the group"
+            f" (bound {bound_s:g} s): restarting the session with a new member"
+        )
+
+
 class MissingTopicError(ServiceError):
     """A topic the session consumes does not exist (topics are not created automatically):
     not ready, and checked again after a growing delay."""

@@ -266,13 +266,18 @@ async def missing_topics(settings: ServiceSettings, topics: Sequence[str]) -> li
         await client.close()
 
 
-async def start_unless_stopped(client: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+async def start_unless_stopped(
+    client: AIOKafkaConsumer, stop: asyncio.Event, *, within_s: float | None = None
+) -> bool:
     """``await client.start()``, abandoned when ``stop`` is set first (joining a group can
-    wait on the broker for its request timeout); True when the client started."""
+    wait on the broker for its request timeout); True when the client started. Past
+    ``within_s`` the start is abandoned too and TimeoutError raised."""
     starting = asyncio.ensure_future(client.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {starting, stopping}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         stopping.cancel()
     if starting.done():
@@ -281,4 +286,6 @@ async def start_unless_stopped(client: AIOKafkaConsumer, stop: asyncio.Event) ->
     starting.cancel()
     with contextlib.suppress(asyncio.CancelledError, KafkaError):
         await starting
+    if not stop.is_set():
+        raise TimeoutError(f"the consumer did not start within {within_s:g} s")
     return False

@@ -48,6 +48,7 @@ from service.errors import (
     BreakerOpenError,
     BrokerUnavailableError,
     DeliveryError,
+    GroupJoinStuckError,
     WorkerUnstableError,
 )
 from service.health import Assignment, Health
@@ -142,6 +143,8 @@ class Pipeline:
         self._started: dict[int, float] = {}
         self._timed_out: set[int] = set()
         self._lag_series: set[tuple[str, str]] = set()
+        #: Since when the consumer has been (re)joining its group without an assignment.
+        self._joining_since: float | None = time.monotonic()
         self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
         self._to_classify: asyncio.Queue[_Batch] = asyncio.Queue()
         self._to_send: asyncio.Queue[_Batch] = asyncio.Queue()
@@ -479,11 +482,20 @@ class Pipeline:
         return max(0.0, time.monotonic() - min(self._started.values()))
 
     async def _watchdog(self) -> None:
-        """Flag ``/healthz`` while a batch is in flight past its time bound."""
+        """Flag ``/healthz`` while a batch is in flight past its time bound; end the session
+        when the group join has not completed within its bound."""
         bound = self._settings.batch_timeout_s
         while True:
             await asyncio.sleep(min(1.0, bound / 4))
             now = time.monotonic()
+            joining_since = self._joining_since
+            if (
+                joining_since is not None
+                and now - joining_since > self._settings.group_join_bound_s
+            ):
+                self._fail(
+                    GroupJoinStuckError(now - joining_since, self._settings.group_join_bound_s)
+                )
             late = {bid for bid, started in self._started.items() if now - started > bound}
             for batch_id in sorted(late - self._timed_out):
                 self._metrics.batch_timeouts.inc()
@@ -562,13 +574,17 @@ class Pipeline:
                     logger.info("broker reachable again")
                 self._health.broker_reachable = True
                 self._health.broker_error = None
-                self._update_lag({tp: end for tp, end in ends.items() if tp in assigned})
+                await self._update_lag({tp: end for tp, end in ends.items() if tp in assigned})
             await asyncio.sleep(interval)
 
-    def _update_lag(self, ends: dict[TopicPartition, int]) -> None:
+    async def _update_lag(self, ends: dict[TopicPartition, int]) -> None:
         for tp, end in ends.items():
             position = self._next_fetch.get(tp)
-            if end is None or position is None:  # nothing fetched from it yet
+            if position is None:
+                # Nothing fetched from it since it was assigned (an idle or caught-up
+                # partition): its position is the committed offset the consumer resumed at.
+                position = await self._resume_position(tp)
+            if end is None or position is None:
                 continue
             # Some brokers (tansu) answer ListOffsets with the last batch's base offset + 1;
             # the high watermark of the last fetch is never behind the real end.
@@ -576,6 +592,15 @@ class Pipeline:
             labels = (tp.topic, str(tp.partition))
             self._metrics.consumer_lag.labels(*labels).set(max(0, latest - position))
             self._lag_series.add(labels)
+
+    async def _resume_position(self, tp: TopicPartition) -> int | None:
+        """The consumer's position in a partition it has not fetched from, or None while
+        it is not known (the partition was revoked, or the position is still being reset)."""
+        try:
+            position: int = await asyncio.wait_for(self._consumer.position(tp), _PROBE_TIMEOUT_S)
+        except (KafkaError, IllegalStateError, TimeoutError):
+            return None
+        return position
 
     def _observe_classification(self, result: BatchResult) -> None:
         metrics = self._metrics
@@ -609,7 +634,11 @@ class Pipeline:
         for reason, count in reasons.items():
             self._metrics.dead_letters.labels(reason).inc(count)
 
+    def _on_revoked(self) -> None:
+        self._joining_since = time.monotonic()
+
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._joining_since = None
         self._health.assignment = Assignment.ASSIGNED if assigned else Assignment.WAITING
         assigned_labels = {(tp.topic, str(tp.partition)) for tp in assigned}
         for tp in list(self._next_fetch):
@@ -654,6 +683,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._pipeline = pipeline
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._pipeline._on_revoked()
         if not revoked:
             return
         started = time.monotonic()

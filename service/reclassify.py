@@ -39,7 +39,13 @@ from model.trust import trust_from_options
 from service.backoff import Backoff
 from service.classify import Topics
 from service.deadletter import DeadLetterReason
-from service.errors import BreakerOpenError, BrokerUnavailableError, DeliveryError, ServiceError
+from service.errors import (
+    BreakerOpenError,
+    BrokerUnavailableError,
+    DeliveryError,
+    GroupJoinStuckError,
+    ServiceError,
+)
 from service.health import Assignment, Health
 from service.http import HealthServer
 from service.kafka import make_consumer, make_producer, security_kwargs, topic_message_limits
@@ -74,7 +80,14 @@ _METADATA_TIMEOUT_S = 30.0
 _PREPARE_RETRY_S = 60.0
 _T = TypeVar("_T")
 _GROUP_PREFIX = "article-classifier-reclassify-"
-_RECOVERABLE = (KafkaError, BrokerUnavailableError, DeliveryError, BreakerOpenError, OSError)
+_RECOVERABLE = (
+    KafkaError,
+    BrokerUnavailableError,
+    DeliveryError,
+    BreakerOpenError,
+    GroupJoinStuckError,
+    OSError,
+)
 
 
 class ReplayError(ServiceError):
@@ -496,7 +509,8 @@ async def _sessions(
             )
         except _RECOVERABLE as error:
             delay = backoff.delay()
-            metrics.session_restarts.labels("broker").inc()
+            cause = "group_join_stuck" if isinstance(error, GroupJoinStuckError) else "broker"
+            metrics.session_restarts.labels(cause).inc()
             logger.warning(
                 "replay session failed; resuming from the last commit",
                 extra={"error": repr(error), "retry_in_s": round(delay, 2)},

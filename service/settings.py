@@ -216,6 +216,15 @@ class ServiceSettings(BaseModel):
         )
 
     @property
+    def group_join_bound_s(self) -> float:
+        """How long joining the group (at start or after a revocation) may take before the
+        session is restarted as a new member: a healthy rebalance ends within the
+        rebalance timeout (the shutdown timeout) once every member has rejoined, and a
+        member that does not is expelled after its session timeout; twice the first plus
+        the second leaves room for one rebalance restarted by a member joining late."""
+        return 2 * self.shutdown_timeout_s + self.session_timeout_ms / 1000
+
+    @property
     def feedback_group_id(self) -> str:
         """The feedback consumer's own group: its offsets never mix with the articles'."""
         return f"{self.group_id}.feedback"

@@ -101,13 +101,18 @@ class Topics:
     group: str
 
 
+#: Input partitions of the ``topics`` fixture.
+INPUT_PARTITIONS = 3
+
+
 @pytest.fixture
 async def topics(broker: Broker, request: pytest.FixtureRequest) -> Topics:
-    """Fresh topics (3 input partitions) and group id for one test."""
+    """Fresh topics (INPUT_PARTITIONS input partitions) and group id for one test."""
     tag = f"{request.node.name[:30]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
     made = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
     await ensure_topics(
-        broker.bootstrap_servers, {made.input: 3, made.output: 3, made.dead_letter: 1}
+        broker.bootstrap_servers,
+        {made.input: INPUT_PARTITIONS, made.output: 3, made.dead_letter: 1},
     )
     return made
 

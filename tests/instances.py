@@ -43,6 +43,19 @@ class Instance:
                 total += float(value)
         return total if status == 200 else 0.0
 
+    async def owned_partitions(self) -> set[str]:
+        """The input partitions this instance reports lag for: the ones it owns (a revoked
+        partition's series goes at the next assignment)."""
+        try:
+            status, body = await http_get(self.port, "/metrics")
+        except (OSError, TimeoutError, ValueError, IndexError):
+            return set()
+        owned: set[str] = set()
+        for line in body.splitlines():
+            if status == 200 and line.startswith("article_classifier_consumer_lag{"):
+                owned.add(line.split('partition="', 1)[1].split('"', 1)[0])
+        return owned
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -90,3 +103,26 @@ async def wait_until_consumed(instance: Instance, records: float, *, timeout_s: 
         await wait_for(reached, timeout_s=timeout_s, interval_s=0.25)
     except AssertionError as error:
         raise AssertionError(f"{error}\n{instance.tail()}") from None
+
+
+async def wait_until_settled(
+    instances: list[Instance], partitions: int, *, timeout_s: float
+) -> None:
+    """Wait until the live ``instances`` between them own each of ``partitions`` input
+    partitions exactly once: the group's rebalance has completed."""
+
+    owners: dict[str, set[str]] = {}
+
+    async def settled() -> bool:
+        owners.clear()
+        for instance in instances:
+            if instance.alive():
+                owners[instance.name] = await instance.owned_partitions()
+        everyone = [partition for each in owners.values() for partition in each]
+        return sorted(everyone) == [str(partition) for partition in range(partitions)]
+
+    try:
+        await wait_for(settled, timeout_s=timeout_s, interval_s=0.25)
+    except AssertionError as error:
+        tails = "\n".join(instance.tail(1500) for instance in instances)
+        raise AssertionError(f"the group never settled ({owners}): {error}\n{tails}") from None

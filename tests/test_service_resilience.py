@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from conftest import (
+    INPUT_PARTITIONS,
     Topics,
     article_records,
     consume,
@@ -345,6 +346,34 @@ async def test_lag_comes_from_end_offsets_and_its_series_go_when_the_session_end
         await wait_for(lambda: calls["end_offsets"] >= 3, timeout_s=10)
     assert _lag_series(service) == []
     assert calls["topics"] == 0
+
+
+async def test_every_assigned_partition_reports_lag_even_with_nothing_to_fetch(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any
+) -> None:
+    """A partition with nothing fetched since its assignment (idle, or caught up before a
+    rebalance moved it) has a lag series from the committed position: a dashboard shows
+    every partition of the group, not only the busy ones."""
+    await produce(broker.bootstrap_servers, topics.input, article_records(1, prefix="idle"))
+    settings = make_settings(
+        broker.bootstrap_servers, topics, model_dir, broker_check_interval_s=0.2
+    )
+    async with running_service(settings, predictor) as service:
+        await wait_for(lambda: len(_lag_series(service)) == INPUT_PARTITIONS, timeout_s=30)
+        assert sorted(labels["partition"] for labels in _lag_series(service)) == ["0", "1", "2"]
+        await wait_for(lambda: _value(service, "records_consumed_total") == 1, timeout_s=30)
+        await wait_for(lambda: _lag_total(service) == 0, timeout_s=30)
+
+
+def _lag_total(service: Any) -> float:
+    return float(
+        sum(
+            sample.value
+            for family in service.registry.collect()
+            if family.name == "article_classifier_consumer_lag"
+            for sample in family.samples
+        )
+    )
 
 
 def _lag_series(service: Any) -> list[dict[str, str]]:

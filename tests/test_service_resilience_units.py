@@ -26,7 +26,12 @@ from service.backoff import Backoff
 from service.breaker import CircuitBreaker
 from service.classify import BatchResult, Outgoing, Topics
 from service.deadletter import DeadLetterReason
-from service.errors import BrokerUnavailableError, DeliveryError, WorkerUnstableError
+from service.errors import (
+    BrokerUnavailableError,
+    DeliveryError,
+    GroupJoinStuckError,
+    WorkerUnstableError,
+)
 from service.health import Assignment, Health
 from service.http import HealthServer
 from service.metrics import ServiceMetrics
@@ -358,6 +363,127 @@ async def test_a_failed_commit_is_not_counted_as_a_broker_error_by_the_pipeline(
     assert registry.get_sample_value("article_classifier_broker_errors_total") == 0
 
 
+class _JoiningConsumer:
+    """A consumer whose group join never completes: no assignment, empty fetches."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+    async def getmany(self, *partitions: TopicPartition, **kwargs: Any) -> dict[Any, Any]:
+        await asyncio.sleep(0.05)
+        return {}
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 0
+
+
+def _joining_pipeline(**overrides: Any) -> Pipeline:
+    values: dict[str, Any] = {
+        "model_dir": Path("m"),
+        "shutdown_timeout_s": 0.5,
+        "session_timeout_ms": 1000,
+        "broker_check_interval_s": 0.1,
+    }
+    values.update(overrides)
+    return Pipeline(
+        _JoiningConsumer(),
+        _FakeProducer(),
+        None,  # type: ignore[arg-type]
+        settings=ServiceSettings(**values),
+        metrics=ServiceMetrics(CollectorRegistry()),
+        health=Health(),
+    )
+
+
+async def test_a_group_join_that_never_completes_ends_the_session_after_its_bound() -> None:
+    """No assignment for twice the rebalance timeout plus the session timeout (here
+    2 x 0.5 + 1 s): the session fails with GroupJoinStuckError, to restart as a new member."""
+    pipeline = _joining_pipeline()
+    assert pipeline._settings.group_join_bound_s == 2.0
+    with pytest.raises(GroupJoinStuckError, match="no partition assignment after"):
+        await asyncio.wait_for(pipeline.run(asyncio.Event()), 10)
+
+
+async def test_a_completed_join_even_with_no_partitions_keeps_the_session() -> None:
+    """A member given no partitions (more members than partitions) has joined: the session
+    goes on past the bound; a revocation starts the clock again."""
+    pipeline = _joining_pipeline()
+    stop = asyncio.Event()
+    running = asyncio.create_task(pipeline.run(stop))
+    await pipeline.listener().on_partitions_assigned(set())
+    await asyncio.sleep(pipeline._settings.group_join_bound_s + 1.5)
+    assert not running.done()
+    await pipeline.listener().on_partitions_revoked(set())
+    with pytest.raises(GroupJoinStuckError):
+        await asyncio.wait_for(running, 10)
+
+
+async def test_a_consumer_start_that_never_joins_is_abandoned_at_its_bound() -> None:
+    """start() joins the group; a join that never completes is cancelled after ``within_s``
+    and reported as TimeoutError (the session then restarts as a new member)."""
+    cancelled = asyncio.Event()
+
+    class NeverJoins:
+        async def start(self) -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+
+    with pytest.raises(TimeoutError, match=r"did not start within 0\.2 s"):
+        await kafka_module.start_unless_stopped(
+            NeverJoins(),
+            asyncio.Event(),
+            within_s=0.2,
+        )
+    assert cancelled.is_set()
+
+
+async def _run_sessions(stop: asyncio.Event, metrics: ServiceMetrics) -> int:
+    """The service's session loop with default settings (its ``_session`` patched)."""
+    return await asyncio.wait_for(
+        app_module._sessions(
+            ServiceSettings(model_dir=Path("m")),
+            classifier=None,  # type: ignore[arg-type]
+            stop=stop,
+            metrics=metrics,
+            health=Health(),
+        ),
+        10,
+    )
+
+
+async def test_a_stuck_join_restarts_the_session_counted_by_its_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session loop restarts a session stuck joining its group, counted as
+    session_restarts_total{cause="group_join_stuck"} and not as a broker error."""
+    metrics = ServiceMetrics(CollectorRegistry())
+    stop = asyncio.Event()
+    calls = 0
+
+    async def session(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise GroupJoinStuckError(61.0, 60.0)
+        stop.set()
+        return True
+
+    monkeypatch.setattr(app_module, "_session", session)
+    monkeypatch.setattr(app_module, "_BACKOFF_INITIAL_S", 0.001)
+    status = await _run_sessions(stop, metrics)
+    assert status == 0
+    assert calls == 2
+    registry = metrics.registry
+    restarts = "article_classifier_session_restarts_total"
+    assert registry.get_sample_value(restarts, {"cause": "group_join_stuck"}) == 1
+    assert registry.get_sample_value("article_classifier_broker_errors_total") == 0
+
+
 async def test_the_session_loop_counts_each_failure_once_resets_backoff_and_survives_any_error(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -386,18 +512,8 @@ async def test_the_session_loop_counts_each_failure_once_resets_backoff_and_surv
 
     monkeypatch.setattr(app_module, "_session", session)
     monkeypatch.setattr(app_module, "Backoff", Recording)
-    settings = ServiceSettings(model_dir=Path("m"))
     with caplog.at_level(logging.WARNING):
-        status = await asyncio.wait_for(
-            app_module._sessions(
-                settings,
-                classifier=None,  # type: ignore[arg-type]
-                stop=stop,
-                metrics=metrics,
-                health=Health(),
-            ),
-            10,
-        )
+        status = await _run_sessions(stop, metrics)
     assert status == 0
     registry = metrics.registry
     assert registry.get_sample_value("article_classifier_broker_errors_total") == 5
