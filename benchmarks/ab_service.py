@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from bench_service import (
     PUBLISHED,
     in_process_rates,
     load_articles,
-    produce_all,
+    produce_articles,
     scrape,
 )
 
@@ -126,8 +125,7 @@ async def main_async(variants: list[Variant]) -> None:
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
         await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
-        payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-        await produce_all(bootstrap, topics[0], payloads)
+        await produce_articles(bootstrap, topics[0], articles)
         for round_ in range(ARGS.rounds):
             _, full = in_process_rates(predictor, articles, 256)
             order = variants if round_ % 2 == 0 else variants[::-1]

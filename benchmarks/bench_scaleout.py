@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from service.broker import EmbeddedBroker, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import DEFAULT_DATA, load_articles, model_dir, produce_all
+from bench_service import DEFAULT_DATA, load_articles, model_dir, produce_articles
 from contenders import PARTITIONS, Contender, Endpoints, output_reader, spread, start, stop
 
 SERVICE = Contender("service", "service", ("--classify-in", "thread"))
@@ -194,8 +194,7 @@ async def main_async(args: argparse.Namespace) -> int:
         with EmbeddedBroker() as broker:
             bootstrap = broker.bootstrap_servers
             await ensure_topics(bootstrap, {"so-in": PARTITIONS})
-            payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-            await produce_all(bootstrap, "so-in", payloads)
+            await produce_articles(bootstrap, "so-in", articles)
             for repeat in range(args.repeat):
                 shift = repeat % len(INSTANCES)
                 for instances in INSTANCES[shift:] + INSTANCES[:shift]:

@@ -154,12 +154,16 @@ PUBLISHED = "article_classifier_articles_published_total"
 CLASSIFYING_S = "article_classifier_classification_duration_seconds_sum"
 
 
-async def produce_all(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+async def produce_articles(bootstrap: str, topic: str, articles: list[dict[str, str]]) -> None:
+    """The articles as a backlog of events on ``topic``, keyed by article id."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10,
                                 max_batch_size=512 * 1024)  # fmt: skip
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=k, value=v) for k, v in payloads]
+        futures = [
+            await producer.send(topic, key=a["article_id"].encode(), value=json.dumps(a).encode())
+            for a in articles
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -210,8 +214,7 @@ async def main_async(args: argparse.Namespace) -> int:
         with EmbeddedBroker() as broker:
             bootstrap = broker.bootstrap_servers
             await ensure_topics(bootstrap, {"bench-in": PARTITIONS})
-            payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-            await produce_all(bootstrap, "bench-in", payloads)
+            await produce_articles(bootstrap, "bench-in", articles)
             for repeat in range(args.repeat):
                 before = in_process_rates(predictor, articles, args.batch_size)
                 shift = repeat % len(chosen)

@@ -28,7 +28,7 @@ from bench_service import (
     PUBLISHED,
     load_articles,
     model_dir,
-    produce_all,
+    produce_articles,
     scrape,
     spawn,
 )
@@ -69,8 +69,7 @@ async def service_rate(
     """Articles/s published by one service process working through a backlog."""
     topics = (f"shadow-bench-in-{tag}", f"shadow-bench-out-{tag}", f"shadow-bench-dlq-{tag}")
     await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
-    payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-    await produce_all(bootstrap, topics[0], payloads)
+    await produce_articles(bootstrap, topics[0], articles)
     port = free_port()
     process = spawn(bootstrap, model, topics, port, extra)
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from bench_service import (
     DEFAULT_DATA,
     PUBLISHED,
     load_articles,
-    produce_all,
+    produce_articles,
     scrape,
     spawn,
 )
@@ -71,8 +70,7 @@ async def profile(args: argparse.Namespace) -> None:
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
         await ensure_topics(bootstrap, {topics[0]: 3, topics[1]: 3, topics[2]: 1})
-        payloads = [(a["article_id"].encode(), json.dumps(a).encode()) for a in articles]
-        await produce_all(bootstrap, topics[0], payloads)
+        await produce_articles(bootstrap, topics[0], articles)
         port = free_port()
         process = spawn(bootstrap, args.model, topics, port, args.service_args.split())
         try:
