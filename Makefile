@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 install: $(STAMP) ## create .venv and install the service with its dev tools
 
 demo: $(STAMP) ## run it end to end: embedded broker, demo model, service, sample articles
-	$(BIN)/article-classifier demo --model-dir artifacts/demo-model
+	$(BIN)/python -m devtools demo --model-dir artifacts/demo-model
 
 demo-model: $(STAMP) ## train the demo model into artifacts/demo-model
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model --name demo
@@ -61,10 +61,10 @@ chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while produc
 	$(BIN)/python -m chaos --duration-s $(CHAOS_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 kafka-jars: $(STAMP) ## fetch Apache Kafka's jars with Maven into ~/.cache/article-classifier
-	$(BIN)/python -m service.kafka_jars
+	$(BIN)/python -m devtools.kafka_jars
 
 broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and Maven)
-	$(BIN)/article-classifier broker --engine apache-kafka --port 9092
+	$(BIN)/python -m devtools broker --engine apache-kafka --port 9092
 
 .PHONY: kafka-jars broker-kafka
 
@@ -74,9 +74,10 @@ test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 test-fast: $(STAMP) ## unit tests only: no broker, no research corpora
 	$(BIN)/pytest -m "not kafka and not slow"
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the package dependency contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
@@ -85,7 +86,7 @@ check: lint typecheck test ## everything CI runs
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
 	$(BIN)/python -m schemas.generate
-	$(BIN)/python -m service.openapi
+	$(BIN)/python -m service.http.openapi
 
 .PHONY: lock compose-demo bench-artifact
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \

@@ -37,8 +37,8 @@ from bench_service import (
     scrape,
 )
 
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from model import Predictor
-from service.broker import EmbeddedBroker, ensure_topics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

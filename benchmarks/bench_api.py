@@ -39,7 +39,7 @@ from bench_service import (
     spawn,
 )
 
-from service.broker import EmbeddedBroker, ensure_topics, free_port
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 
 _JSON = {"Content-Type": "application/json"}
 

@@ -7,7 +7,7 @@ of the bbc-news sections plus 80% of the reuters21578 tags (the rest held out), 
    per-record path (``classify_values``: decode, predict, encode) on Reuters stories, in
    batches of 256,
    with explanations off and with ``--explain K``, the runs interleaved in one process;
-2. the four drift signals (``service.drift``) over a window of the held-out BBC articles,
+2. the four drift signals (``service.observe.drift``) over a window of the held-out BBC articles,
    the held-out Reuters stories, and articles of made-up words, for calibrating alerts.
 """
 
@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from model import Predictor, load_labelled, save_artifact, train  # noqa: E402
 from schemas import ArticleEvent, LabelledArticle  # noqa: E402
-from service.classify import Classified, Verdict, classify_values  # noqa: E402
-from service.drift import DriftWindow  # noqa: E402
+from service.core.classify import classify_values  # noqa: E402
+from service.core.records import Classified, Verdict  # noqa: E402
+from service.observe.drift import DriftWindow  # noqa: E402
 
 
 def _split(records: list[LabelledArticle], share: float) -> tuple[list[LabelledArticle], ...]:

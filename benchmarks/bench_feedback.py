@@ -23,13 +23,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
 from schemas import ArticleFeedback, decode_feedback
-from service.app import run_service
-from service.broker import EmbeddedBroker, ensure_topics
-from service.metrics import ServiceMetrics
-from service.quality import QualityTracker
-from service.settings import ServiceSettings
+from service.commands.serve import run_service
+from service.config.settings import ServiceSettings
+from service.feedback.quality import QualityTracker
+from service.observe.metrics import ServiceMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"

@@ -32,9 +32,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from devtools.apache_kafka import ApacheKafkaBroker
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from model import load_labelled, save_artifact, train
-from service.broker import EmbeddedBroker, ensure_topics, free_port
-from service.kafka_broker import ApacheKafkaBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "reuters21578" / "train.jsonl"

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from service.broker import EmbeddedBroker, ensure_topics
+from devtools.tansu import EmbeddedBroker, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import DEFAULT_DATA, load_articles, model_dir, produce_articles

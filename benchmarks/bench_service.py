@@ -40,9 +40,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
 from schemas import ArticleEvent, decode_article, encode_classified, utc_now_rfc3339
-from service.broker import EmbeddedBroker, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import (

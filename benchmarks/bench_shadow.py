@@ -33,11 +33,12 @@ from bench_service import (
     spawn,
 )
 
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from model import Predictor
-from service.broker import EmbeddedBroker, ensure_topics, free_port
-from service.classify import Topics, classify_batch
-from service.shadow import CandidateScorer
-from service.workers import WireRecord
+from service.core.classify import classify_batch
+from service.core.records import Topics
+from service.core.shadow import CandidateScorer
+from service.models.workers import WireRecord
 
 
 def in_process(

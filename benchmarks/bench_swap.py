@@ -17,9 +17,9 @@ from pathlib import Path
 
 from bench_service import model_dir
 
-from service.classify import Topics
-from service.models import ModelSpec
-from service.workers import ModelClassifier, ProcessClassifier, ThreadClassifier
+from service.core.records import Topics
+from service.models.loading import ModelSpec
+from service.models.workers import ModelClassifier, ProcessClassifier, ThreadClassifier
 
 
 async def durations(classifier: ModelClassifier, model: Path, swaps: int) -> list[float]:

@@ -103,7 +103,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("encode output JSON", ("(schemas/encode.py",)),
     Rule("predictor: labels and result objects", ("(model/predictor.py",)),
-    Rule("classify: rest of the batch (checks, verdicts)", ("(service/classify.py",)),
+    Rule("classify: rest of the batch (checks, verdicts)", ("(service/core/classify.py",)),
     Rule(
         "worker process transfer (pickle, pipes)",
         ("(concurrent/futures/process.py", "(multiprocessing/", "pickle"),
@@ -114,21 +114,26 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "produce (publisher + aiokafka producer)",
-        ("(service/publish.py", "(aiokafka/producer/", "(service/transactions.py"),
+        ("(service/kafka/publish.py", "(aiokafka/producer/", "(service/kafka/transactions.py"),
     ),
     Rule(
         "commit + group coordination",
-        ("(aiokafka/consumer/group_coordinator.py", "(service/offsets.py", "_commit ("),
+        ("(aiokafka/consumer/group_coordinator.py", "(service/kafka/offsets.py", "_commit ("),
     ),
     Rule(
         "metrics + health (prometheus, HTTP)",
-        ("(prometheus_client/", "(service/metrics.py", "(service/drift.py", "(service/http.py"),
+        (
+            "(prometheus_client/",
+            "(service/observe/metrics.py",
+            "(service/observe/drift.py",
+            "(service/http/server.py",
+        ),
     ),
     Rule(
         "kafka connections (socket read/write, protocol)",
         ("(aiokafka/conn.py", "(aiokafka/client.py", "(aiokafka/protocol/"),
     ),
-    Rule("pipeline stages (queues, bookkeeping)", ("(service/pipeline.py",)),
+    Rule("pipeline stages (queues, bookkeeping)", ("(service/kafka/pipeline.py",)),
     Rule("event-loop overhead (asyncio)", ("(asyncio/",)),
 )
 OTHER = "other"

@@ -37,7 +37,7 @@ from bench_service import (
 )
 from profile_breakdown import aggregate, merge_idle_threads, render
 
-from service.broker import EmbeddedBroker, ensure_topics, free_port
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

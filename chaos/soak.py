@@ -33,8 +33,8 @@ from aiokafka.errors import KafkaError
 
 from chaos.ledger import Audit, Feeder, await_delivery
 from chaos.proxy import FaultProxy, client_id_prefix
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from model import load_labelled, save_artifact, train
-from service.broker import EmbeddedBroker, ensure_topics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"

@@ -20,12 +20,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from devtools.apache_kafka import ApacheKafkaBroker
+from devtools.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
-from service.app import run_service
-from service.broker import EmbeddedBroker, ensure_topics
-from service.kafka_broker import ApacheKafkaBroker
-from service.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require_tools
-from service.settings import ServiceSettings
+from service.commands.serve import run_service
+from service.config.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"

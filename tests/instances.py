@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import http_get, spawn_service, stop_process, wait_for
 
-from service.settings import ServiceSettings
+from service.config.settings import ServiceSettings
 
 
 @dataclass

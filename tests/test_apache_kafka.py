@@ -36,9 +36,9 @@ from conftest import (
     wait_for,
 )
 
+from devtools.tansu import ensure_topics
 from schemas import ClassifiedArticleEvent
-from service.broker import ensure_topics
-from service.settings import CompressionType
+from service.config.settings import CompressionType
 
 pytestmark = pytest.mark.kafka
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ async def test_producer_is_idempotent_exactly_where_the_broker_supports_it(
     supported = broker_engine == "apache-kafka"
     bootstrap = broker.bootstrap_servers
     await produce(bootstrap, topics.input, article_records(30, prefix="idem"))
-    with caplog.at_level(logging.INFO, logger="service.kafka"):
+    with caplog.at_level(logging.INFO, logger="service.kafka.clients"):
         async with running_service(make_settings(bootstrap, topics, model_dir), predictor):
             await settle(bootstrap, topics.output, 30)
     decisions = [r for r in caplog.records if r.getMessage().startswith("producer idempotence")]

@@ -18,14 +18,15 @@ from prometheus_client import CollectorRegistry
 
 from schemas import ArticleEvent, Classification, RecordLimits
 from schemas.api import ApiError, ClassifyResult
-from service.api import ApiServer, _off_loop_if_large
-from service.api_request import Events, parse_events, split_list
-from service.app import run_service
-from service.classify import BatchResult, InputRecord, Refused, Topics, classify_values
-from service.errors import WorkerUnstableError
-from service.openapi import DOCUMENT, is_stale, render_openapi
-from service.settings import ServiceSettings
-from service.workers import BatchClassifier, ModelIdentity, ThreadClassifier
+from service.commands.serve import run_service
+from service.config.settings import ServiceSettings
+from service.core.classify import classify_values
+from service.core.errors import WorkerUnstableError
+from service.core.records import BatchResult, InputRecord, Refused, Topics
+from service.http.api import ApiServer, _off_loop_if_large
+from service.http.api_request import Events, parse_events, split_list
+from service.http.openapi import DOCUMENT, is_stale, render_openapi
+from service.models.workers import BatchClassifier, ModelIdentity, ThreadClassifier
 
 TOPICS = Topics("out", "dlq")
 JSON = {"Content-Type": "application/json"}

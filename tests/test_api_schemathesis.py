@@ -18,8 +18,8 @@ import schemathesis
 from conftest import Broker, Topics, make_settings, service_command, stop_process
 from hypothesis import HealthCheck, settings
 
-from service.broker import ensure_topics
-from service.openapi import DOCUMENT
+from devtools.tansu import ensure_topics
+from service.http.openapi import DOCUMENT
 
 pytestmark = pytest.mark.kafka
 

@@ -1,4 +1,4 @@
-"""`article-classifier broker`: both engines start, print their address and stop on SIGTERM;
+"""`python -m devtools broker`: both engines start, print their address and stop on SIGTERM;
 Apache Kafka keeps its data across restarts; missing Java or Maven is named."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import pytest
 from aiokafka import AIOKafkaClient
 from conftest import ROOT, article_records, consume, produce, require_apache_kafka
 
-from service.broker import ensure_topics, free_port
-from service.kafka_broker import ApacheKafkaBroker, _cluster_id
-from service.kafka_jars import DEFAULT_KAFKA_VERSION
+from devtools.apache_kafka import ApacheKafkaBroker, _cluster_id
+from devtools.kafka_jars import DEFAULT_KAFKA_VERSION
+from devtools.tansu import ensure_topics, free_port
 
 _ADDRESS = re.compile(r"broker on (127\.0\.0\.1:\d+)")
 
 
 def _broker_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service", "broker", *args]
+    return [sys.executable, "-m", "devtools", "broker", *args]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

@@ -184,7 +184,7 @@ def test_train_fails_on_a_bad_line_naming_file_and_line(tmp_path: Path) -> None:
     assert b"skipped 1 invalid line(s)" in skipped.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "classify", "serve", "broker", "demo"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "classify", "serve"])
 def test_every_subcommand_has_help_naming_its_environment_variables(command: str) -> None:
     """--help works for each subcommand and shows the ARTICLE_CLASSIFIER_* variables."""
     result = run_cli(command, "--help")

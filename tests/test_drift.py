@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from scipy.spatial.distance import jensenshannon
 
 from model.baseline import TrainingBaseline
-from service.classify import Verdict
-from service.drift import DriftWindow, js_divergence
-from service.metrics import ServiceMetrics
+from service.core.records import Verdict
+from service.observe.drift import DriftWindow, js_divergence
+from service.observe.metrics import ServiceMetrics
 
 SECTIONS = ("business", "politics", "sport")
 PRIOR = (0.5, 0.3, 0.2)

@@ -35,9 +35,9 @@ from instances import Instance, spawn_instance, wait_until_consumed, wait_until_
 from prometheus_client import CollectorRegistry
 
 from chaos.ledger import Audit, Feeder, audit_topics, await_delivery, read_topic
-from service.app import EXIT_CONFIG, run_service
-from service.broker import ensure_topics, free_port
-from service.settings import ConfigError, ProcessingGuarantee, settings_from_mapping
+from devtools.tansu import ensure_topics, free_port
+from service.commands.serve import EXIT_CONFIG, run_service
+from service.config.settings import ConfigError, ProcessingGuarantee, settings_from_mapping
 
 EVENTS = 20_000
 KILLS = 3

@@ -19,10 +19,11 @@ from schemas import (
     ModelRef,
     TermContribution,
 )
-from service.classify import Classified, Refused, Topics, classify_batch, classify_values
-from service.cli import main
-from service.deadletter import DeadLetterReason
-from service.settings import ConfigError, add_serve_arguments, settings_from_args
+from service.commands.cli import main
+from service.config.settings import ConfigError, add_serve_arguments, settings_from_args
+from service.core.classify import classify_batch, classify_values
+from service.core.deadletter import DeadLetterReason
+from service.core.records import Classified, Refused, Topics
 
 SAMPLES = Path(__file__).resolve().parent.parent / "model" / "samples" / "articles.jsonl"
 

@@ -14,13 +14,18 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from conftest import wait_for
 from prometheus_client import CollectorRegistry
 
+from devtools.tansu import free_port
 from schemas import ArticleFeedback
-from service.broker import free_port
-from service.cli_env import apply_environment
-from service.feedback import FeedbackConsumer, quality_tracker
-from service.metrics import ServiceMetrics
-from service.quality import QualityTracker, manifest_labels
-from service.settings import ConfigError, ServiceSettings, add_serve_arguments, settings_from_args
+from service.config.environment import apply_environment
+from service.config.settings import (
+    ConfigError,
+    ServiceSettings,
+    add_serve_arguments,
+    settings_from_args,
+)
+from service.feedback.consumer import FeedbackConsumer, quality_tracker
+from service.feedback.quality import QualityTracker, manifest_labels
+from service.observe.metrics import ServiceMetrics
 
 SECTIONS = ("business", "politics", "sport")
 TAGS = ("uk", "usa", "elections")

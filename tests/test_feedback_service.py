@@ -19,8 +19,8 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry
 
-from service.broker import EmbeddedBroker, ensure_topics
-from service.quality import QualityTracker
+from devtools.tansu import EmbeddedBroker, ensure_topics
+from service.feedback.quality import QualityTracker
 
 pytestmark = pytest.mark.kafka
 

@@ -32,7 +32,7 @@ from instances import (
 )
 
 from chaos.ledger import Audit, Feeder, audit, await_delivery
-from service.broker import EmbeddedBroker, free_port
+from devtools.tansu import EmbeddedBroker, free_port
 
 EVENTS = 20_000
 #: The feeder's pace (about 400 events/s at most, so 50 s or more for EVENTS) keeps input

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from devtools.tansu import EmbeddedBroker
 from model.text import MAX_BODY_CHARS, compose_text
 from schemas import (
     DEFAULT_MAX_DEPTH,
@@ -42,15 +43,15 @@ from schemas import (
     encode_classified,
 )
 from schemas.generate import SCHEMA_DIR
-from service.broker import EmbeddedBroker
-from service.classify import Topics, classify_batch, classify_values
-from service.cli import build_parser
-from service.cli import main as cli_main
-from service.cli_env import apply_environment
-from service.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason
-from service.offline import run_classify
-from service.settings import ConfigError, settings_from_args
-from service.workers import ProcessClassifier, WireRecord
+from service.commands.cli import build_parser
+from service.commands.cli import main as cli_main
+from service.commands.offline import run_classify
+from service.config.environment import apply_environment
+from service.config.settings import ConfigError, settings_from_args
+from service.core.classify import classify_batch, classify_values
+from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason
+from service.core.records import Topics
+from service.models.workers import ProcessClassifier, WireRecord
 
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 settings.register_profile(
@@ -380,7 +381,7 @@ def test_a_decoder_bug_is_a_classification_error(
             raise RecursionError("maximum recursion depth exceeded")
         return ArticleEvent(article_id="a", title="t")
 
-    monkeypatch.setattr("service.classify.decode_article", broken)
+    monkeypatch.setattr("service.core.classify.decode_article", broken)
     outcomes = classify_values([b"ok", b"boom", b"ok"], predictor, max_event_bytes=100)
     assert [getattr(outcome, "reason", None) for outcome in outcomes] == [
         None,
@@ -409,7 +410,7 @@ def test_offline_classify_reports_a_failing_line_and_goes_on(
             raise TypeError(f"cannot encode {event.title}")
         return encode_classified(event, classification, at)
 
-    monkeypatch.setattr("service.classify.encode_classified", encode)
+    monkeypatch.setattr("service.core.classify.encode_classified", encode)
     source = b"\n".join([_event(x="first"), _event(x="second"), _event(x="third")]) + b"\n"
     sink, stderr = io.BytesIO(), io.StringIO()
     status = run_classify(

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.health import Assignment, Health
-from service.http import HealthServer, HttpServer
+from service.http.server import HealthServer, HttpServer
+from service.observe.health import Assignment, Health
 
 
 def _ready_health() -> Health:

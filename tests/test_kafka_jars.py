@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.broker import BrokerStartError
-from service.kafka_jars import ToolMissingError, cache_dir, fetch_kafka, missing_tools
+from devtools.kafka_jars import ToolMissingError, cache_dir, fetch_kafka, missing_tools
+from devtools.tansu import BrokerStartError
 
 VERSION = "9.9.9"
 

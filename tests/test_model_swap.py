@@ -36,6 +36,7 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
+from devtools.tansu import EmbeddedBroker, free_port
 from model import (
     ArtifactError,
     ArtifactTrust,
@@ -50,26 +51,25 @@ from model import (
     train,
 )
 from schemas import ArticleEvent, Classification, ClassifiedArticleEvent
-from service.broker import EmbeddedBroker, free_port
-from service.classify import Topics as OutTopics
-from service.health import Health
-from service.metrics import ServiceMetrics
-from service.models import (
+from service.config.settings import ConfigError, settings_from_mapping
+from service.core.records import Topics as OutTopics
+from service.models.loading import (
     ModelSpec,
     SmokeTestError,
     TrustPolicy,
     read_pin_file,
     smoke_test,
 )
-from service.reload import ModelReloader, show_models
-from service.settings import ConfigError, settings_from_mapping
-from service.workers import (
+from service.models.reload import ModelReloader, show_models
+from service.models.workers import (
     ModelClassifier,
     ProcessClassifier,
     ThreadClassifier,
     WireRecord,
     WorkerKind,
 )
+from service.observe.health import Health
+from service.observe.metrics import ServiceMetrics
 
 OUT = OutTopics(output="out", dead_letter="dlq")
 
@@ -335,7 +335,7 @@ async def test_a_model_given_in_memory_is_swapped_only_when_its_path_changes(
 ) -> None:
     """A predictor handed over in memory (no artifact digest) keeps serving while polls
     find its path unchanged; a flip of the path swaps it like any other model."""
-    import service.reload as reload_module  # noqa: PLC0415
+    import service.models.reload as reload_module  # noqa: PLC0415
 
     looks: list[Path] = []
     target = reload_module._target
@@ -408,7 +408,7 @@ async def test_a_model_failing_its_smoke_test_is_refused(
     """An artifact that loads but fails on the sample articles is refused (smoke_test)."""
     harness, health = await _harness(current, TrustPolicy())
     try:
-        monkeypatch.setattr("service.models.load_predictor", lambda *_: _Failing())
+        monkeypatch.setattr("service.models.loading.load_predictor", lambda *_: _Failing())
         _point(current, versions["v2"])
         await harness.reloader.check()
         failures = {"model": "primary", "reason": "smoke_test"}

@@ -23,7 +23,7 @@ from instances import Instance, spawn_instance, wait_until_status
 
 from chaos.ledger import Audit, Feeder, await_delivery, count_records
 from chaos.proxy import Fault, FaultProxy, client_id_prefix
-from service.broker import EmbeddedBroker, ensure_topics, free_port
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 
 CONSUMED = "article_classifier_records_consumed_total"
 #: Long enough for the group session (6 s in the tests) and every request timeout to expire.

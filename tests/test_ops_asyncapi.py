@@ -19,7 +19,7 @@ import pytest
 
 from ops.asyncapi import generate
 from schemas.feedback import ArticleFeedback
-from service.deadletter import DeadLetterReason
+from service.core.deadletter import DeadLetterReason
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"

@@ -44,7 +44,7 @@ _COUNTERS = (
     "batch_timeouts",
     "circuit_breaker_trips",
     "session_restarts",
-    # editor feedback (service.feedback)
+    # editor feedback (service.feedback.consumer)
     "feedback_records",
     "corrections",
     "feedback_section",
@@ -77,7 +77,7 @@ _GAUGES = (
     "in_flight_bytes",
     "oldest_in_flight_batch_age_seconds",
     "circuit_breaker_state",
-    # drift signals (service.drift)
+    # drift signals (service.observe.drift)
     "drift_section_divergence",
     "drift_unknown_token_share",
     "drift_mean_section_score",
@@ -214,8 +214,8 @@ def test_alert_metrics_are_in_the_exposed_list() -> None:
 
 
 def test_alert_metrics_are_registered_by_the_service() -> None:
-    """Every metric the rules query is registered by service.metrics.ServiceMetrics."""
-    metrics = pytest.importorskip("service.metrics")
+    """Every metric the rules query is registered by service.observe.metrics.ServiceMetrics."""
+    metrics = pytest.importorskip("service.observe.metrics")
     registry = CollectorRegistry()
     metrics.ServiceMetrics(registry)
     suffixes = {

@@ -30,9 +30,9 @@ from conftest import (
 from prometheus_client import CollectorRegistry
 from test_service_prometheus import _get, _query, _start_prometheus, prometheus_binary
 
+from devtools.tansu import free_port
 from ops.grafana import dashboard
-from service.broker import free_port
-from service.metrics import ServiceMetrics
+from service.observe.metrics import ServiceMetrics
 
 __all__ = ["prometheus_binary"]  # the fixture, imported for the live test
 
@@ -125,7 +125,7 @@ def test_rows_come_in_the_on_call_order() -> None:
 
 
 def test_every_metric_the_service_exports_is_on_the_dashboard() -> None:
-    """Each metric family of service/metrics.py appears in at least one panel query."""
+    """Each metric family of service/observe/metrics.py appears in at least one panel query."""
     families = {m.name for m in ServiceMetrics(CollectorRegistry()).registry.collect()}
     queries = " ".join(target["expr"] for _, target in _targets())
     missing = sorted(name for name in families if not re.search(rf"\b{name}(_\w+)?\b", queries))

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from conftest import Broker, Topics, article_records, consume, produce, wait_for
 
-from service.broker import free_port
+from devtools.tansu import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

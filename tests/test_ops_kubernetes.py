@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from ops.kubernetes import rules
-from service.cli import build_parser
-from service.cli_env import apply_environment, env_name
-from service.settings import settings_from_args
+from service.commands.cli import build_parser
+from service.config.environment import apply_environment, env_name
+from service.config.settings import settings_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "ops" / "kubernetes"

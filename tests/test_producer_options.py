@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import CompressionType, ConfigError, settings_from_mapping
+from service.config.settings import CompressionType, ConfigError, settings_from_mapping
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])

@@ -29,23 +29,23 @@ SYNTHETIC = [
     f"{LOOP};{RUN_ONCE};select (selectors.py:468);epoll_wait (libc.so.6) 50\n",
     f"{LOOP};{RUN_ONCE};_run (asyncio/events.py:80);"
     "getmany (aiokafka/consumer/consumer.py:1200);_proc (aiokafka/consumer/fetcher.py:80) 20\n",
-    f"{LOOP};{RUN_ONCE};_run (asyncio/events.py:80);_send_stage (service/pipeline.py:320);"
-    "publish (service/publish.py:200);append (aiokafka/record/default_records.py:1) 15\n",
+    f"{LOOP};{RUN_ONCE};_run (asyncio/events.py:80);_send_stage (service/kafka/pipeline.py:320);"
+    "publish (service/kafka/publish.py:200);append (aiokafka/record/default_records.py:1) 15\n",
     f"{LOOP};{RUN_ONCE};_run (asyncio/events.py:80) 10\n",
     # ... and waiting for the GIL while the classification thread holds it.
     f"{LOOP};{RUN_ONCE};select (selectors.py:468);0x7f01 (libc.so.6);"
     "pthread_cond_timedwait (libc.so.6) 5\n",
     # The classification thread: tokenising, waiting for the GIL in it, idle, encoding.
     f'process 10:"python -m service serve --model m";{WORKER};'
-    "classify_batch (service/classify.py:300);predict_batch (model/predictor.py:120);"
+    "classify_batch (service/core/classify.py:300);predict_batch (model/predictor.py:120);"
     "transform_counted (model/features.py:150) 30\n",
     f'process 10:"python -m service serve --model m";{WORKER};'
-    "classify_batch (service/classify.py:300);transform_counted (model/features.py:150);"
+    "classify_batch (service/core/classify.py:300);transform_counted (model/features.py:150);"
     "take_gil (libpython3.11.so.1.0);pthread_cond_timedwait (libc.so.6) 10\n",
     f'process 10:"python -m service serve --model m";{WORKER};'
     "_queue_SimpleQueue_get (_queuemodule.c.h:177);sem_clockwait (libc.so.6) 40\n",
     f'process 10:"python -m service serve --model m";{WORKER};'
-    "classify_batch (service/classify.py:300);encode_classified (schemas/encode.py:37) 20\n",
+    "classify_batch (service/core/classify.py:300);encode_classified (schemas/encode.py:37) 20\n",
     # A thread that only sleeps.
     'process 10:"python -m service serve --model m";thread (12): http;'
     "serve_forever (socketserver.py:233);select (selectors.py:415) 100\n",
@@ -82,9 +82,9 @@ def test_a_stack_goes_to_the_first_rule_it_matches() -> None:
     assert categorise([worker, "sem_clockwait (libc.so.6)"]) == (
         "idle: waiting for a batch / a result"
     )
-    assert categorise([worker, "_check (service/classify.py:362)", "gc_collect_main (x.so)"]) == (
-        "garbage collection"
-    )
+    assert categorise(
+        [worker, "_check (service/core/classify.py:362)", "gc_collect_main (x.so)"]
+    ) == ("garbage collection")
 
 
 def test_samples_are_summed_per_thread_and_category() -> None:

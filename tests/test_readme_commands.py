@@ -26,7 +26,7 @@ from conftest import (
     running_service,
 )
 
-from service.kafka_jars import DEFAULT_KAFKA_VERSION, classpath
+from devtools.kafka_jars import DEFAULT_KAFKA_VERSION, classpath
 
 pytestmark = pytest.mark.kafka
 

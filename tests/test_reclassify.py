@@ -32,10 +32,10 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry
 
-from service.broker import EmbeddedBroker
-from service.reclassify import ReclassifySettings, ReplayError, run_reclassify
-from service.replay_gate import SOURCE_HEADERS
-from service.replay_range import decode_metadata
+from devtools.tansu import EmbeddedBroker
+from service.commands.reclassify import ReclassifySettings, ReplayError, run_reclassify
+from service.kafka.replay_gate import SOURCE_HEADERS
+from service.kafka.replay_range import decode_metadata
 
 pytestmark = pytest.mark.kafka
 

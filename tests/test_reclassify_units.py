@@ -8,10 +8,15 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from service.classify import Outgoing
-from service.deadletter import DeadLetterReason
-from service.replay_gate import Progress, RateLimit, ReplayGate
-from service.replay_range import PartitionRange, decode_metadata, encode_metadata, parse_timestamp
+from service.core.deadletter import DeadLetterReason
+from service.core.records import Outgoing
+from service.kafka.replay_gate import Progress, RateLimit, ReplayGate
+from service.kafka.replay_range import (
+    PartitionRange,
+    decode_metadata,
+    encode_metadata,
+    parse_timestamp,
+)
 
 TP = TopicPartition("articles.dead-letter", 0)
 

@@ -21,9 +21,9 @@ from conftest import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.tansu import EmbeddedBroker
 from schemas import ArticleEvent, ClassifiedArticleEvent
-from service.broker import EmbeddedBroker
-from service.workers import WorkerKind
+from service.config.settings import WorkerKind
 
 pytestmark = pytest.mark.kafka
 

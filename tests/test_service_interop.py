@@ -20,8 +20,8 @@ from conftest import (
     running_service,
 )
 
+from devtools.tansu import EmbeddedBroker
 from schemas import ClassifiedArticleEvent
-from service.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.kafka
 

@@ -27,9 +27,9 @@ from conftest import (
     wait_for,
 )
 
+from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from schemas import ClassifiedArticleEvent
-from service.broker import EmbeddedBroker, ensure_topics, free_port
-from service.workers import WorkerKind
+from service.config.settings import WorkerKind
 
 pytestmark = pytest.mark.kafka
 

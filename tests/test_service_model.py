@@ -16,6 +16,7 @@ import pytest
 from conftest import DEMO_CORPUS, http_get, wait_for
 from prometheus_client import CollectorRegistry
 
+from devtools.tansu import free_port
 from model import (
     ArtifactTrust,
     ArtifactTrustError,
@@ -24,11 +25,10 @@ from model import (
     save_artifact,
     train,
 )
-from service.app import run_service
-from service.broker import free_port
-from service.classify import Topics
-from service.settings import ServiceSettings
-from service.workers import ProcessClassifier, ThreadClassifier, WorkerKind
+from service.commands.serve import run_service
+from service.config.settings import ServiceSettings, WorkerKind
+from service.core.records import Topics
+from service.models.workers import ProcessClassifier, ThreadClassifier
 
 TOPICS = Topics(output="out", dead_letter="dlq")
 
@@ -81,7 +81,7 @@ async def test_readyz_names_the_pinned_model(own_model: Path, kind: WorkerKind) 
 
 async def test_readyz_shows_no_model_before_one_is_loaded() -> None:
     """Before the model is loaded, /readyz says so with model null."""
-    from service.health import Health  # noqa: PLC0415
+    from service.observe.health import Health  # noqa: PLC0415
 
     report = Health().report()
     assert report["model"] is None

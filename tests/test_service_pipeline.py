@@ -18,8 +18,8 @@ from conftest import (
     settle,
 )
 
+from devtools.tansu import EmbeddedBroker
 from schemas import ClassifiedArticleEvent
-from service.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.kafka
 

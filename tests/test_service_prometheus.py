@@ -23,7 +23,7 @@ from conftest import (
     wait_for,
 )
 
-from service.broker import EmbeddedBroker, free_port
+from devtools.tansu import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"

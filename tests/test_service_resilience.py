@@ -24,12 +24,12 @@ from conftest import (
     wait_for,
 )
 
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from schemas import ArticleEvent, Classification
-from service import app as app_module
-from service.broker import EmbeddedBroker, ensure_topics
-from service.classify import BatchResult, InputRecord
-from service.errors import WorkerUnstableError
-from service.workers import ModelIdentity, ThreadClassifier
+from service.commands import serve as app_module
+from service.core.errors import WorkerUnstableError
+from service.core.records import BatchResult, InputRecord
+from service.models.workers import ModelIdentity, ThreadClassifier
 
 pytestmark = pytest.mark.kafka
 
@@ -432,7 +432,7 @@ async def test_an_unexpected_exception_in_a_stage_restarts_the_session_without_l
     records = article_records(50, prefix="bug")
     await produce(broker.bootstrap_servers, topics.input, records)
     settings = make_settings(broker.bootstrap_servers, topics, model_dir)
-    with caplog.at_level(logging.WARNING, logger="service.app"):
+    with caplog.at_level(logging.WARNING, logger="service.commands.serve"):
         async with running_service(settings, predictor) as service:
             outputs = await settle(broker.bootstrap_servers, topics.output, len(records))
             assert _value(service, "session_restarts_total", {"cause": "error"}) == 1
@@ -463,7 +463,7 @@ async def test_a_rebalance_does_not_wait_for_a_stuck_batch_beyond_its_bound(
     try:
         async with running_service(settings, stuck) as first:
             await wait_for(stuck.entered.is_set, timeout_s=30)
-            caplog.set_level(logging.WARNING, logger="service.pipeline")
+            caplog.set_level(logging.WARNING, logger="service.kafka.pipeline")
             async with running_service(settings, predictor) as second:
                 await wait_for(lambda: _value(second, "articles_published_total") > 0, timeout_s=60)
                 stuck.release.set()

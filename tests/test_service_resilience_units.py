@@ -20,30 +20,30 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, Requ
 from conftest import http_get
 from prometheus_client import CollectorRegistry
 
-from service import app as app_module
-from service import kafka as kafka_module
-from service.backoff import Backoff
-from service.breaker import CircuitBreaker
-from service.classify import BatchResult, Outgoing, Topics
-from service.deadletter import DeadLetterReason
-from service.errors import (
-    BrokerUnavailableError,
-    DeliveryError,
-    GroupJoinStuckError,
-    WorkerUnstableError,
-)
-from service.health import Assignment, Health
-from service.http import HealthServer
-from service.metrics import ServiceMetrics
-from service.pipeline import Pipeline
-from service.publish import VALUE_DROPPED_HEADER, BatchPublisher, SourceKey, record_bytes
-from service.settings import (
+from service.commands import serve as app_module
+from service.config.settings import (
     ConfigError,
     ServiceSettings,
     add_serve_arguments,
     settings_from_args,
 )
-from service.workers import ProcessClassifier, WireRecord
+from service.core.backoff import Backoff
+from service.core.breaker import CircuitBreaker
+from service.core.deadletter import DeadLetterReason
+from service.core.errors import (
+    BrokerUnavailableError,
+    DeliveryError,
+    GroupJoinStuckError,
+    WorkerUnstableError,
+)
+from service.core.records import BatchResult, Outgoing, Topics
+from service.http.server import HealthServer
+from service.kafka import clients as kafka_module
+from service.kafka.pipeline import Pipeline
+from service.kafka.publish import VALUE_DROPPED_HEADER, BatchPublisher, SourceKey, record_bytes
+from service.models.workers import ProcessClassifier, WireRecord
+from service.observe.health import Assignment, Health
+from service.observe.metrics import ServiceMetrics
 
 # -- backoff ---------------------------------------------------------------------------
 

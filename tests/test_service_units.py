@@ -13,16 +13,17 @@ import pytest
 from aiokafka import TopicPartition
 
 from schemas import ArticleEvent, Classification, LabelScore, ModelRef
-from service.classify import Topics, classify_batch
-from service.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
-from service.logs import JsonFormatter
-from service.offsets import OffsetTracker
-from service.settings import (
+from service.config.settings import (
     ConfigError,
     ServiceSettings,
     add_serve_arguments,
     settings_from_args,
 )
+from service.core.classify import classify_batch
+from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
+from service.core.records import Topics
+from service.kafka.offsets import OffsetTracker
+from service.observe.logs import JsonFormatter
 
 TP0 = TopicPartition("articles", 0)
 TP1 = TopicPartition("articles", 1)

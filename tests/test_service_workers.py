@@ -10,8 +10,8 @@ import pytest
 
 from model import ModelError
 from schemas import ClassifiedArticleEvent
-from service.classify import Topics
-from service.workers import ProcessClassifier, ThreadClassifier, WireRecord
+from service.core.records import Topics
+from service.models.workers import ProcessClassifier, ThreadClassifier, WireRecord
 
 TOPICS = Topics(output="out", dead_letter="dlq")
 

@@ -24,15 +24,18 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
+from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, TrainedModel, load_labelled, save_artifact, train
 from schemas import ArticleEvent, Classification, ClassifiedArticleEvent, LabelScore, ModelRef
-from service.broker import EmbeddedBroker, ensure_topics
-from service.classify import Outgoing, classify_batch
-from service.classify import Topics as OutTopics
-from service.metrics import ServiceMetrics
-from service.models import ModelSpec
-from service.shadow import CandidateScorer, ShadowBatch, ShadowObserver, ShadowPublisher
-from service.workers import ProcessClassifier, WireRecord
+from service.core.classify import classify_batch
+from service.core.records import Outgoing, ShadowBatch
+from service.core.records import Topics as OutTopics
+from service.core.shadow import CandidateScorer
+from service.kafka.shadow import ShadowPublisher
+from service.models.loading import ModelSpec
+from service.models.workers import ProcessClassifier, WireRecord
+from service.observe.metrics import ServiceMetrics
+from service.observe.shadow import ShadowObserver
 
 OUT = OutTopics(output="out", dead_letter="dlq")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from model import Predictor
-from service.classify import Topics
-from service.workers import ThreadClassifier
+from service.core.records import Topics
+from service.models.workers import ThreadClassifier
 
 TOPICS = Topics(output="out", dead_letter="dlq")
 

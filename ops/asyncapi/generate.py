@@ -1,7 +1,7 @@
 """The AsyncAPI 3.0 document of the event contract, generated into ops/asyncapi/asyncapi.json.
 
 The payload schemas come from the pydantic models (schemas/), the dead-letter headers and
-reason codes from service/deadletter.py, and every example is a real output: the demo
+reason codes from service/core/deadletter.py, and every example is a real output: the demo
 model (trained here from model/samples/demo.jsonl, with a fixed version) classifies the
 example input, and the dead-letter example is what the decoder makes of a broken record.
 Regenerate with ``python -m ops.asyncapi.generate`` (``make ops-files``); a test fails when
@@ -27,9 +27,9 @@ from schemas import SCHEMA_VERSION, ArticleEvent, ClassifiedArticleEvent, decode
 from schemas.decode import DecodeError
 from schemas.encode import encode_classified
 from schemas.feedback import ArticleFeedback
-from service.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
-from service.publish import VALUE_DROPPED_HEADER
-from service.settings import ServiceSettings
+from service.config.settings import ServiceSettings
+from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
+from service.kafka.publish import VALUE_DROPPED_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCUMENT_PATH = Path(__file__).resolve().parent / "asyncapi.json"

@@ -1,0 +1,621 @@
+"""``article-classifier reclassify``: replay a range of a topic through a model, resumably.
+
+The range (``service.kafka.replay_range``) is planned at the first start and stored with the
+group's commits; the records in it go through the service's own ``Pipeline`` (decode,
+classify, publish with the same key and contract, dead letters, metrics), with the hooks of
+``service.kafka.replay_gate`` bounding it to the range, limiting the rate and committing progress.
+Delivery is the service's: at least once, an offset committed only after its outputs are
+acknowledged, so an interrupted run (SIGINT, SIGTERM, a crash) resumes from the last commit
+when the same command runs again. The run ends with status 0 once every partition's
+committed offset reached the end of its range.
+
+``--from-dead-letters`` replays the dead-letter topic instead: the key and value are the
+original record's, records that now pass are published, the rest are dead-lettered again
+to the same topic with their original ``source.*`` headers (``--reason`` picks which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, TextIO, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from model.trust import trust_from_options
+from service.config.settings import (
+    ConfigError,
+    ServiceSettings,
+    add_serve_arguments,
+    settings_from_args,
+    settings_from_mapping,
+)
+from service.core.backoff import Backoff
+from service.core.deadletter import DeadLetterReason
+from service.core.errors import (
+    BreakerOpenError,
+    BrokerUnavailableError,
+    DeliveryError,
+    GroupJoinStuckError,
+    ServiceError,
+)
+from service.core.records import Topics
+from service.http.server import HealthServer
+from service.kafka.clients import (
+    make_consumer,
+    make_producer,
+    security_kwargs,
+    topic_message_limits,
+)
+from service.kafka.pipeline import Pipeline
+from service.kafka.replay_gate import Progress, RateLimit, ReplayGate
+from service.kafka.replay_range import (
+    PartitionRange,
+    ReplayRange,
+    decode_metadata,
+    encode_metadata,
+    parse_timestamp,
+    plan_range,
+)
+from service.models.workers import BatchClassifier, make_classifier
+from service.observe.health import Assignment, Health
+from service.observe.logs import configure_logging
+from service.observe.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+EXIT_DONE = 0
+_BACKOFF_INITIAL_S = 0.5
+_BACKOFF_MAX_S = 10.0
+_CLIENT_CLOSE_TIMEOUT_S = 10.0
+_METADATA_TIMEOUT_S = 30.0
+_PREPARE_RETRY_S = 60.0
+_T = TypeVar("_T")
+_GROUP_PREFIX = "article-classifier-reclassify-"
+_RECOVERABLE = (
+    KafkaError,
+    BrokerUnavailableError,
+    DeliveryError,
+    BreakerOpenError,
+    GroupJoinStuckError,
+    OSError,
+)
+
+
+class ReplayError(ServiceError):
+    """The replay cannot start as asked (a missing topic, a group holding another range)."""
+
+
+@dataclass(frozen=True)
+class ReclassifySettings:
+    """``reclassify`` options; ``service`` holds the pipeline's (validated by ServiceSettings)."""
+
+    service: ServiceSettings
+    from_ms: int | None
+    until_ms: int | None
+    from_dead_letters: bool
+    reasons: tuple[str, ...]
+    rate_limit: float | None
+    group_id: str | None
+    metrics_port: int | None
+    progress_interval_s: float = 5.0
+
+    @property
+    def source_topic(self) -> str:
+        """The topic replayed: the input topic, or the dead-letter topic."""
+        if self.from_dead_letters:
+            return self.service.dead_letter_topic
+        return self.service.input_topic
+
+    def job(self, model_version: str) -> str:
+        """A short digest naming this replay: topic, range bounds, reasons and model."""
+        spec = [
+            self.source_topic,
+            self.from_dead_letters,
+            self.from_ms,
+            self.until_ms,
+            sorted(self.reasons),
+            model_version,
+        ]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
+
+
+# -- command line ------------------------------------------------------------------------
+
+_OWN_FLAGS = ("--group-id", "--metrics-port")
+
+
+def add_reclassify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve options (the pipeline's) plus the replay's own."""
+    add_serve_arguments(parser, exclude=_OWN_FLAGS)
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-timestamp",
+        metavar="TS",
+        help="first record time replayed: RFC 3339 with an offset or epoch ms",
+    )
+    start.add_argument(
+        "--from-beginning", action="store_true", help="replay from the start of the log"
+    )
+    parser.add_argument(
+        "--until-timestamp",
+        metavar="TS",
+        help="records at or after this time are not replayed (default: the end of the log at "
+        "the first start)",
+    )
+    parser.add_argument(
+        "--from-dead-letters",
+        action="store_true",
+        help="replay the dead-letter topic (--dead-letter-topic); failures go back to it",
+    )
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=None,
+        metavar="R",
+        help="with --from-dead-letters: only dead letters with this error.reason; repeatable",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="N/s",
+        help="most records replayed per second, on average (default: no limit)",
+    )
+    # Own destinations (and so own environment variables): the live service's
+    # ARTICLE_CLASSIFIER_GROUP_ID or _METRICS_PORT in the same environment must not apply.
+    parser.add_argument(
+        "--group-id",
+        dest="replay_group_id",
+        default=None,
+        help="consumer group holding the progress (default: derived from the topic, the range "
+        "and the model version, so the same command resumes)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        dest="replay_metrics_port",
+        default=None,
+        help="serve /metrics, /healthz, /readyz on this port (default: no HTTP server)",
+    )
+
+
+def reclassify_settings_from_args(args: argparse.Namespace) -> ReclassifySettings:
+    """Validate the parsed options; raises ConfigError naming the option and the value."""
+    if not args.from_timestamp and not args.from_beginning:
+        raise ConfigError("reclassify needs --from-timestamp TS or --from-beginning")
+    from_ms = _timestamp("--from-timestamp", args.from_timestamp)
+    until_ms = _timestamp("--until-timestamp", args.until_timestamp)
+    if from_ms is not None and until_ms is not None and until_ms <= from_ms:
+        raise ConfigError(
+            f"--until-timestamp={args.until_timestamp!r} must be after "
+            f"--from-timestamp={args.from_timestamp!r}"
+        )
+    reasons = tuple(args.reason or ())
+    known = {reason.value for reason in DeadLetterReason}
+    for reason in reasons:
+        if reason not in known:
+            raise ConfigError(f"--reason={reason!r}: expected one of {', '.join(sorted(known))}")
+    if reasons and not args.from_dead_letters:
+        raise ConfigError("--reason only applies with --from-dead-letters")
+    service = settings_from_args(args)
+    group_id = args.replay_group_id or None
+    metrics_port = args.replay_metrics_port or None
+    if group_id is not None or metrics_port is not None:
+        # Validated as serve validates them (a ConfigError names the flag and the value).
+        overrides = {"group_id": group_id or service.group_id}
+        overrides["metrics_port"] = metrics_port or str(service.metrics_port)
+        service = settings_from_mapping({**service.model_dump(), **overrides})
+    return ReclassifySettings(
+        service=service,
+        from_ms=from_ms,
+        until_ms=until_ms,
+        from_dead_letters=bool(args.from_dead_letters),
+        reasons=reasons,
+        rate_limit=_rate(args.rate_limit),
+        group_id=group_id,
+        metrics_port=None if metrics_port is None else service.metrics_port,
+    )
+
+
+def _timestamp(flag: str, text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError as error:
+        raise ConfigError(f"{flag}={text!r}: {error}") from None
+
+
+def _rate(text: str | None) -> float | None:
+    if not text:
+        return None
+    number = text.strip().removesuffix("/s")
+    try:
+        value = float(number)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"--rate-limit={text!r}: expected a positive number of records/s")
+    return value
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def reclassify(settings: ReclassifySettings) -> int:
+    """Run until the range is done (0) or SIGINT/SIGTERM (128 + the signal number)."""
+    configure_logging(settings.service.log_level.value)
+    return asyncio.run(_reclassify_until_signal(settings))
+
+
+async def _reclassify_until_signal(settings: ReclassifySettings) -> int:
+    stop = asyncio.Event()
+    received: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        logger.info("signal received; finishing in-flight work", extra={"signal": signum})
+        received.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        status = await run_reclassify(settings, stop=stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    if status != EXIT_DONE and received:
+        return 128 + received[0]
+    return status
+
+
+async def run_reclassify(
+    settings: ReclassifySettings,
+    *,
+    stop: asyncio.Event,
+    registry: CollectorRegistry | None = None,
+    predictor: Any = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Replay the range; 0 when it is done, 1 when ``stop`` ended the run before that.
+
+    ``predictor``, if given, classifies in a worker thread instead of a loaded artifact.
+    """
+    stderr = stderr or sys.stderr
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    health = Health()
+    metrics.ready.set_function(lambda: float(health.is_ready()))
+    base = settings.service
+    classifier = make_classifier(
+        base.classify_in,
+        base.model_dir,
+        topics=Topics(base.output_topic, base.dead_letter_topic),
+        max_event_bytes=base.max_event_bytes,
+        log_level=base.log_level.value,
+        predictor=predictor,
+        max_deaths=base.worker_max_deaths,
+        limits=base.record_limits,
+        trust=trust_from_options(base.model_sha256, base.model_public_key),
+    )
+    async with AsyncExitStack() as stack:
+        stack.callback(classifier.close)
+        if settings.metrics_port is not None:
+            await stack.enter_async_context(
+                HealthServer(
+                    base.metrics_host, settings.metrics_port, registry=registry, health=health
+                )
+            )
+        model = await classifier.start()
+        metrics.model_info.info({"name": model.name, "version": model.version})
+        health.model_loaded = True
+        job = settings.job(model.version)
+        group = settings.group_id or _GROUP_PREFIX + job
+        # Replaying dead letters reads the dead-letter topic and writes failures back to it:
+        # the range's fixed end keeps that from looping, unlike the live service.
+        service = base.model_copy(update={"group_id": group, "input_topic": settings.source_topic})
+        try:
+            replay_range, committed = await _prepare(settings, service, job)
+        except KafkaError as error:
+            raise ReplayError(f"the broker did not answer: {error!r}") from error
+        progress = Progress(replay_range, committed)
+        print(
+            f"reclassify: {settings.source_topic} -> {service.output_topic} with model"
+            f" {model.name} {model.version}, group {group}: {progress.render()}",
+            file=stderr,
+            flush=True,
+        )
+        if progress.all_done():
+            print("reclassify: the range is done; nothing to replay", file=stderr, flush=True)
+            return EXIT_DONE
+        printer = asyncio.create_task(_print_progress(progress, settings, stderr))
+        stack.push_async_callback(_cancel, printer)
+        done = await _sessions(
+            settings,
+            service,
+            classifier=classifier,
+            progress=progress,
+            job=job,
+            stop=stop,
+            metrics=metrics,
+            health=health,
+        )
+        state = "done" if done else "interrupted; run the same command again to resume"
+        print(f"reclassify: {state}: {progress.render()}", file=stderr, flush=True)
+        return EXIT_DONE if done else 1
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+
+async def _prepare(
+    settings: ReclassifySettings, service: ServiceSettings, job: str
+) -> tuple[ReplayRange, dict[TopicPartition, int]]:
+    """The range (stored by an earlier run, else planned and stored now) and the group's
+    committed offsets in it."""
+    topic = settings.source_topic
+    planner = AIOKafkaConsumer(
+        **security_kwargs(service),
+        client_id=f"{service.client_id}-planner",
+        enable_auto_commit=False,
+    )
+    try:
+        await planner.start()
+        partitions, stored = await _retrying(lambda: _committed(service, topic))
+        replay_range: ReplayRange = {}
+        for tp, (_, metadata) in stored.items():
+            decoded = decode_metadata(metadata)
+            if decoded is None:
+                continue
+            stored_job, part = decoded
+            if stored_job != job:
+                raise ReplayError(
+                    f"group {service.group_id!r} holds the progress of another replay (job"
+                    f" {stored_job}, this one is {job}): give another --group-id"
+                )
+            replay_range[tp] = part
+        missing = [tp for tp in partitions if tp not in replay_range]
+        if missing:
+            planned = await plan_range(
+                planner, missing, from_ms=settings.from_ms, until_ms=settings.until_ms
+            )
+            replay_range.update(planned)
+    finally:
+        await _close(planner)
+    committed = {tp: offset for tp, (offset, _) in stored.items() if offset >= 0}
+    unstored = [tp for tp in partitions if tp not in committed]
+    if len(committed) > 0 and missing:
+        logger.warning(
+            "the group's commits hold no stored range (the broker drops commit metadata, or"
+            " the group was not made by reclassify): the range was planned again",
+            extra={"group_id": service.group_id, "partitions": len(missing)},
+        )
+    if unstored:
+        await _store(service, job, {tp: replay_range[tp] for tp in unstored})
+        committed.update({tp: replay_range[tp].start for tp in unstored})
+    logger.info(
+        "replay range",
+        extra={
+            "group_id": service.group_id,
+            "job": job,
+            "range": {
+                f"{tp.topic}:{tp.partition}": [p.start, p.end] for tp, p in replay_range.items()
+            },
+        },
+    )
+    return replay_range, committed
+
+
+async def _retrying(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()``, retried on retriable broker errors (a group coordinator still loading)
+    for up to ``_PREPARE_RETRY_S``; then, or on another broker error, a ReplayError."""
+    backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    deadline = time.monotonic() + _PREPARE_RETRY_S
+    while True:
+        try:
+            return await call()
+        except KafkaError as error:
+            if not error.retriable or time.monotonic() > deadline:
+                raise ReplayError(f"the broker did not answer: {error!r}") from error
+            delay = backoff.delay()
+            logger.warning(
+                "broker not ready for the replay's plan; retrying",
+                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
+
+
+async def _committed(
+    service: ServiceSettings, topic: str
+) -> tuple[list[TopicPartition], dict[TopicPartition, tuple[int, str]]]:
+    """The topic's partitions, and the group's committed offsets and metadata in them."""
+    admin = AIOKafkaAdminClient(**security_kwargs(service), client_id=f"{service.client_id}-admin")
+    try:
+        await admin.start()
+        described = await asyncio.wait_for(admin.describe_topics([topic]), _METADATA_TIMEOUT_S)
+        numbers = sorted(
+            int(part["partition"])
+            for item in described
+            if item["topic"] == topic and not item["error_code"]
+            for part in item["partitions"]
+        )
+        if not numbers:
+            raise ReplayError(f"topic {topic!r} does not exist")
+        partitions = [TopicPartition(topic, number) for number in numbers]
+        answer = await asyncio.wait_for(
+            admin.list_consumer_group_offsets(service.group_id, partitions=partitions),
+            _METADATA_TIMEOUT_S,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    stored = {tp: (int(item.offset), item.metadata or "") for tp, item in answer.items()}
+    return partitions, stored
+
+
+async def _store(
+    service: ServiceSettings, job: str, parts: dict[TopicPartition, PartitionRange]
+) -> None:
+    """Commit each partition's start with its range, before any member joins the group."""
+    consumer = AIOKafkaConsumer(
+        **security_kwargs(service),
+        client_id=f"{service.client_id}-planner",
+        group_id=service.group_id,
+        enable_auto_commit=False,
+    )
+    try:
+        await consumer.start()
+        consumer.assign(list(parts))
+        await consumer.commit(
+            {tp: (part.start, encode_metadata(job, part)) for tp, part in parts.items()}
+        )
+    finally:
+        await _close(consumer)
+
+
+async def _sessions(
+    settings: ReclassifySettings,
+    service: ServiceSettings,
+    *,
+    classifier: BatchClassifier,
+    progress: Progress,
+    job: str,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+) -> bool:
+    """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
+    failed session restarts from the last commit after a jittered backoff."""
+    backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    rate_limit = RateLimit(settings.rate_limit)
+    while not stop.is_set():
+        try:
+            await _session(
+                settings,
+                service,
+                classifier=classifier,
+                progress=progress,
+                job=job,
+                rate_limit=rate_limit,
+                stop=stop,
+                metrics=metrics,
+                health=health,
+                on_started=backoff.reset,
+            )
+        except _RECOVERABLE as error:
+            delay = backoff.delay()
+            cause = "group_join_stuck" if isinstance(error, GroupJoinStuckError) else "broker"
+            metrics.session_restarts.labels(cause).inc()
+            logger.warning(
+                "replay session failed; resuming from the last commit",
+                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
+            )
+        else:
+            if progress.all_done():
+                return True
+            continue
+        if progress.all_done():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return progress.all_done()
+
+
+async def _session(
+    settings: ReclassifySettings,
+    service: ServiceSettings,
+    *,
+    classifier: BatchClassifier,
+    progress: Progress,
+    job: str,
+    rate_limit: RateLimit,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+    on_started: Any,
+) -> bool:
+    async with AsyncExitStack() as stack:
+        stack.callback(setattr, health, "assignment", Assignment.STOPPED)
+        producer = make_producer(service)
+        stack.push_async_callback(_close, producer)
+        await producer.start()
+        limits = await _limits(service)
+        consumer = make_consumer(service)
+        stack.push_async_callback(_close, consumer)
+        finished = asyncio.Event()
+        gate = ReplayGate(
+            consumer,
+            progress,
+            job=job,
+            rate_limit=rate_limit,
+            on_done=finished.set,
+            reasons=settings.reasons,
+            dead_letters=settings.from_dead_letters,
+        )
+        pipeline = Pipeline(
+            consumer,
+            producer,
+            classifier,
+            settings=service,
+            metrics=metrics,
+            health=health,
+            limits=limits,
+            replay=gate,
+        )
+        consumer.subscribe([service.input_topic], listener=pipeline.listener())
+        await consumer.start()
+        health.broker_reachable = True
+        health.assignment = Assignment.WAITING
+        on_started()
+        relay = asyncio.create_task(_relay(stop, finished))
+        stack.push_async_callback(_cancel, relay)
+        return await pipeline.run(finished)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def _limits(service: ServiceSettings) -> dict[str, int]:
+    described = await topic_message_limits(
+        service, [service.output_topic, service.dead_letter_topic]
+    )
+    return {
+        topic: service.max_output_bytes if limit is None else limit
+        for topic, limit in described.items()
+    }
+
+
+async def _print_progress(progress: Progress, settings: ReclassifySettings, stderr: TextIO) -> None:
+    """One progress line per interval (overwritten in place on a terminal)."""
+    tty = stderr.isatty()
+    interval = 1.0 if tty else settings.progress_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        line = f"reclassify: {progress.render()}"
+        print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=stderr, flush=True)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close(client: Any) -> None:
+    try:
+        await asyncio.wait_for(client.stop(), _CLIENT_CLOSE_TIMEOUT_S)
+    except (TimeoutError, KafkaError) as error:
+        logger.warning("kafka client did not close cleanly", extra={"error": repr(error)})

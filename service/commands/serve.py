@@ -1,0 +1,496 @@
+"""The service's lifecycle: HTTP -> model -> (producer -> consumer -> pipeline), in reverse out.
+
+Delivery is at least once. An input offset is committed only after the broker has
+acknowledged (acks=all) every output and dead letter of the records up to it, so a crash
+at any moment means reprocessing, never a skipped record. The duplicate window is the
+records fetched after the last successful commit: at most ``max_in_flight_batches x
+batch_size`` records per instance (1,024 with the defaults), re-published after a crash,
+a failed commit, a lost group membership, or a shutdown drain that overran its timeout.
+A clean shutdown (SIGTERM/SIGINT) and a rebalance drain and commit first, so they cause
+no duplicates. Outputs are deterministic for a model version (except ``classified_at``),
+so downstream de-duplicates on ``(article_id, event_id, classification.model.version)``.
+Per-partition order holds on both output topics (the output keeps the input key, so per
+article); after a restart a re-published record can follow a later one for the same key:
+the last copy of each is in order.
+
+When the broker cannot be reached (at start or later), the session is closed, the
+service reports not-ready on ``/readyz``, and it retries with a capped exponential
+backoff with full jitter (reset once a session starts), resuming from the last committed
+offsets by itself. Any other failure of a session is logged with its traceback and
+handled the same way; an open circuit breaker waits a growing delay first. Nothing but a
+stop request ends the session loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from model.trust import load_public_key, normalize_sha256
+from service.config.settings import ServiceSettings
+from service.core.backoff import Backoff
+from service.core.errors import (
+    BreakerOpenError,
+    BrokerUnavailableError,
+    DeliveryError,
+    GroupJoinStuckError,
+    MissingTopicError,
+    TransactionsUnsupportedError,
+)
+from service.core.records import ArticlePredictor, ShadowBatch, Topics
+from service.feedback.consumer import quality_tracker, run_feedback
+from service.http.api import ApiServer
+from service.http.server import HealthServer
+from service.kafka.clients import (
+    make_consumer,
+    make_producer,
+    missing_topics,
+    start_unless_stopped,
+    topic_message_limits,
+    transactions_unsupported,
+)
+from service.kafka.pipeline import Pipeline
+from service.kafka.shadow import ShadowPublisher
+from service.kafka.transactions import PartitionTransactions
+from service.models.loading import ModelSetIdentity, ModelSpec, TrustPolicy
+from service.models.reload import ModelReloader, show_models
+from service.models.workers import BatchClassifier, ModelIdentity, make_classifier
+from service.observe.health import Assignment, Health
+from service.observe.logs import configure_logging
+from service.observe.metrics import ServiceMetrics
+from service.observe.shadow import ShadowObserver
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_DRAIN_TIMEOUT = 1
+#: Exactly-once asked for on a broker without transactions: a configuration error.
+EXIT_CONFIG = 2
+_BACKOFF_INITIAL_S = 0.5
+_BACKOFF_MAX_S = 10.0
+_CLIENT_CLOSE_TIMEOUT_S = 10.0
+#: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
+_BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
+
+
+async def run_service(
+    settings: ServiceSettings,
+    *,
+    predictor: ArticlePredictor | None = None,
+    stop: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
+    http_port: asyncio.Future[int] | None = None,
+    api_port: asyncio.Future[int] | None = None,
+    reload: asyncio.Event | None = None,
+) -> int:
+    """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
+
+    Setting ``reload`` (SIGHUP does) reloads the models now; ``settings.model_poll_s``
+    also swaps to whatever ``settings.model_dir`` points to once it changes.
+
+    ``predictor``, if given, is used in a worker thread; by default the model is loaded
+    from ``settings.model_dir`` where ``settings.classify_in`` says. ``http_port``,
+    if given, receives the bound metrics port (useful with ``metrics_port=0``); ``api_port``
+    the suggest API's, once the model is loaded (with ``settings.api_port`` set).
+    """
+    stop = stop or asyncio.Event()
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    health = Health()
+    metrics.ready.set_function(lambda: float(health.is_ready()))
+    policy = trust_policy(settings)
+    shadow = _Shadow(settings, metrics)
+    classifier = make_classifier(
+        settings.classify_in,
+        settings.model_dir,
+        topics=Topics(settings.output_topic, settings.dead_letter_topic),
+        max_event_bytes=settings.max_event_bytes,
+        log_level=settings.log_level.value,
+        predictor=predictor,
+        max_deaths=settings.worker_max_deaths,
+        limits=settings.record_limits,
+        explain=settings.explain,
+        spec=model_spec(settings, policy),
+        on_shadow=shadow.on_batch if settings.shadow_model_dir is not None else None,
+    )
+    async with AsyncExitStack() as stack:
+        stack.callback(classifier.close)
+        stack.push_async_callback(shadow.close)
+        server = await stack.enter_async_context(
+            HealthServer(
+                settings.metrics_host, settings.metrics_port, registry=registry, health=health
+            )
+        )
+        if http_port is not None and not http_port.done():
+            http_port.set_result(server.port)
+        model = await classifier.start()
+        models = _models(classifier, model)
+        show_models(metrics, health, models)
+        health.model_loaded = True
+        if settings.api_port is not None:
+            # Started once the model is loaded, so it never answers without one; stopped
+            # before the classifier closes (the stack unwinds in reverse).
+            api = await stack.enter_async_context(
+                ApiServer(settings, classifier, registry=registry)
+            )
+            if api_port is not None and not api_port.done():
+                api_port.set_result(api.port)
+        logger.info(
+            "model loaded",
+            extra={
+                "model_name": model.name,
+                "model_version": model.version,
+                "model_sha256": model.sha256,
+                "classify_in": settings.classify_in.value if predictor is None else "thread",
+                "shadow_version": models.shadow.version if models.shadow else None,
+            },
+        )
+        if settings.feedback_topic:
+            # Its own group and session loop: nothing it meets reaches the article pipeline.
+            quality = quality_tracker(settings, metrics, predictor)
+            await run_feedback(stack, settings, metrics, quality, stop)
+        if hasattr(classifier, "swap"):
+            reloader = ModelReloader(
+                classifier,
+                model_path=settings.model_dir,
+                shadow_path=settings.shadow_model_dir,
+                policy=policy,
+                poll_s=settings.model_poll_s,
+                metrics=metrics,
+                health=health,
+                on_swapped=shadow.swapped(health),
+            )
+            watching = asyncio.create_task(reloader.run(), name="model-reloader")
+            stack.push_async_callback(_cancel, watching)
+            if reload is not None:
+                stack.push_async_callback(_cancel, asyncio.create_task(_relay(reload, reloader)))
+        return await _sessions(
+            settings, classifier=classifier, stop=stop, metrics=metrics, health=health
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+
+def trust_policy(settings: ServiceSettings) -> TrustPolicy:
+    """The deployment's rule for every model load, at start and at each swap."""
+    key = (
+        load_public_key(settings.model_public_key)
+        if settings.model_public_key is not None
+        else None
+    )
+    sha256 = normalize_sha256(settings.model_sha256) if settings.model_sha256 else None
+    return TrustPolicy(sha256=sha256, sha256_file=settings.model_sha256_file, public_key=key)
+
+
+def model_spec(settings: ServiceSettings, policy: TrustPolicy) -> ModelSpec:
+    """What to load at start (the pin file and the candidate's digest are read now)."""
+    shadow = settings.shadow_model_dir
+    return ModelSpec(
+        primary=settings.model_dir,
+        trust=policy.for_model(settings.model_dir),
+        shadow=shadow,
+        shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
+        shadow_topic=settings.shadow_topic,
+    )
+
+
+class _Shadow:
+    """The event-loop side of ``--shadow-model``: metrics and the optional shadow topic."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self._observer = ShadowObserver(metrics)
+        self._publisher = (
+            ShadowPublisher(
+                lambda: make_producer(settings), on_failure=metrics.shadow_publish_failures.inc
+            )
+            if settings.shadow_topic is not None
+            else None
+        )
+        self._metrics = metrics
+
+    def on_batch(self, batch: ShadowBatch) -> None:
+        self._observer.observe(batch)
+        if self._publisher is not None:
+            self._publisher.submit(batch.outgoing)
+
+    def swapped(self, health: Health) -> Callable[[ModelSetIdentity], None]:
+        def show(models: ModelSetIdentity) -> None:
+            self._observer.forget()  # the series of the old pair of versions go
+            show_models(self._metrics, health, models)
+
+        return show
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+
+
+def _models(classifier: BatchClassifier, started: ModelIdentity) -> ModelSetIdentity:
+    models: ModelSetIdentity | None = getattr(classifier, "models", None)
+    return models if isinstance(models, ModelSetIdentity) else ModelSetIdentity(started)
+
+
+async def _relay(requests: asyncio.Event, reloader: ModelReloader) -> None:
+    while True:
+        await requests.wait()
+        requests.clear()
+        reloader.request()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sessions(
+    settings: ServiceSettings,
+    *,
+    classifier: BatchClassifier,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+) -> int:
+    """Run consumer-group sessions until stopped, restarting after any failure.
+
+    No exception type ends the service: a broker failure, an open circuit breaker or any
+    other error closes the session, is logged (with its traceback when it is not a broker
+    error) and is retried from the last commit after a jittered, growing delay. The
+    reconnect backoff resets once a session has started; the breaker's once it closes.
+    """
+    backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    breaker_backoff = Backoff(
+        settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False
+    )
+    half_open = False
+
+    def breaker_closed() -> None:
+        nonlocal half_open
+        half_open = False
+        breaker_backoff.reset()
+
+    while not stop.is_set():
+        try:
+            drained = await _session(
+                settings,
+                classifier=classifier,
+                stop=stop,
+                metrics=metrics,
+                health=health,
+                on_started=backoff.reset,
+                half_open=half_open,
+                on_breaker_closed=breaker_closed,
+            )
+        except TransactionsUnsupportedError as error:
+            # A configuration error: one clear line, no traceback.
+            logger.error(str(error), extra={"bootstrap_servers": settings.bootstrap_servers})  # noqa: TRY400
+            return EXIT_CONFIG
+        except MissingTopicError as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("missing_topic").inc()
+            health.broker_reachable = True
+            health.broker_error = None
+            health.missing_topics = tuple(error.topics)
+            logger.warning(
+                str(error), extra={"topics": error.topics, "retry_in_s": round(delay, 2)}
+            )
+        except GroupJoinStuckError as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("group_join_stuck").inc()
+            logger.warning(
+                str(error),
+                extra={"joining_s": round(error.joining_s, 1), "retry_in_s": round(delay, 2)},
+            )
+        except BreakerOpenError as error:
+            delay = breaker_backoff.delay()
+            half_open = True
+            metrics.session_restarts.labels("breaker").inc()
+            logger.warning(
+                "circuit breaker open; the session restarts from the last commit later",
+                extra={"error": str(error), "retry_in_s": round(delay, 2)},
+            )
+        except _BROKER_ERRORS as error:
+            delay = backoff.delay()
+            metrics.broker_errors.inc()
+            metrics.session_restarts.labels("broker").inc()
+            health.broker_reachable = False
+            health.broker_error = repr(error)
+            logger.warning(
+                "broker session failed; retrying",
+                extra={
+                    "error": repr(error),
+                    "retry_in_s": round(delay, 2),
+                    "bootstrap_servers": settings.bootstrap_servers,
+                },
+            )
+        except Exception as error:
+            delay = backoff.delay()
+            metrics.session_restarts.labels("error").inc()
+            logger.exception(
+                "session failed on an unexpected error; restarting from the last commit",
+                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
+            )
+        else:
+            return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    return EXIT_OK
+
+
+async def _session(
+    settings: ServiceSettings,
+    *,
+    classifier: BatchClassifier,
+    stop: asyncio.Event,
+    metrics: ServiceMetrics,
+    health: Health,
+    on_started: Callable[[], None] = lambda: None,
+    half_open: bool = False,
+    on_breaker_closed: Callable[[], None] | None = None,
+) -> bool:
+    """One producer + consumer pair; True when it stopped after a complete drain."""
+    missing = await missing_topics(settings, [settings.input_topic])
+    if missing:
+        raise MissingTopicError(missing)
+    health.missing_topics = ()
+    async with AsyncExitStack() as stack:
+        stack.callback(_mark_stopped, health)
+        producer = None
+        transactions = None
+        if settings.exactly_once:
+            unsupported = await transactions_unsupported(settings)
+            if unsupported is not None:
+                raise TransactionsUnsupportedError(
+                    "--processing-guarantee exactly-once needs a broker with transactions"
+                    f" (Apache Kafka); this one has none: {unsupported}"
+                )
+        else:
+            producer = make_producer(settings)
+            # Registered before start: a client whose start failed must still be closed.
+            stack.push_async_callback(_close, producer, "producer")
+            await producer.start()
+        limits = await _output_limits(settings)
+        if settings.exactly_once:
+            transactions = PartitionTransactions(settings, metrics, limits)
+            # Closed after the consumer has left the group (the stack unwinds in reverse).
+            stack.push_async_callback(transactions.close)
+        consumer = make_consumer(settings)
+        # Closing the stack stops the consumer first: it leaves the group after the drain.
+        stack.push_async_callback(_close, consumer, "consumer")
+        pipeline = Pipeline(
+            consumer,
+            producer,
+            classifier,
+            settings=settings,
+            metrics=metrics,
+            health=health,
+            limits=limits,
+            half_open=half_open,
+            on_breaker_closed=on_breaker_closed,
+            transactions=transactions,
+        )
+        consumer.subscribe([settings.input_topic], listener=pipeline.listener())
+        join_bound_s = settings.group_join_bound_s
+        try:
+            if not await start_unless_stopped(consumer, stop, within_s=join_bound_s):
+                return True  # stopped while joining: nothing was fetched
+        except TimeoutError:
+            raise GroupJoinStuckError(join_bound_s, join_bound_s) from None
+        health.broker_reachable = True
+        health.broker_error = None
+        if health.assignment is Assignment.STOPPED:
+            # The rebalance listener may already have seen an assignment during start().
+            health.assignment = Assignment.WAITING
+        # Re-testing after the breaker's delay: ready again; the pipeline closes it.
+        health.breaker_open = None
+        on_started()
+        logger.info(
+            "consumer started",
+            extra={"group_id": settings.group_id, "topic": settings.input_topic},
+        )
+        return await pipeline.run(stop)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _output_limits(settings: ServiceSettings) -> dict[str, int]:
+    """max.message.bytes of the output and dead-letter topics, or ``--max-output-bytes``."""
+    topics = [settings.output_topic, settings.dead_letter_topic]
+    described = await topic_message_limits(settings, topics)
+    limits = {
+        topic: settings.max_output_bytes if limit is None else limit
+        for topic, limit in described.items()
+    }
+    logger.info(
+        "output size limits",
+        extra={
+            "limits": limits,
+            "from_broker": sorted(t for t, limit in described.items() if limit is not None),
+        },
+    )
+    return limits
+
+
+async def _close(client: AIOKafkaConsumer | AIOKafkaProducer, name: str) -> None:
+    """Stop a client, bounded: with the broker gone, leaving the group or flushing could
+    otherwise wait for ever."""
+    try:
+        await asyncio.wait_for(client.stop(), _CLIENT_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("kafka client did not close in time", extra={"client": name})
+    except KafkaError as error:
+        logger.warning(
+            "kafka client closed with an error", extra={"client": name, "error": repr(error)}
+        )
+
+
+def _mark_stopped(health: Health) -> None:
+    health.assignment = Assignment.STOPPED
+
+
+def serve(settings: ServiceSettings) -> int:
+    """Run the service until SIGTERM or SIGINT; return the exit status."""
+    configure_logging(settings.log_level.value)
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ServiceSettings) -> int:
+    stop = asyncio.Event()
+    reload = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, _on_reload_signal, reload)
+    service = asyncio.create_task(run_service(settings, stop=stop, reload=reload))
+    try:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({service, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # The drain has its own bound; this one also covers closing the clients.
+        done, _ = await asyncio.wait({service}, timeout=settings.shutdown_timeout_s + 10)
+        if not done:
+            logger.error("shutdown overran its bound; exiting without a clean close")
+            service.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await service
+            return EXIT_DRAIN_TIMEOUT
+        return service.result()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    logger.info("signal received; shutting down", extra={"signal": signal.Signals(signum).name})
+    stop.set()
+
+
+def _on_reload_signal(reload: asyncio.Event) -> None:
+    logger.info("SIGHUP received; reloading the model", extra={"signal": "SIGHUP"})
+    reload.set()

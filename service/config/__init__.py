@@ -1,0 +1,2 @@
+"""Configuration: the typed settings of the service and the environment variables that
+feed them."""

@@ -1,0 +1,182 @@
+"""The plain record types every part of the service passes around: what goes into a batch,
+what comes out of it, and what a model must offer. No behaviour beyond building them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from schemas import ArticleEvent, Classification
+from service.core.deadletter import DeadLetterReason
+
+if TYPE_CHECKING:
+    from model.baseline import TrainingBaseline
+    from model.predictor import BatchPrediction
+
+
+class ArticlePredictor(Protocol):
+    """What the service needs of ``model.Predictor``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, articles: Sequence[ArticleEvent]) -> list[Classification]: ...
+
+
+@runtime_checkable
+class ObservedPredictor(ArticlePredictor, Protocol):
+    """A predictor that also explains and counts tokens (``model.Predictor``): the service
+    asks it for explanations (``--explain``) and for what the drift signals need."""
+
+    @property
+    def baseline(self) -> TrainingBaseline: ...
+
+    def predict_batch(
+        self, articles: Sequence[ArticleEvent], *, explain: int = 0
+    ) -> BatchPrediction: ...
+
+
+class InputRecord(Protocol):
+    """The fields of an aiokafka ``ConsumerRecord`` the service reads."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce, and the input record it answers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    source_partition: int
+    source_offset: int
+    source_timestamp_ms: int
+    #: None for a classified article, else the dead-letter reason.
+    reason: DeadLetterReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the metrics need of one classification (cheap to send between processes).
+
+    ``tokens`` and ``unknown_tokens`` count the tokens of the text the model read and those
+    outside its vocabulary (both 0 from a predictor that does not count them).
+    """
+
+    section: str | None
+    section_score: float | None
+    tag_count: int
+    tokens: int = 0
+    unknown_tokens: int = 0
+
+    @classmethod
+    def of(cls, classification: Classification, text: tuple[int, int] = (0, 0)) -> Verdict:
+        section = classification.section
+        return cls(
+            section.label if section else None,
+            section.score if section else None,
+            len(classification.tags),
+            text[0],
+            text[1],
+        )
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced, plus what the metrics need to know about it."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    duration_s: float = 0.0
+    #: The training baseline of the model that classified the batch (for drift signals;
+    #: None from a predictor without one). A reference to the model's own object.
+    baseline: TrainingBaseline | None = None
+    #: The candidate model's comparison (``--shadow-model``); never published as output.
+    shadow: ShadowBatch | None = None
+
+
+class ShadowScorer(Protocol):
+    """Scores a batch's valid articles with a candidate model (``service.core.shadow``)."""
+
+    def __call__(
+        self,
+        valid: Sequence[tuple[InputRecord, ArticleEvent]],
+        predictions: dict[int, Classification | Exception],
+    ) -> ShadowBatch: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    output: str
+    dead_letter: str
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """One article's output record, and what the metrics need of it."""
+
+    value: bytes
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a record has no output: its dead-letter reason and message (never article text).
+
+    For a ``classification_error``, ``error`` is the exception type and ``trace`` where it
+    was raised (code locations only, no values), for the log line.
+    """
+
+    reason: DeadLetterReason
+    message: str
+    article_id: str | None = None
+    error: str | None = None
+    trace: str | None = None
+
+
+Outcome = Classified | Refused
+
+#: Failures that say nothing about the record being processed: they propagate.
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowBatch:
+    """How the candidate compared with the live model on one batch (cheap to pickle)."""
+
+    model_version: str
+    shadow_version: str
+    #: Articles both models classified.
+    articles: int
+    section_agreements: int
+    #: Tag agreement of each compared article: |live & candidate| / |live | candidate|
+    #: (1.0 when both assign no tag).
+    jaccards: tuple[float, ...]
+    #: (head, label, ADDED or REMOVED) -> articles where the candidate did that.
+    flips: dict[tuple[str, str, str], int]
+    #: Articles the candidate failed on (the live output is unaffected).
+    failures: int
+    duration_s: float
+    #: The candidate's output records for ``--shadow-topic`` (empty without it).
+    outgoing: tuple[Outgoing, ...] = ()
