@@ -295,3 +295,78 @@ def test_trust_options_are_documented_with_their_variables(command: str, variabl
     result = run_cli(command, "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0
     assert f"[env: {variable}]" in " ".join(result.stdout.decode().split())
+
+
+#: The commands that serve a model from Kafka: each must apply the whole trust rule.
+_KAFKA_COMMANDS = {
+    "serve": ["serve", "--metrics-host", "127.0.0.1", "--metrics-port", "0"],
+    "reclassify": ["reclassify", "--from-beginning"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_KAFKA_COMMANDS))
+@pytest.mark.parametrize("rule", ["pin", "pin-file", "signature"])
+def test_every_kafka_command_refuses_an_artifact_the_trust_rule_rejects(
+    trained: tuple[Path, str],
+    signed: Path,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    command: str,
+    rule: str,
+) -> None:
+    """serve and reclassify apply the same trust rule (one composition root builds their
+    model loader): a pinned digest, a pin file that does not list the artifact, a changed
+    signed artifact are each refused with status 2 before any broker is contacted."""
+    pins = tmp_path / "pins.txt"
+    pins.write_text(f"# accepted models\n{WRONG_DIGEST}\n")
+    _change_manifest(signed)
+    model, options, message = {
+        "pin": (trained[0], ["--model-sha256", WRONG_DIGEST], "is not the pinned"),
+        "pin-file": (trained[0], ["--model-sha256-file", str(pins)], "is not listed in"),
+        "signature": (
+            signed,
+            ["--model-public-key", str(keys[1])],
+            "the signature does not match model.json",
+        ),
+    }[rule]
+    result = run_cli(
+        *_KAFKA_COMMANDS[command],
+        "--model", model,
+        *options,
+        "--bootstrap-servers", "127.0.0.1:9",
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert message in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--processing-guarantee", "exactly-once"],
+        ["--transactional-id-prefix", "x"],
+        ["--shadow-model", "/tmp"],
+        ["--shadow-topic", "shadow"],
+        ["--model-poll-s", "5"],
+        ["--api-host", "127.0.0.1"],
+        ["--api-port", "8080"],
+        ["--api-max-request-bytes", "4096"],
+        ["--api-max-concurrency", "2"],
+        ["--feedback-topic", "fb"],
+        ["--feedback-max-versions", "2"],
+        ["--breaker-backoff-s", "1"],
+        ["--breaker-backoff-max-s", "2"],
+    ],
+)
+def test_reclassify_refuses_the_serve_options_it_would_ignore(
+    trained: tuple[Path, str], option: list[str]
+) -> None:
+    """A serve option that means nothing for a replay is an error naming it, not ignored."""
+    result = run_cli(
+        "reclassify", "--model", trained[0], "--from-beginning",
+        "--bootstrap-servers", "127.0.0.1:9", *option,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert f"unrecognized arguments: {option[0]}" in stderr

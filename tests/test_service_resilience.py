@@ -27,8 +27,10 @@ from conftest import (
 from devtools.tansu import EmbeddedBroker, ensure_topics
 from schemas import ArticleEvent, Classification
 from service.commands import serve as app_module
+from service.config.settings import ServiceSettings
 from service.core.errors import WorkerUnstableError
 from service.core.records import BatchResult, InputRecord
+from service.core.records import Topics as OutputTopics
 from service.models.workers import ModelIdentity, ThreadClassifier
 
 pytestmark = pytest.mark.kafka
@@ -236,20 +238,20 @@ async def test_a_worker_that_keeps_dying_opens_the_breaker_without_dead_letters(
     once the worker is healthy every record is published."""
     dying: list[_DyingWorker] = []
 
-    def make(*args: Any, **kwargs: Any) -> _DyingWorker:
+    def make(settings: ServiceSettings, *_: Any, **kwargs: Any) -> _DyingWorker:
         dying.append(
             _DyingWorker(
                 ThreadClassifier(
                     model_dir,
-                    topics=kwargs["topics"],
-                    max_event_bytes=kwargs["max_event_bytes"],
+                    topics=OutputTopics(settings.output_topic, settings.dead_letter_topic),
+                    max_event_bytes=settings.max_event_bytes,
                     predictor=kwargs["predictor"],
                 )
             )
         )
         return dying[-1]
 
-    monkeypatch.setattr(app_module, "make_classifier", make)
+    monkeypatch.setattr(app_module, "build_classifier", make)
     records = article_records(40, prefix="dying")
     await produce(broker.bootstrap_servers, topics.input, records)
     settings = make_settings(
@@ -418,17 +420,17 @@ async def test_an_unexpected_exception_in_a_stage_restarts_the_session_without_l
     """Any exception type escaping a stage is logged with its traceback, the session restarts
     from the last commit, and every record is still published."""
 
-    def make(*args: Any, **kwargs: Any) -> _FailsOnce:
+    def make(settings: ServiceSettings, *_: Any, **kwargs: Any) -> _FailsOnce:
         return _FailsOnce(
             ThreadClassifier(
                 model_dir,
-                topics=kwargs["topics"],
-                max_event_bytes=kwargs["max_event_bytes"],
+                topics=OutputTopics(settings.output_topic, settings.dead_letter_topic),
+                max_event_bytes=settings.max_event_bytes,
                 predictor=kwargs["predictor"],
             )
         )
 
-    monkeypatch.setattr(app_module, "make_classifier", make)
+    monkeypatch.setattr(app_module, "build_classifier", make)
     records = article_records(50, prefix="bug")
     await produce(broker.bootstrap_servers, topics.input, records)
     settings = make_settings(broker.bootstrap_servers, topics, model_dir)

@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from model.trust import trust_from_options
+from service.commands.wiring import build_classifier, build_observers, trust_policy
 from service.config.settings import (
     ConfigError,
     ServiceSettings,
@@ -52,7 +52,6 @@ from service.core.errors import (
     GroupJoinStuckError,
     ServiceError,
 )
-from service.core.records import Topics
 from service.http.server import HealthServer
 from service.kafka.clients import (
     make_consumer,
@@ -70,7 +69,7 @@ from service.kafka.replay_range import (
     parse_timestamp,
     plan_range,
 )
-from service.models.workers import BatchClassifier, make_classifier
+from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
 from service.observe.logs import configure_logging
 from service.observe.metrics import ServiceMetrics
@@ -136,11 +135,29 @@ class ReclassifySettings:
 # -- command line ------------------------------------------------------------------------
 
 _OWN_FLAGS = ("--group-id", "--metrics-port")
+#: serve options that mean nothing for a bounded replay: refused, never silently ignored.
+#: (A replay publishes at least once, with one model, no API, no feedback consumer; an
+#: open breaker restarts the session after the replay's own backoff.)
+NOT_FOR_REPLAY = (
+    "--processing-guarantee",
+    "--transactional-id-prefix",
+    "--shadow-model",
+    "--shadow-topic",
+    "--model-poll-s",
+    "--api-host",
+    "--api-port",
+    "--api-max-request-bytes",
+    "--api-max-concurrency",
+    "--feedback-topic",
+    "--feedback-max-versions",
+    "--breaker-backoff-s",
+    "--breaker-backoff-max-s",
+)
 
 
 def add_reclassify_arguments(parser: argparse.ArgumentParser) -> None:
-    """The serve options (the pipeline's) plus the replay's own."""
-    add_serve_arguments(parser, exclude=_OWN_FLAGS)
+    """The serve options the replay's pipeline honours, plus the replay's own."""
+    add_serve_arguments(parser, exclude=_OWN_FLAGS + NOT_FOR_REPLAY)
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--from-timestamp",
@@ -295,21 +312,9 @@ async def run_reclassify(
     """
     stderr = stderr or sys.stderr
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = ServiceMetrics(registry)
-    health = Health()
-    metrics.ready.set_function(lambda: float(health.is_ready()))
+    metrics, health = build_observers(registry)
     base = settings.service
-    classifier = make_classifier(
-        base.classify_in,
-        base.model_dir,
-        topics=Topics(base.output_topic, base.dead_letter_topic),
-        max_event_bytes=base.max_event_bytes,
-        log_level=base.log_level.value,
-        predictor=predictor,
-        max_deaths=base.worker_max_deaths,
-        limits=base.record_limits,
-        trust=trust_from_options(base.model_sha256, base.model_public_key),
-    )
+    classifier = build_classifier(base, trust_policy(base), predictor=predictor)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
         if settings.metrics_port is not None:

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from model.trust import load_public_key, normalize_sha256
+from service.commands.wiring import build_classifier, build_observers, trust_policy
 from service.config.settings import ServiceSettings
 from service.core.backoff import Backoff
 from service.core.errors import (
@@ -45,7 +45,7 @@ from service.core.errors import (
     MissingTopicError,
     TransactionsUnsupportedError,
 )
-from service.core.records import ArticlePredictor, ShadowBatch, Topics
+from service.core.records import ArticlePredictor, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
 from service.http.api import ApiServer
 from service.http.server import HealthServer
@@ -60,9 +60,9 @@ from service.kafka.clients import (
 from service.kafka.pipeline import Pipeline
 from service.kafka.shadow import ShadowPublisher
 from service.kafka.transactions import PartitionTransactions
-from service.models.loading import ModelSetIdentity, ModelSpec, TrustPolicy
+from service.models.loading import ModelSetIdentity
 from service.models.reload import ModelReloader, show_models
-from service.models.workers import BatchClassifier, ModelIdentity, make_classifier
+from service.models.workers import BatchClassifier, ModelIdentity
 from service.observe.health import Assignment, Health
 from service.observe.logs import configure_logging
 from service.observe.metrics import ServiceMetrics
@@ -103,22 +103,13 @@ async def run_service(
     """
     stop = stop or asyncio.Event()
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = ServiceMetrics(registry)
-    health = Health()
-    metrics.ready.set_function(lambda: float(health.is_ready()))
+    metrics, health = build_observers(registry)
     policy = trust_policy(settings)
     shadow = _Shadow(settings, metrics)
-    classifier = make_classifier(
-        settings.classify_in,
-        settings.model_dir,
-        topics=Topics(settings.output_topic, settings.dead_letter_topic),
-        max_event_bytes=settings.max_event_bytes,
-        log_level=settings.log_level.value,
+    classifier = build_classifier(
+        settings,
+        policy,
         predictor=predictor,
-        max_deaths=settings.worker_max_deaths,
-        limits=settings.record_limits,
-        explain=settings.explain,
-        spec=model_spec(settings, policy),
         on_shadow=shadow.on_batch if settings.shadow_model_dir is not None else None,
     )
     async with AsyncExitStack() as stack:
@@ -176,29 +167,6 @@ async def run_service(
             settings, classifier=classifier, stop=stop, metrics=metrics, health=health
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
-
-
-def trust_policy(settings: ServiceSettings) -> TrustPolicy:
-    """The deployment's rule for every model load, at start and at each swap."""
-    key = (
-        load_public_key(settings.model_public_key)
-        if settings.model_public_key is not None
-        else None
-    )
-    sha256 = normalize_sha256(settings.model_sha256) if settings.model_sha256 else None
-    return TrustPolicy(sha256=sha256, sha256_file=settings.model_sha256_file, public_key=key)
-
-
-def model_spec(settings: ServiceSettings, policy: TrustPolicy) -> ModelSpec:
-    """What to load at start (the pin file and the candidate's digest are read now)."""
-    shadow = settings.shadow_model_dir
-    return ModelSpec(
-        primary=settings.model_dir,
-        trust=policy.for_model(settings.model_dir),
-        shadow=shadow,
-        shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
-        shadow_topic=settings.shadow_topic,
-    )
 
 
 class _Shadow:

@@ -389,44 +389,38 @@ class ProcessClassifier:
 
 def make_classifier(
     kind: WorkerKind,
-    model_dir: Path,
     *,
     topics: Topics,
     max_event_bytes: int,
     log_level: str,
+    spec: ModelSpec,
     predictor: ArticlePredictor | None = None,
     max_deaths: int = 3,
     limits: RecordLimits = DEFAULT_LIMITS,
-    trust: ArtifactTrust | None = None,
     explain: int = 0,
-    spec: ModelSpec | None = None,
     on_shadow: ShadowSink | None = None,
 ) -> ModelClassifier:
-    """A given predictor object lives in this process, so it always gets a thread.
-
-    ``trust`` (a pinned digest and/or a signature check) applies to every load of the
-    model from ``model_dir``, in this process or in a worker process. ``spec``, if given,
-    names the models instead (the live one and an optional shadow candidate)."""
+    """The classifier of ``kind`` for the models ``spec`` names, each load checked against
+    the trust ``spec`` carries (in this process or in a worker process). A given predictor
+    object lives in this process, so it always gets a thread."""
     if predictor is not None or kind is WorkerKind.THREAD:
         return ThreadClassifier(
-            model_dir,
+            spec.primary,
             topics=topics,
             max_event_bytes=max_event_bytes,
             predictor=predictor,
             limits=limits,
-            trust=trust,
             explain=explain,
             spec=spec,
             on_shadow=on_shadow,
         )
     return ProcessClassifier(
-        model_dir,
+        spec.primary,
         topics=topics,
         max_event_bytes=max_event_bytes,
         log_level=log_level,
         max_deaths=max_deaths,
         limits=limits,
-        trust=trust,
         explain=explain,
         spec=spec,
         on_shadow=on_shadow,

@@ -1,0 +1,86 @@
+"""The composition root: the parts every command that classifies builds the same way.
+
+``serve`` and ``reclassify`` (and whatever command comes next) get the model loader with the
+deployment's whole trust rule (a pinned digest, a pin file read again at every load, a
+signature), the classifier running it off the event loop where ``--classify-in`` says,
+and the observers (metrics, health). A command asks for these here instead of assembling
+them itself, so none can forget a check that another applies.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry
+
+from model.trust import load_public_key, normalize_sha256
+from service.config.settings import ServiceSettings
+from service.core.records import ArticlePredictor, Topics
+from service.models.loading import ModelSpec, TrustPolicy
+from service.models.workers import ModelClassifier, ShadowSink, make_classifier
+from service.observe.health import Health
+from service.observe.metrics import ServiceMetrics
+
+
+class Observers(NamedTuple):
+    """What watches a running command: its metrics, and the health its probes report."""
+
+    metrics: ServiceMetrics
+    health: Health
+
+
+def build_observers(registry: CollectorRegistry) -> Observers:
+    """Fresh metrics in ``registry`` and a health whose readiness is also a gauge."""
+    metrics = ServiceMetrics(registry)
+    health = Health()
+    metrics.ready.set_function(lambda: float(health.is_ready()))
+    return Observers(metrics, health)
+
+
+def trust_policy(settings: ServiceSettings) -> TrustPolicy:
+    """The deployment's rule for every model load, at start and at each swap."""
+    key = (
+        load_public_key(settings.model_public_key)
+        if settings.model_public_key is not None
+        else None
+    )
+    sha256 = normalize_sha256(settings.model_sha256) if settings.model_sha256 else None
+    return TrustPolicy(sha256=sha256, sha256_file=settings.model_sha256_file, public_key=key)
+
+
+def model_spec(settings: ServiceSettings, policy: TrustPolicy) -> ModelSpec:
+    """What to load at start: the live model and the optional candidate, each with what its
+    artifact must satisfy (the pin file and the candidate's digest are read now)."""
+    shadow = settings.shadow_model_dir
+    return ModelSpec(
+        primary=settings.model_dir,
+        trust=policy.for_model(settings.model_dir),
+        shadow=shadow,
+        shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
+        shadow_topic=settings.shadow_topic,
+    )
+
+
+def build_classifier(
+    settings: ServiceSettings,
+    policy: TrustPolicy,
+    *,
+    predictor: ArticlePredictor | None = None,
+    on_shadow: ShadowSink | None = None,
+) -> ModelClassifier:
+    """The models of ``settings`` under ``policy``, run where ``--classify-in`` says.
+
+    ``predictor``, if given, is used in a worker thread instead of loading the artifact
+    (tests and the demo); its artifact is still what ``policy`` checks at a swap."""
+    return make_classifier(
+        settings.classify_in,
+        topics=Topics(settings.output_topic, settings.dead_letter_topic),
+        max_event_bytes=settings.max_event_bytes,
+        log_level=settings.log_level.value,
+        predictor=predictor,
+        max_deaths=settings.worker_max_deaths,
+        limits=settings.record_limits,
+        explain=settings.explain,
+        spec=model_spec(settings, policy),
+        on_shadow=on_shadow,
+    )
