@@ -99,7 +99,7 @@ lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.t
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
 compose-demo: demo-model ## the compose stack (needs Docker) serving the demo model, chosen explicitly
-	ARTICLE_CLASSIFIER_MODEL_DIR=./artifacts/demo-model \
+	MODEL_HOST_DIR=./artifacts/demo-model \
 		docker compose -p article-classifier up --build -d
 
 bench-artifact: $(STAMP) ## size and load time of the demo and research model artifacts

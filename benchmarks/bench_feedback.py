@@ -27,7 +27,7 @@ from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
 from schemas import ArticleFeedback, decode_feedback
 from service.commands.serve import run_service
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.feedback.quality import QualityTracker
 from service.observe.metrics import ServiceMetrics
 
@@ -78,8 +78,8 @@ async def through_broker(model_dir: Path, predictor: Predictor, values: list[byt
     async with EmbeddedBroker() as broker:
         topics = {"bench-in": 1, "bench-out": 1, "bench-dlq": 1, "bench-feedback": 3}
         await ensure_topics(broker.bootstrap_servers, topics)
-        settings = ServiceSettings(
-            model_dir=model_dir,
+        settings = ServeSettings(
+            model=model_dir,
             bootstrap_servers=broker.bootstrap_servers,
             input_topic="bench-in",
             output_topic="bench-out",

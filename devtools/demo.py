@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import ModelError, Predictor, load_labelled, save_artifact, train
 from service.commands.serve import run_service
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.observe.logs import configure_logging
 
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "model" / "samples" / "articles.jsonl"
@@ -67,9 +67,9 @@ async def _demo(
 ) -> int:
     with EmbeddedBroker() as broker:
         _say(f"embedded Kafka-protocol broker (tansu) listening on {broker.bootstrap_servers}")
-        settings = ServiceSettings(
+        settings = ServeSettings(
             bootstrap_servers=broker.bootstrap_servers,
-            model_dir=model_dir,
+            model=model_dir,
             metrics_host="127.0.0.1",
             metrics_port=metrics_port,
             group_id="article-classifier-demo",
@@ -97,7 +97,7 @@ async def _demo(
             _say(f"service stopped (exit status {status})")
 
 
-async def _publish_and_watch(settings: ServiceSettings, samples: Sequence[bytes]) -> int:
+async def _publish_and_watch(settings: ServeSettings, samples: Sequence[bytes]) -> int:
     consumer = AIOKafkaConsumer(
         settings.output_topic,
         settings.dead_letter_topic,
@@ -128,7 +128,7 @@ async def _publish_and_watch(settings: ServiceSettings, samples: Sequence[bytes]
         await consumer.stop()
 
 
-async def _watch(consumer: AIOKafkaConsumer, settings: ServiceSettings, expected: int) -> int:
+async def _watch(consumer: AIOKafkaConsumer, settings: ServeSettings, expected: int) -> int:
     arrived = 0
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(ARRIVAL_TIMEOUT_S):

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from devtools.kafka_jars import DEFAULT_KAFKA_VERSION, ToolMissingError, require
 from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
 from service.commands.serve import run_service
-from service.config.settings import ServiceSettings
+from service.config.cli import settings_for
+from service.config.commands import ServeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"
@@ -36,9 +37,9 @@ Record = tuple[bytes | None, bytes | None]
 #: Every test that uses a broker runs on each engine: tansu (in-memory, pip-installed) and
 #: a real Apache Kafka (needs Java and Maven: skipped without them, unless CI requires it).
 BROKER_ENGINES = ("tansu", "apache-kafka")
-REQUIRE_APACHE_KAFKA = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA") == "1"
+REQUIRE_APACHE_KAFKA = os.environ.get("REQUIRE_APACHE_KAFKA") == "1"
 #: Another 4.x release for the whole suite, as for ``broker --kafka-version``.
-KAFKA_VERSION = os.environ.get("ARTICLE_CLASSIFIER_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+KAFKA_VERSION = os.environ.get("KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
 Broker = EmbeddedBroker | ApacheKafkaBroker
 
 
@@ -48,7 +49,7 @@ def require_apache_kafka() -> None:
         require_tools(KAFKA_VERSION)
     except ToolMissingError as error:
         if REQUIRE_APACHE_KAFKA:
-            pytest.fail(f"{error} (ARTICLE_CLASSIFIER_REQUIRE_APACHE_KAFKA=1)")
+            pytest.fail(f"{error} (REQUIRE_APACHE_KAFKA=1)")
         pytest.skip(str(error))
 
 
@@ -119,7 +120,7 @@ async def topics(broker: Broker, request: pytest.FixtureRequest) -> Topics:
 
 def make_settings(
     bootstrap_servers: str, topics: Topics, model_dir: Path, **overrides: Any
-) -> ServiceSettings:
+) -> ServeSettings:
     """Settings for a test service: loopback, any free metrics port, short batches."""
     values: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers,
@@ -127,7 +128,7 @@ def make_settings(
         "output_topic": topics.output,
         "dead_letter_topic": topics.dead_letter,
         "group_id": topics.group,
-        "model_dir": model_dir,
+        "model": model_dir,
         "metrics_host": "127.0.0.1",
         "metrics_port": 0,
         "batch_size": 64,
@@ -139,7 +140,30 @@ def make_settings(
         "feedback_topic": "",
     }
     values.update(overrides)
-    return ServiceSettings(**values)
+    return ServeSettings(**values)
+
+
+@contextmanager
+def only_environment(env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Within the block the ``ARTICLE_CLASSIFIER_*`` variables are exactly ``env``."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ARTICLE_CLASSIFIER_")}
+    for name in saved:
+        del os.environ[name]
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for name in env or {}:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
+def serve_settings(*argv: str, env: Mapping[str, str] | None = None) -> ServeSettings:
+    """The settings ``serve`` parses from ``argv`` with ``env`` as its environment."""
+    with only_environment(env):
+        settings = settings_for("serve", argv)
+    assert isinstance(settings, ServeSettings)
+    return settings
 
 
 def demo_texts() -> list[tuple[str, str]]:
@@ -242,7 +266,7 @@ class RunningService:
 
 @asynccontextmanager
 async def running_service(
-    settings: ServiceSettings, predictor: Any, *, timeout_s: float = 30.0
+    settings: ServeSettings, predictor: Any, *, timeout_s: float = 30.0
 ) -> AsyncIterator[RunningService]:
     """Run the service in this event loop; stop it (and check it stopped) on exit."""
     stop = asyncio.Event()
@@ -266,11 +290,11 @@ async def running_service(
             raise
 
 
-def service_command(settings: ServiceSettings) -> list[str]:
+def service_command(settings: ServeSettings) -> list[str]:
     """``python -m service serve`` with flags for ``settings``."""
     return [
         sys.executable, "-m", "service", "serve",
-        "--model", str(settings.model_dir),
+        "--model", str(settings.model),
         "--bootstrap-servers", settings.bootstrap_servers,
         "--input-topic", settings.input_topic,
         "--output-topic", settings.output_topic,
@@ -288,7 +312,7 @@ def service_command(settings: ServiceSettings) -> list[str]:
     ]  # fmt: skip
 
 
-def spawn_service(settings: ServiceSettings, log: Path) -> subprocess.Popen[bytes]:
+def spawn_service(settings: ServeSettings, log: Path) -> subprocess.Popen[bytes]:
     """Start the service as a subprocess writing its JSON logs to ``log``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env = {k: v for k, v in env.items() if not k.startswith("ARTICLE_CLASSIFIER_")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import http_get, spawn_service, stop_process, wait_for
 
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Instance:
         return await asyncio.to_thread(stop_process, self.process, sig)
 
 
-def spawn_instance(settings: ServiceSettings, log_dir: Path, name: str) -> Instance:
+def spawn_instance(settings: ServeSettings, log_dir: Path, name: str) -> Instance:
     """Start one instance on a fixed metrics port (``settings.metrics_port`` must not be 0)."""
     assert settings.metrics_port, "a subprocess needs a known metrics port"
     log = log_dir / f"{name}.log"

@@ -38,7 +38,9 @@ from conftest import (
 
 from devtools.tansu import ensure_topics
 from schemas import ClassifiedArticleEvent
-from service.config.settings import CompressionType
+from service.config.options import (
+    CompressionType,
+)
 
 pytestmark = pytest.mark.kafka
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from schemas import ArticleEvent, Classification, RecordLimits
 from schemas.api import ApiError, ClassifyResult
 from service.commands.serve import run_service
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.classify import classify_values
 from service.core.errors import WorkerUnstableError
 from service.core.records import BatchResult, InputRecord, Refused, Topics
@@ -48,7 +48,7 @@ async def serving(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CollectorRegistry]]:
     """The API on a free 127.0.0.1 port over ``classifier``, and a client for it."""
     registry = CollectorRegistry()
-    config = ServiceSettings(model_dir=model_dir, api_port=0, **settings)
+    config = ServeSettings(model=model_dir, api_port=0, **settings)
     async with (
         ApiServer(config, classifier, registry=registry) as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client,
@@ -443,7 +443,7 @@ def test_the_openapi_document_is_checked_in_and_current() -> None:
 def test_the_api_port_must_differ_from_the_metrics_port(model_dir: Path) -> None:
     """Configuring both servers on one port is refused with both options named."""
     with pytest.raises(ValueError, match="--api-port=9108 must differ from --metrics-port=9108"):
-        ServiceSettings(model_dir=model_dir, api_port=9108)
+        ServeSettings(model=model_dir, api_port=9108)
 
 
 @pytest.mark.kafka

@@ -282,8 +282,8 @@ def test_broker_and_demo_say_how_to_install_the_embedded_broker(
 @pytest.mark.parametrize(
     ("command", "variable"),
     [
-        ("sign", "ARTICLE_CLASSIFIER_KEY"),
-        ("keygen", "ARTICLE_CLASSIFIER_OUT"),
+        ("sign", "ARTICLE_CLASSIFIER_SIGNING_KEY"),
+        ("keygen", "ARTICLE_CLASSIFIER_KEYS_OUT"),
         ("serve", "ARTICLE_CLASSIFIER_MODEL_SHA256"),
         ("serve", "ARTICLE_CLASSIFIER_MODEL_PUBLIC_KEY"),
         ("classify", "ARTICLE_CLASSIFIER_MODEL_PUBLIC_KEY"),

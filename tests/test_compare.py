@@ -166,7 +166,7 @@ def test_cli_compares_mixed_files_reports_bad_lines_and_prints_json(
 
 
 def test_cli_needs_exactly_two_models(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """One --model is a clear error with exit status 1."""
+    """One --model is a usage error (exit status 2) naming the option."""
     status = main(["compare", "--model", str(model_dir), "--data", str(DEMO)])
-    assert status == 1
-    assert "exactly two --model" in capsys.readouterr().err
+    assert status == 2
+    assert "--model=" in capsys.readouterr().err

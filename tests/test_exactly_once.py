@@ -37,7 +37,11 @@ from prometheus_client import CollectorRegistry
 from chaos.ledger import Audit, Feeder, audit_topics, await_delivery, read_topic
 from devtools.tansu import ensure_topics, free_port
 from service.commands.serve import EXIT_CONFIG, run_service
-from service.config.settings import ConfigError, ProcessingGuarantee, settings_from_mapping
+from service.config.cli import parse_settings
+from service.config.commands import ConfigError, ServeSettings
+from service.config.options import (
+    ProcessingGuarantee,
+)
 
 EVENTS = 20_000
 KILLS = 3
@@ -62,21 +66,21 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def test_transactional_ids_are_per_input_partition_and_default_to_the_group() -> None:
     """Every instance derives the same id for a partition (so its next owner fences the
     last one); the prefix defaults to the group id and can be set."""
-    settings = settings_from_mapping({"model_dir": "m", "group_id": "g", **EXACTLY_ONCE})
+    settings = parse_settings(ServeSettings, {"model": "m", "group_id": "g", **EXACTLY_ONCE})
     assert settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
     assert settings.exactly_once
     assert settings.transactional_id("articles", 2) == "g-articles-2"
-    prefixed = settings_from_mapping(
-        {"model_dir": "m", "transactional_id_prefix": "eu1", **EXACTLY_ONCE}
+    prefixed = parse_settings(
+        ServeSettings, {"model": "m", "transactional_id_prefix": "eu1", **EXACTLY_ONCE}
     )
     assert prefixed.transactional_id("articles", 0) == "eu1-articles-0"
-    assert not settings_from_mapping({"model_dir": "m"}).exactly_once
+    assert not parse_settings(ServeSettings, {"model": "m"}).exactly_once
 
 
 def test_an_unknown_processing_guarantee_names_the_option() -> None:
     """A typo is a configuration error naming the option and the value."""
     with pytest.raises(ConfigError, match=r"--processing-guarantee='exactly_once'"):
-        settings_from_mapping({"model_dir": "m", "processing_guarantee": "exactly_once"})
+        parse_settings(ServeSettings, {"model": "m", "processing_guarantee": "exactly_once"})
 
 
 # -- one instance in process ---------------------------------------------------------------

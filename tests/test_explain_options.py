@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import serve_settings
 
 from schemas import (
     ArticleEvent,
@@ -20,7 +20,7 @@ from schemas import (
     TermContribution,
 )
 from service.commands.cli import main
-from service.config.settings import ConfigError, add_serve_arguments, settings_from_args
+from service.config.commands import ConfigError
 from service.core.classify import classify_batch, classify_values
 from service.core.deadletter import DeadLetterReason
 from service.core.records import Classified, Refused, Topics
@@ -29,9 +29,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "model" / "samples" / "articl
 
 
 def _serve(*argv: str) -> Any:
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    return settings_from_args(parser.parse_args(["--model", "m", *argv]))
+    return serve_settings("--model", "m", *argv)
 
 
 def test_serve_options_default_to_off_and_a_thousand_articles() -> None:
@@ -99,10 +97,8 @@ def test_offline_classify_refuses_a_bad_explain(
     model_dir: Path, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An out-of-range --explain is a usage error (exit status 2) naming the option."""
-    with pytest.raises(SystemExit) as exited:
-        main(["classify", "--model", str(model_dir), "--explain", value])
-    assert exited.value.code == 2
-    assert "--explain" in capsys.readouterr().err
+    assert main(["classify", "--model", str(model_dir), "--explain", value]) == 2
+    assert f"--explain='{value}'" in capsys.readouterr().err
 
 
 class _Explaining:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,17 +10,14 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-from conftest import wait_for
+from conftest import serve_settings, wait_for
 from prometheus_client import CollectorRegistry
 
 from devtools.tansu import free_port
 from schemas import ArticleFeedback
-from service.config.environment import apply_environment
-from service.config.settings import (
+from service.config.commands import (
     ConfigError,
-    ServiceSettings,
-    add_serve_arguments,
-    settings_from_args,
+    ServeSettings,
 )
 from service.feedback.consumer import FeedbackConsumer, quality_tracker
 from service.feedback.quality import QualityTracker, manifest_labels
@@ -131,7 +127,7 @@ def test_label_set_comes_from_the_predictor_or_the_manifest(
     assert sorted(sections) == sorted(predictor.sections)
     assert sorted(tags) == sorted(predictor.tags)
     assert manifest_labels(model_dir / "missing") == ([], [])
-    settings = ServiceSettings(model_dir=model_dir, feedback_max_versions=1)
+    settings = ServeSettings(model=model_dir, feedback_max_versions=1)
     registry = CollectorRegistry()
     tracker = quality_tracker(settings, ServiceMetrics(registry))
     tracker.record(_feedback(predicted_tags=[predictor.tags[0]], tags=[]))
@@ -144,7 +140,7 @@ async def test_an_unreachable_broker_is_retried_with_backoff_until_stopped(
 ) -> None:
     """With no broker listening, the feedback loop logs, counts restarts (cause broker) and
     keeps retrying; a stop ends it promptly."""
-    settings = ServiceSettings(model_dir=tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}")
+    settings = ServeSettings(model=tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}")
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
     consumer = FeedbackConsumer(settings, metrics, QualityTracker(metrics))
@@ -162,11 +158,8 @@ async def test_an_unreachable_broker_is_retried_with_backoff_until_stopped(
     assert "feedback session failed on the broker; retrying" in caplog.text
 
 
-def _settings(*argv: str, env: dict[str, str] | None = None) -> ServiceSettings:
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    apply_environment(parser, env or {})
-    return settings_from_args(parser.parse_args(["--model", "m", *argv]))
+def _settings(*argv: str, env: dict[str, str] | None = None) -> ServeSettings:
+    return serve_settings("--model", "m", *argv, env=env)
 
 
 def test_feedback_options_default_on_turn_off_when_empty_and_refuse_a_shared_topic() -> None:
@@ -235,9 +228,7 @@ async def test_a_dead_letter_the_topic_refuses_goes_on_without_its_value(tmp_pat
     other send failure fails the batch (the session restarts and nothing is committed)."""
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
-    consumer = FeedbackConsumer(
-        ServiceSettings(model_dir=tmp_path), metrics, QualityTracker(metrics)
-    )
+    consumer = FeedbackConsumer(ServeSettings(model=tmp_path), metrics, QualityTracker(metrics))
     producer = _Producer(limit=10_000)
     await consumer._handle(_fetched(VERDICT, SMALL_BAD, LARGE_BAD), producer)
     assert [(value, headers["error.reason"]) for value, headers in producer.sent] == [

@@ -11,7 +11,6 @@ any one named by ``HYPOTHESIS_PROFILE``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -22,7 +21,15 @@ from typing import Any
 
 import pytest
 from conftest import Topics as KafkaTopics
-from conftest import article_records, demo_texts, make_settings, produce, running_service, settle
+from conftest import (
+    article_records,
+    demo_texts,
+    make_settings,
+    produce,
+    running_service,
+    serve_settings,
+    settle,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -43,11 +50,9 @@ from schemas import (
     encode_classified,
 )
 from schemas.generate import SCHEMA_DIR
-from service.commands.cli import build_parser
 from service.commands.cli import main as cli_main
 from service.commands.offline import run_classify
-from service.config.environment import apply_environment
-from service.config.settings import ConfigError, settings_from_args
+from service.config.commands import ConfigError, ServeSettings
 from service.core.classify import classify_batch, classify_values
 from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason
 from service.core.records import Topics
@@ -685,24 +690,21 @@ def test_offline_classify_gives_each_line_the_service_outcome(
 # -- the caps as configuration --------------------------------------------------------------
 
 
-def _parse(argv: list[str], environ: dict[str, str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    apply_environment(parser, environ or {})
-    return parser.parse_args(argv)
+def _parse(argv: list[str], environ: dict[str, str] | None = None) -> ServeSettings:
+    assert argv[0] == "serve"
+    return serve_settings(*argv[1:], env=environ)
 
 
 def test_serve_caps_come_from_flags_or_the_environment() -> None:
     """--max-title-chars, --max-fields and --max-depth (or their ARTICLE_CLASSIFIER_
     variables; a flag wins) become the settings' record limits; unset, the defaults."""
-    default = settings_from_args(_parse(["serve", "--model", "m"]))
+    default = _parse(["serve", "--model", "m"])
     assert default.record_limits == RecordLimits()
     args = _parse(
         ["serve", "--model", "m", "--max-title-chars", "300", "--max-depth", "10"],
         {"ARTICLE_CLASSIFIER_MAX_FIELDS": "50", "ARTICLE_CLASSIFIER_MAX_DEPTH": "20"},
     )
-    assert settings_from_args(args).record_limits == RecordLimits(
-        max_title_chars=300, max_fields=50, max_depth=10
-    )
+    assert args.record_limits == RecordLimits(max_title_chars=300, max_fields=50, max_depth=10)
 
 
 @pytest.mark.parametrize(
@@ -712,7 +714,7 @@ def test_serve_caps_come_from_flags_or_the_environment() -> None:
 def test_a_bad_serve_cap_names_the_option(flag: str, value: str) -> None:
     """A cap that cannot work is refused with the option and the value named."""
     with pytest.raises(ConfigError, match=f"{flag}='{value}'"):
-        settings_from_args(_parse(["serve", "--model", "m", flag, value]))
+        (_parse(["serve", "--model", "m", flag, value]))
 
 
 def test_classify_caps_are_options_too(

@@ -13,12 +13,12 @@ from schemas import LabelledArticle
 # Not ARTICLE_CLASSIFIER_DATA: that variable feeds `train --data`.
 DATA = Path(
     os.environ.get(
-        "ARTICLE_CLASSIFIER_RESEARCH_DATA",
+        "RESEARCH_DATA",
         str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
     )
 )
 # CI has the corpora and sets this, so a missing corpus fails there instead of skipping.
-REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_RESEARCH_DATA") == "1"
+REQUIRED = os.environ.get("REQUIRE_RESEARCH_DATA") == "1"
 
 # Guards sit a few points below the 3-fold figures (fold seed 0) measured when the model was
 # tuned: bbc full 0.980, lead 0.944, headline 0.868; ModApte-90 micro 0.890 / macro 0.570;

@@ -51,7 +51,8 @@ from model import (
     train,
 )
 from schemas import ArticleEvent, Classification, ClassifiedArticleEvent
-from service.config.settings import ConfigError, settings_from_mapping
+from service.config.cli import parse_settings
+from service.config.commands import ConfigError, ServeSettings
 from service.core.records import Topics as OutTopics
 from service.models.loading import (
     ModelSpec,
@@ -504,13 +505,13 @@ async def test_with_a_public_key_swaps_need_a_signature(
 def test_swap_options_are_validated() -> None:
     """A pin and a pin file together, or a shadow topic without a shadow model, are
     configuration errors naming the options."""
-    base: dict[str, Any] = {"model_dir": "m"}
+    base: dict[str, Any] = {"model": "m"}
     with pytest.raises(ConfigError, match="give one of them"):
-        settings_from_mapping({**base, "model_sha256": "a" * 64, "model_sha256_file": "f"})
+        parse_settings(ServeSettings, {**base, "model_sha256": "a" * 64, "model_sha256_file": "f"})
     with pytest.raises(ConfigError, match="--shadow-topic needs --shadow-model"):
-        settings_from_mapping({**base, "shadow_topic": "t"})
+        parse_settings(ServeSettings, {**base, "shadow_topic": "t"})
     with pytest.raises(ConfigError, match="--model-poll-s"):
-        settings_from_mapping({**base, "model_poll_s": "-1"})
+        parse_settings(ServeSettings, {**base, "model_poll_s": "-1"})
 
 
 # -- a real serve process: SIGHUP ---------------------------------------------------------

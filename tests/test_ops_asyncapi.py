@@ -2,7 +2,7 @@
 
 The parser runs on Node.js (tools/validate-asyncapi.mjs, @asyncapi/parser pinned in
 tools/package-lock.json): skipped without Node or `npm ci --prefix tools`, unless
-ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS=1 (CI).
+REQUIRE_OPS_TOOLS=1 (CI).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from service.core.deadletter import DeadLetterReason
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 SCHEMA_DIR = ROOT / "schemas" / "json"
-REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS") == "1"
+REQUIRED = os.environ.get("REQUIRE_OPS_TOOLS") == "1"
 
 
 def _document() -> dict[str, Any]:

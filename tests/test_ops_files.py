@@ -1,7 +1,7 @@
 """The deployment files: Prometheus config and rules, Compose stack, Dockerfile.
 
 promtool and docker-compose are not Python packages. When one is missing the test that
-needs it is skipped, unless ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS=1 (set in CI), where it
+needs it is skipped, unless REQUIRE_OPS_TOOLS=1 (set in CI), where it
 fails. Install them with: apt-get install -y prometheus docker-compose
 """
 
@@ -26,7 +26,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RUNBOOK = ROOT / "ops" / "README.md"
 
-REQUIRE_TOOLS_ENV = "ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS"
+REQUIRE_TOOLS_ENV = "REQUIRE_OPS_TOOLS"
 INSTALL_HINT = "apt-get install -y prometheus docker-compose"
 
 #: Every series name the service exposes on /metrics (the ops contract with service/).
@@ -136,7 +136,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
         env={
             **os.environ,
             "COMPOSE_PROJECT_NAME": "article-classifier",
-            "ARTICLE_CLASSIFIER_MODEL_DIR": "./artifacts/model",
+            "MODEL_HOST_DIR": "./artifacts/model",
         },
     )
     if result.returncode != 0:
@@ -300,8 +300,8 @@ def test_dockerignore_keeps_data_out_of_the_build_context() -> None:
 
 
 def test_compose_needs_an_explicit_model() -> None:
-    """Without ARTICLE_CLASSIFIER_MODEL_DIR compose refuses the stack, naming the variable."""
-    env = {k: v for k, v in os.environ.items() if k != "ARTICLE_CLASSIFIER_MODEL_DIR"}
+    """Without MODEL_HOST_DIR compose refuses the stack, naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k != "MODEL_HOST_DIR"}
     result = subprocess.run(
         [*_compose(), "--file", str(COMPOSE), "config", "--quiet"],
         cwd=ROOT,
@@ -312,4 +312,4 @@ def test_compose_needs_an_explicit_model() -> None:
         env=env,
     )
     assert result.returncode != 0
-    assert "set ARTICLE_CLASSIFIER_MODEL_DIR to a model artifact directory" in result.stderr
+    assert "set MODEL_HOST_DIR to a model artifact directory" in result.stderr

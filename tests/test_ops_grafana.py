@@ -1,7 +1,7 @@
 """The Grafana dashboard: generated, well formed, and every query answered by a real Prometheus.
 
 The live test needs Debian's ``prometheus``: skipped without it, failed in CI
-(ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS=1, like tests/test_service_prometheus.py).
+(REQUIRE_OPS_TOOLS=1, like tests/test_service_prometheus.py).
 """
 
 from __future__ import annotations

@@ -4,12 +4,11 @@ Offline: ``kubectl kustomize`` builds the base and the example overlay; the Kube
 are validated (strict: unknown fields fail) against the schemas kubernetes-validate ships,
 the KEDA and Prometheus Operator kinds against their CRD schemas with Node.js
 (tools/validate-crds.mjs, packages pinned in tools/package-lock.json). Without kubectl or
-Node those tests are skipped, unless ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS=1 (CI).
+Node those tests are skipped, unless REQUIRE_OPS_TOOLS=1 (CI).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,11 +20,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import serve_settings
 
 from ops.kubernetes import rules
-from service.commands.cli import build_parser
-from service.config.environment import apply_environment, env_name
-from service.config.settings import settings_from_args
+from service.config.commands import ServeSettings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "ops" / "kubernetes"
@@ -36,7 +34,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 #: The oldest Kubernetes minor release the manifests must be valid for.
 KUBERNETES_VERSION = "1.29"
 CUSTOM_KINDS = frozenset({"ScaledObject", "ServiceMonitor", "PrometheusRule"})
-REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS") == "1"
+REQUIRED = os.environ.get("REQUIRE_OPS_TOOLS") == "1"
 
 
 def _need(program: str, hint: str) -> str:
@@ -68,10 +66,7 @@ def _env(deployment: dict[str, Any]) -> dict[str, str]:
 
 
 def _serve_environment() -> set[str]:
-    parser = build_parser()
-    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    serve = commands.choices["serve"]
-    return {env_name(a.dest) for a in serve._actions if a.option_strings and a.dest != "help"}
+    return {env_name(name) for name in ServeSettings.model_fields}
 
 
 @pytest.fixture(scope="module", params=[BASE, OVERLAY], ids=["base", "example-overlay"])
@@ -151,10 +146,8 @@ def test_every_environment_variable_is_a_serve_option(built: list[dict[str, Any]
     assert set(env) == ours, f"variables the service does not read: {set(env) - ours}"
     # The values the manifests give, read the way the container's `serve` reads them.
     literal = {name: value for name, value in env.items() if value}
-    parser = build_parser()
-    apply_environment(parser, literal)
-    settings = settings_from_args(parser.parse_args(["serve"]))
-    assert str(settings.model_dir) == env["ARTICLE_CLASSIFIER_MODEL"]
+    settings = serve_settings(env=literal)
+    assert str(settings.model) == env["ARTICLE_CLASSIFIER_MODEL"]
     assert settings.input_topic == env["ARTICLE_CLASSIFIER_INPUT_TOPIC"]
 
 

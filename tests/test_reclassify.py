@@ -4,7 +4,6 @@ with the service's pipeline, against the embedded broker."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import os
@@ -33,7 +32,8 @@ from conftest import (
 from prometheus_client import CollectorRegistry
 
 from devtools.tansu import EmbeddedBroker
-from service.commands.reclassify import ReclassifySettings, ReplayError, run_reclassify
+from service.commands.reclassify import ReplayError, run_reclassify
+from service.config.commands import ReclassifySettings
 from service.kafka.replay_gate import SOURCE_HEADERS
 from service.kafka.replay_range import decode_metadata
 
@@ -73,21 +73,22 @@ def pairs(count: int, prefix: str) -> list[tuple[bytes, bytes]]:
 def replay_settings(
     broker: EmbeddedBroker, topics: Topics, model_dir: Path, **options: Any
 ) -> ReclassifySettings:
-    """Reclassify settings for a test: the test's topics, its own group per test."""
-    service_overrides = options.pop("service", {})
-    service = make_settings(broker.bootstrap_servers, topics, model_dir, **service_overrides)
-    values: dict[str, Any] = {
-        "from_ms": None,
-        "until_ms": None,
-        "from_dead_letters": False,
-        "reasons": (),
-        "rate_limit": None,
-        "group_id": f"{topics.group}-replay",
-        "metrics_port": None,
-        "progress_interval_s": 0.2,
+    """Reclassify settings for a test: the test's topics, its own group per test, from the
+    beginning unless ``from_timestamp`` is given."""
+    service = make_settings(broker.bootstrap_servers, topics, model_dir)
+    shared = {
+        name: value
+        for name, value in service.model_dump().items()
+        if name in ReclassifySettings.model_fields
     }
-    values.update(options)
-    return ReclassifySettings(service=service, **values)
+    values: dict[str, Any] = {
+        **shared,
+        "from_beginning": "from_timestamp" not in options,
+        "replay_group_id": f"{topics.group}-replay",
+        "progress_interval_s": 0.2,
+        **options,
+    }
+    return ReclassifySettings(**values)
 
 
 def ids(records: Sequence[Any]) -> list[str]:
@@ -111,7 +112,12 @@ async def test_a_range_is_replayed_interrupted_and_resumed(
     await produce_at(broker.bootstrap_servers, topics.input, rows)
 
     settings = replay_settings(
-        broker, topics, model_dir, from_ms=start_ms, until_ms=until_ms, rate_limit=100.0
+        broker,
+        topics,
+        model_dir,
+        from_timestamp=start_ms,
+        until_timestamp=until_ms,
+        rate_limit=100.0,
     )
     stop = asyncio.Event()
     log = io.StringIO()
@@ -178,7 +184,7 @@ async def test_dead_letters_that_now_pass_are_published_the_rest_keep_their_sour
     origin = {record.key: dict(record.headers) for record in letters}
 
     settings = replay_settings(
-        broker, topics, model_dir, from_dead_letters=True, reasons=("too_large",)
+        broker, topics, model_dir, from_dead_letters=True, reason=["too_large"]
     )
     status = await run_reclassify(settings, stop=asyncio.Event(), predictor=predictor)
     assert status == 0
@@ -189,7 +195,7 @@ async def test_dead_letters_that_now_pass_are_published_the_rest_keep_their_sour
     ), "--reason too_large leaves the invalid_json dead letters alone"
 
     everything = replay_settings(broker, topics, model_dir, from_dead_letters=True)
-    everything = dataclasses.replace(everything, group_id=f"{topics.group}-all")
+    everything = everything.model_copy(update={"replay_group_id": f"{topics.group}-all"})
     assert await run_reclassify(everything, stop=asyncio.Event(), predictor=predictor) == 0
     dead = await settle(broker.bootstrap_servers, topics.dead_letter, len(letters) + len(broken))
     again = dead[len(letters) :]
@@ -287,13 +293,13 @@ async def test_a_group_holding_another_replays_range_is_refused(
     try:
         partitions = [TopicPartition(topics.input, p) for p in range(3)]
         stored = await admin.list_consumer_group_offsets(
-            str(settings.group_id), partitions=partitions
+            settings.consumer_group, partitions=partitions
         )
     finally:
         await admin.close()
     if not any(item.metadata for item in stored.values()):
         pytest.skip("this broker does not keep commit metadata (tansu): the range is replanned")
     assert all(decode_metadata(item.metadata) is not None for item in stored.values())
-    other = dataclasses.replace(settings, until_ms=BASE_MS + HOUR_MS)
+    other = settings.model_copy(update={"until_timestamp": BASE_MS + HOUR_MS})
     with pytest.raises(ReplayError, match="holds the progress of another replay"):
         await run_reclassify(other, stop=asyncio.Event(), predictor=predictor)

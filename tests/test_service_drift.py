@@ -23,7 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.tansu import EmbeddedBroker
 from schemas import ArticleEvent, ClassifiedArticleEvent
-from service.config.settings import WorkerKind
+from service.config.options import (
+    WorkerKind,
+)
 
 pytestmark = pytest.mark.kafka
 

@@ -29,7 +29,9 @@ from conftest import (
 
 from devtools.tansu import EmbeddedBroker, ensure_topics, free_port
 from schemas import ClassifiedArticleEvent
-from service.config.settings import WorkerKind
+from service.config.options import (
+    WorkerKind,
+)
 
 pytestmark = pytest.mark.kafka
 

@@ -26,7 +26,12 @@ from model import (
     train,
 )
 from service.commands.serve import run_service
-from service.config.settings import ServiceSettings, WorkerKind
+from service.config.commands import (
+    ServeSettings,
+)
+from service.config.options import (
+    WorkerKind,
+)
 from service.core.records import Topics
 from service.models.workers import ProcessClassifier, ThreadClassifier
 
@@ -43,8 +48,8 @@ def own_model(model_dir: Path, tmp_path: Path) -> Path:
 async def test_readyz_names_the_pinned_model(own_model: Path, kind: WorkerKind) -> None:
     """/readyz shows the loaded model's name, version and digest, even while not ready."""
     digest = artifact_digest(own_model)
-    settings = ServiceSettings(
-        model_dir=own_model,
+    settings = ServeSettings(
+        model=own_model,
         model_sha256=digest.upper(),
         bootstrap_servers=f"127.0.0.1:{free_port()}",
         metrics_host="127.0.0.1",

@@ -27,7 +27,7 @@ from devtools.tansu import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
-REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_OPS_TOOLS") == "1"
+REQUIRED = os.environ.get("REQUIRE_OPS_TOOLS") == "1"
 
 pytestmark = pytest.mark.kafka
 

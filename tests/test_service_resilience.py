@@ -27,7 +27,7 @@ from conftest import (
 from devtools.tansu import EmbeddedBroker, ensure_topics
 from schemas import ArticleEvent, Classification
 from service.commands import serve as app_module
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.errors import WorkerUnstableError
 from service.core.records import BatchResult, InputRecord
 from service.core.records import Topics as OutputTopics
@@ -238,7 +238,7 @@ async def test_a_worker_that_keeps_dying_opens_the_breaker_without_dead_letters(
     once the worker is healthy every record is published."""
     dying: list[_DyingWorker] = []
 
-    def make(settings: ServiceSettings, *_: Any, **kwargs: Any) -> _DyingWorker:
+    def make(settings: ServeSettings, *_: Any, **kwargs: Any) -> _DyingWorker:
         dying.append(
             _DyingWorker(
                 ThreadClassifier(
@@ -420,7 +420,7 @@ async def test_an_unexpected_exception_in_a_stage_restarts_the_session_without_l
     """Any exception type escaping a stage is logged with its traceback, the session restarts
     from the last commit, and every record is still published."""
 
-    def make(settings: ServiceSettings, *_: Any, **kwargs: Any) -> _FailsOnce:
+    def make(settings: ServeSettings, *_: Any, **kwargs: Any) -> _FailsOnce:
         return _FailsOnce(
             ThreadClassifier(
                 model_dir,

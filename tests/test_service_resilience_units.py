@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -17,15 +16,13 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
-from conftest import http_get
+from conftest import http_get, serve_settings
 from prometheus_client import CollectorRegistry
 
 from service.commands import serve as app_module
-from service.config.settings import (
+from service.config.commands import (
     ConfigError,
-    ServiceSettings,
-    add_serve_arguments,
-    settings_from_args,
+    ServeSettings,
 )
 from service.core.backoff import Backoff
 from service.core.breaker import CircuitBreaker
@@ -346,7 +343,7 @@ async def test_a_failed_commit_is_not_counted_as_a_broker_error_by_the_pipeline(
     """The commit counts a commit failure and raises; broker_errors_total is left to the
     session loop, which counts the failure once."""
     metrics = ServiceMetrics(CollectorRegistry())
-    settings = ServiceSettings(model_dir=Path("m"))
+    settings = ServeSettings(model=Path("m"))
     pipeline = Pipeline(
         _CommitFailsConsumer(),
         _FakeProducer(),
@@ -382,7 +379,7 @@ class _JoiningConsumer:
 
 def _joining_pipeline(**overrides: Any) -> Pipeline:
     values: dict[str, Any] = {
-        "model_dir": Path("m"),
+        "model": Path("m"),
         "shutdown_timeout_s": 0.5,
         "session_timeout_ms": 1000,
         "broker_check_interval_s": 0.1,
@@ -392,7 +389,7 @@ def _joining_pipeline(**overrides: Any) -> Pipeline:
         _JoiningConsumer(),
         _FakeProducer(),
         None,  # type: ignore[arg-type]
-        settings=ServiceSettings(**values),
+        settings=ServeSettings(**values),
         metrics=ServiceMetrics(CollectorRegistry()),
         health=Health(),
     )
@@ -446,7 +443,7 @@ async def _run_sessions(stop: asyncio.Event, metrics: ServiceMetrics) -> int:
     """The service's session loop with default settings (its ``_session`` patched)."""
     return await asyncio.wait_for(
         app_module._sessions(
-            ServiceSettings(model_dir=Path("m")),
+            ServeSettings(model=Path("m")),
             classifier=None,  # type: ignore[arg-type]
             stop=stop,
             metrics=metrics,
@@ -564,7 +561,7 @@ async def test_topic_limits_come_from_describe_configs_or_are_unknown(
     """max.message.bytes is read per topic; a topic without it, or a broker that does not
     answer describe-configs, leaves the limit unknown (the setting applies)."""
     monkeypatch.setattr(kafka_module, "AIOKafkaAdminClient", _FakeAdmin)
-    settings = ServiceSettings(model_dir=Path("m"))
+    settings = ServeSettings(model=Path("m"))
     assert await kafka_module.topic_message_limits(settings, ["out", "dlq"]) == {
         "out": 2_097_152,
         "dlq": None,
@@ -591,20 +588,15 @@ async def test_topic_limits_come_from_describe_configs_or_are_unknown(
 )
 def test_bad_resilience_options_name_the_option(argv: list[str], named: str) -> None:
     """A bad value of a new option fails with a ConfigError naming the flag and the value."""
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
     with pytest.raises(ConfigError, match=named):
-        settings_from_args(parser.parse_args(["--model", "m", *argv]))
+        serve_settings("--model", "m", *argv)
 
 
 def test_resilience_options_arrive_from_flags() -> None:
     """The new flags reach the settings, typed."""
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
     argv = ["--model", "m", "--max-in-flight-bytes", "2048", "--breaker-window", "50"]
     argv += ["--broker-check-interval-s", "0.5", "--rebalance-drain-timeout-s", "3"]
-    args = parser.parse_args(argv)
-    settings = settings_from_args(args)
+    settings = serve_settings(*argv)
     assert (settings.max_in_flight_bytes, settings.breaker_window) == (2048, 50)
     assert (settings.broker_check_interval_s, settings.rebalance_drain_timeout_s) == (0.5, 3.0)
 

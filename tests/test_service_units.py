@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -11,14 +10,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from conftest import serve_settings
 
 from schemas import ArticleEvent, Classification, LabelScore, ModelRef
-from service.config.settings import (
-    ConfigError,
-    ServiceSettings,
-    add_serve_arguments,
-    settings_from_args,
-)
+from service.config.commands import ConfigError, ServeSettings
 from service.core.classify import classify_batch
 from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
 from service.core.records import Topics
@@ -29,16 +24,14 @@ TP0 = TopicPartition("articles", 0)
 TP1 = TopicPartition("articles", 1)
 
 
-def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    return parser.parse_args(argv)
+def _parse(*argv: str) -> ServeSettings:
+    return serve_settings(*argv)
 
 
 def test_settings_from_flags_convert_and_keep_defaults() -> None:
     """Flags arrive as strings and become typed settings; unset options keep defaults."""
-    settings = settings_from_args(_parse("--model", "m", "--batch-size", "32"))
-    assert settings.model_dir == Path("m")
+    settings = _parse("--model", "m", "--batch-size", "32")
+    assert settings.model == Path("m")
     assert settings.batch_size == 32
     assert settings.input_topic == "articles"
     assert settings.shutdown_timeout_s == 30
@@ -58,34 +51,32 @@ def test_settings_from_flags_convert_and_keep_defaults() -> None:
 def test_bad_values_name_the_option_and_value(argv: list[str], named: str) -> None:
     """A bad value raises ConfigError naming the flag and the value given."""
     with pytest.raises(ConfigError, match=named.replace("[", r"\[")):
-        settings_from_args(_parse("--model", "m", *argv))
+        (_parse("--model", "m", *argv))
 
 
 def test_missing_model_dir_and_same_topics_are_refused() -> None:
     """The model directory is required and the three topics must differ."""
     with pytest.raises(ConfigError, match="--model"):
-        settings_from_args(_parse())
+        (_parse())
     with pytest.raises(ConfigError, match="three different topics"):
-        settings_from_args(_parse("--model", "m", "--output-topic", "articles"))
+        (_parse("--model", "m", "--output-topic", "articles"))
 
 
 def test_sasl_needs_credentials_and_hides_the_password() -> None:
     """SASL without credentials is refused; the password never shows in messages."""
     with pytest.raises(ConfigError, match="SASL_SSL needs"):
-        settings_from_args(_parse("--model", "m", "--security-protocol", "SASL_SSL"))
-    settings = settings_from_args(
-        _parse(
-            "--model",
-            "m",
-            "--security-protocol",
-            "SASL_PLAINTEXT",
-            "--sasl-mechanism",
-            "PLAIN",
-            "--sasl-plain-username",
-            "u",
-            "--sasl-plain-password",
-            "hunter2",
-        )
+        (_parse("--model", "m", "--security-protocol", "SASL_SSL"))
+    settings = _parse(
+        "--model",
+        "m",
+        "--security-protocol",
+        "SASL_PLAINTEXT",
+        "--sasl-mechanism",
+        "PLAIN",
+        "--sasl-plain-username",
+        "u",
+        "--sasl-plain-password",
+        "hunter2",
     )
     assert "hunter2" not in repr(settings)
 
@@ -192,7 +183,7 @@ def test_json_log_lines_carry_extra_fields() -> None:
 
 def test_defaults_match_the_documented_topics() -> None:
     """The default topics are the documented ones."""
-    settings = ServiceSettings(model_dir=Path("m"))
+    settings = ServeSettings(model=Path("m"))
     assert (settings.output_topic, settings.dead_letter_topic) == (
         "articles.classified",
         "articles.dead-letter",

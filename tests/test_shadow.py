@@ -245,7 +245,7 @@ async def test_shadow_through_the_broker_then_promotion_by_swap(
         broker.bootstrap_servers,
         topics,
         link,
-        shadow_model_dir=candidate_dir,
+        shadow_model=candidate_dir,
         shadow_topic=shadow_topic,
         model_poll_s=0.2,
     )

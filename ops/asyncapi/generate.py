@@ -27,7 +27,7 @@ from schemas import SCHEMA_VERSION, ArticleEvent, ClassifiedArticleEvent, decode
 from schemas.decode import DecodeError
 from schemas.encode import encode_classified
 from schemas.feedback import ArticleFeedback
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
 from service.kafka.publish import VALUE_DROPPED_HEADER
 
@@ -40,7 +40,7 @@ EXAMPLE_CLASSIFIED_AT = "2026-11-20T12:00:01.250Z"
 #: docker-compose.yml creates the topics with this many partitions.
 PARTITIONS = 6
 _SCHEMA_REF = "#/components/schemas/{model}"
-_DEFAULTS = ServiceSettings.model_fields
+_DEFAULTS = ServeSettings.model_fields
 
 EXAMPLE_INPUT: dict[str, Any] = {
     "article_id": "cms-20261120-0042",

@@ -16,18 +16,14 @@ to the same topic with their original ``source.*`` headers (``--reason`` picks w
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -36,15 +32,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from service.commands.wiring import build_classifier, build_observers, trust_policy
-from service.config.settings import (
-    ConfigError,
-    ServiceSettings,
-    add_serve_arguments,
-    settings_from_args,
-    settings_from_mapping,
-)
+from service.config.commands import ReclassifySettings
 from service.core.backoff import Backoff
-from service.core.deadletter import DeadLetterReason
 from service.core.errors import (
     BreakerOpenError,
     BrokerUnavailableError,
@@ -66,7 +55,6 @@ from service.kafka.replay_range import (
     ReplayRange,
     decode_metadata,
     encode_metadata,
-    parse_timestamp,
     plan_range,
 )
 from service.models.workers import BatchClassifier
@@ -98,181 +86,12 @@ class ReplayError(ServiceError):
     """The replay cannot start as asked (a missing topic, a group holding another range)."""
 
 
-@dataclass(frozen=True)
-class ReclassifySettings:
-    """``reclassify`` options; ``service`` holds the pipeline's (validated by ServiceSettings)."""
-
-    service: ServiceSettings
-    from_ms: int | None
-    until_ms: int | None
-    from_dead_letters: bool
-    reasons: tuple[str, ...]
-    rate_limit: float | None
-    group_id: str | None
-    metrics_port: int | None
-    progress_interval_s: float = 5.0
-
-    @property
-    def source_topic(self) -> str:
-        """The topic replayed: the input topic, or the dead-letter topic."""
-        if self.from_dead_letters:
-            return self.service.dead_letter_topic
-        return self.service.input_topic
-
-    def job(self, model_version: str) -> str:
-        """A short digest naming this replay: topic, range bounds, reasons and model."""
-        spec = [
-            self.source_topic,
-            self.from_dead_letters,
-            self.from_ms,
-            self.until_ms,
-            sorted(self.reasons),
-            model_version,
-        ]
-        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
-
-
-# -- command line ------------------------------------------------------------------------
-
-_OWN_FLAGS = ("--group-id", "--metrics-port")
-#: serve options that mean nothing for a bounded replay: refused, never silently ignored.
-#: (A replay publishes at least once, with one model, no API, no feedback consumer; an
-#: open breaker restarts the session after the replay's own backoff.)
-NOT_FOR_REPLAY = (
-    "--processing-guarantee",
-    "--transactional-id-prefix",
-    "--shadow-model",
-    "--shadow-topic",
-    "--model-poll-s",
-    "--api-host",
-    "--api-port",
-    "--api-max-request-bytes",
-    "--api-max-concurrency",
-    "--feedback-topic",
-    "--feedback-max-versions",
-    "--breaker-backoff-s",
-    "--breaker-backoff-max-s",
-)
-
-
-def add_reclassify_arguments(parser: argparse.ArgumentParser) -> None:
-    """The serve options the replay's pipeline honours, plus the replay's own."""
-    add_serve_arguments(parser, exclude=_OWN_FLAGS + NOT_FOR_REPLAY)
-    start = parser.add_mutually_exclusive_group()
-    start.add_argument(
-        "--from-timestamp",
-        metavar="TS",
-        help="first record time replayed: RFC 3339 with an offset or epoch ms",
-    )
-    start.add_argument(
-        "--from-beginning", action="store_true", help="replay from the start of the log"
-    )
-    parser.add_argument(
-        "--until-timestamp",
-        metavar="TS",
-        help="records at or after this time are not replayed (default: the end of the log at "
-        "the first start)",
-    )
-    parser.add_argument(
-        "--from-dead-letters",
-        action="store_true",
-        help="replay the dead-letter topic (--dead-letter-topic); failures go back to it",
-    )
-    parser.add_argument(
-        "--reason",
-        action="append",
-        default=None,
-        metavar="R",
-        help="with --from-dead-letters: only dead letters with this error.reason; repeatable",
-    )
-    parser.add_argument(
-        "--rate-limit",
-        metavar="N/s",
-        help="most records replayed per second, on average (default: no limit)",
-    )
-    # Own destinations (and so own environment variables): the live service's
-    # ARTICLE_CLASSIFIER_GROUP_ID or _METRICS_PORT in the same environment must not apply.
-    parser.add_argument(
-        "--group-id",
-        dest="replay_group_id",
-        default=None,
-        help="consumer group holding the progress (default: derived from the topic, the range "
-        "and the model version, so the same command resumes)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        dest="replay_metrics_port",
-        default=None,
-        help="serve /metrics, /healthz, /readyz on this port (default: no HTTP server)",
-    )
-
-
-def reclassify_settings_from_args(args: argparse.Namespace) -> ReclassifySettings:
-    """Validate the parsed options; raises ConfigError naming the option and the value."""
-    if not args.from_timestamp and not args.from_beginning:
-        raise ConfigError("reclassify needs --from-timestamp TS or --from-beginning")
-    from_ms = _timestamp("--from-timestamp", args.from_timestamp)
-    until_ms = _timestamp("--until-timestamp", args.until_timestamp)
-    if from_ms is not None and until_ms is not None and until_ms <= from_ms:
-        raise ConfigError(
-            f"--until-timestamp={args.until_timestamp!r} must be after "
-            f"--from-timestamp={args.from_timestamp!r}"
-        )
-    reasons = tuple(args.reason or ())
-    known = {reason.value for reason in DeadLetterReason}
-    for reason in reasons:
-        if reason not in known:
-            raise ConfigError(f"--reason={reason!r}: expected one of {', '.join(sorted(known))}")
-    if reasons and not args.from_dead_letters:
-        raise ConfigError("--reason only applies with --from-dead-letters")
-    service = settings_from_args(args)
-    group_id = args.replay_group_id or None
-    metrics_port = args.replay_metrics_port or None
-    if group_id is not None or metrics_port is not None:
-        # Validated as serve validates them (a ConfigError names the flag and the value).
-        overrides = {"group_id": group_id or service.group_id}
-        overrides["metrics_port"] = metrics_port or str(service.metrics_port)
-        service = settings_from_mapping({**service.model_dump(), **overrides})
-    return ReclassifySettings(
-        service=service,
-        from_ms=from_ms,
-        until_ms=until_ms,
-        from_dead_letters=bool(args.from_dead_letters),
-        reasons=reasons,
-        rate_limit=_rate(args.rate_limit),
-        group_id=group_id,
-        metrics_port=None if metrics_port is None else service.metrics_port,
-    )
-
-
-def _timestamp(flag: str, text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        return parse_timestamp(text)
-    except ValueError as error:
-        raise ConfigError(f"{flag}={text!r}: {error}") from None
-
-
-def _rate(text: str | None) -> float | None:
-    if not text:
-        return None
-    number = text.strip().removesuffix("/s")
-    try:
-        value = float(number)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ConfigError(f"--rate-limit={text!r}: expected a positive number of records/s")
-    return value
-
-
 # -- running -----------------------------------------------------------------------------
 
 
 def reclassify(settings: ReclassifySettings) -> int:
     """Run until the range is done (0) or SIGINT/SIGTERM (128 + the signal number)."""
-    configure_logging(settings.service.log_level.value)
+    configure_logging(settings.log_level.value)
     return asyncio.run(_reclassify_until_signal(settings))
 
 
@@ -313,24 +132,28 @@ async def run_reclassify(
     stderr = stderr or sys.stderr
     registry = registry if registry is not None else CollectorRegistry()
     metrics, health = build_observers(registry)
-    base = settings.service
-    classifier = build_classifier(base, trust_policy(base), predictor=predictor)
+    classifier = build_classifier(settings, trust_policy(settings), predictor=predictor)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
-        if settings.metrics_port is not None:
+        if settings.replay_metrics_port is not None:
             await stack.enter_async_context(
                 HealthServer(
-                    base.metrics_host, settings.metrics_port, registry=registry, health=health
+                    settings.metrics_host,
+                    settings.replay_metrics_port,
+                    registry=registry,
+                    health=health,
                 )
             )
         model = await classifier.start()
         metrics.model_info.info({"name": model.name, "version": model.version})
         health.model_loaded = True
         job = settings.job(model.version)
-        group = settings.group_id or _GROUP_PREFIX + job
+        group = settings.replay_group_id or _GROUP_PREFIX + job
         # Replaying dead letters reads the dead-letter topic and writes failures back to it:
         # the range's fixed end keeps that from looping, unlike the live service.
-        service = base.model_copy(update={"group_id": group, "input_topic": settings.source_topic})
+        service = settings.model_copy(
+            update={"replay_group_id": group, "input_topic": settings.source_topic}
+        )
         try:
             replay_range, committed = await _prepare(settings, service, job)
         except KafkaError as error:
@@ -364,7 +187,7 @@ async def run_reclassify(
 
 
 async def _prepare(
-    settings: ReclassifySettings, service: ServiceSettings, job: str
+    settings: ReclassifySettings, service: ReclassifySettings, job: str
 ) -> tuple[ReplayRange, dict[TopicPartition, int]]:
     """The range (stored by an earlier run, else planned and stored now) and the group's
     committed offsets in it."""
@@ -385,14 +208,14 @@ async def _prepare(
             stored_job, part = decoded
             if stored_job != job:
                 raise ReplayError(
-                    f"group {service.group_id!r} holds the progress of another replay (job"
+                    f"group {service.consumer_group!r} holds the progress of another replay (job"
                     f" {stored_job}, this one is {job}): give another --group-id"
                 )
             replay_range[tp] = part
         missing = [tp for tp in partitions if tp not in replay_range]
         if missing:
             planned = await plan_range(
-                planner, missing, from_ms=settings.from_ms, until_ms=settings.until_ms
+                planner, missing, from_ms=settings.from_timestamp, until_ms=settings.until_timestamp
             )
             replay_range.update(planned)
     finally:
@@ -403,7 +226,7 @@ async def _prepare(
         logger.warning(
             "the group's commits hold no stored range (the broker drops commit metadata, or"
             " the group was not made by reclassify): the range was planned again",
-            extra={"group_id": service.group_id, "partitions": len(missing)},
+            extra={"group_id": service.consumer_group, "partitions": len(missing)},
         )
     if unstored:
         await _store(service, job, {tp: replay_range[tp] for tp in unstored})
@@ -411,7 +234,7 @@ async def _prepare(
     logger.info(
         "replay range",
         extra={
-            "group_id": service.group_id,
+            "group_id": service.consumer_group,
             "job": job,
             "range": {
                 f"{tp.topic}:{tp.partition}": [p.start, p.end] for tp, p in replay_range.items()
@@ -441,7 +264,7 @@ async def _retrying(call: Callable[[], Awaitable[_T]]) -> _T:
 
 
 async def _committed(
-    service: ServiceSettings, topic: str
+    service: ReclassifySettings, topic: str
 ) -> tuple[list[TopicPartition], dict[TopicPartition, tuple[int, str]]]:
     """The topic's partitions, and the group's committed offsets and metadata in them."""
     admin = AIOKafkaAdminClient(**security_kwargs(service), client_id=f"{service.client_id}-admin")
@@ -458,7 +281,7 @@ async def _committed(
             raise ReplayError(f"topic {topic!r} does not exist")
         partitions = [TopicPartition(topic, number) for number in numbers]
         answer = await asyncio.wait_for(
-            admin.list_consumer_group_offsets(service.group_id, partitions=partitions),
+            admin.list_consumer_group_offsets(service.consumer_group, partitions=partitions),
             _METADATA_TIMEOUT_S,
         )
     finally:
@@ -469,13 +292,13 @@ async def _committed(
 
 
 async def _store(
-    service: ServiceSettings, job: str, parts: dict[TopicPartition, PartitionRange]
+    service: ReclassifySettings, job: str, parts: dict[TopicPartition, PartitionRange]
 ) -> None:
     """Commit each partition's start with its range, before any member joins the group."""
     consumer = AIOKafkaConsumer(
         **security_kwargs(service),
         client_id=f"{service.client_id}-planner",
-        group_id=service.group_id,
+        group_id=service.consumer_group,
         enable_auto_commit=False,
     )
     try:
@@ -490,7 +313,7 @@ async def _store(
 
 async def _sessions(
     settings: ReclassifySettings,
-    service: ServiceSettings,
+    service: ReclassifySettings,
     *,
     classifier: BatchClassifier,
     progress: Progress,
@@ -538,7 +361,7 @@ async def _sessions(
 
 async def _session(
     settings: ReclassifySettings,
-    service: ServiceSettings,
+    service: ReclassifySettings,
     *,
     classifier: BatchClassifier,
     progress: Progress,
@@ -564,7 +387,7 @@ async def _session(
             job=job,
             rate_limit=rate_limit,
             on_done=finished.set,
-            reasons=settings.reasons,
+            reasons=tuple(reason.value for reason in settings.reason),
             dead_letters=settings.from_dead_letters,
         )
         pipeline = Pipeline(
@@ -593,7 +416,7 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def _limits(service: ServiceSettings) -> dict[str, int]:
+async def _limits(service: ReclassifySettings) -> dict[str, int]:
     described = await topic_message_limits(
         service, [service.output_topic, service.dead_letter_topic]
     )

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from service.commands.wiring import build_classifier, build_observers, trust_policy
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.backoff import Backoff
 from service.core.errors import (
     BreakerOpenError,
@@ -82,7 +82,7 @@ _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
 
 
 async def run_service(
-    settings: ServiceSettings,
+    settings: ServeSettings,
     *,
     predictor: ArticlePredictor | None = None,
     stop: asyncio.Event | None = None,
@@ -94,10 +94,10 @@ async def run_service(
     """Serve until ``stop`` is set; return the exit status (0 after a clean drain).
 
     Setting ``reload`` (SIGHUP does) reloads the models now; ``settings.model_poll_s``
-    also swaps to whatever ``settings.model_dir`` points to once it changes.
+    also swaps to whatever ``settings.model`` points to once it changes.
 
     ``predictor``, if given, is used in a worker thread; by default the model is loaded
-    from ``settings.model_dir`` where ``settings.classify_in`` says. ``http_port``,
+    from ``settings.model`` where ``settings.classify_in`` says. ``http_port``,
     if given, receives the bound metrics port (useful with ``metrics_port=0``); ``api_port``
     the suggest API's, once the model is loaded (with ``settings.api_port`` set).
     """
@@ -110,7 +110,8 @@ async def run_service(
         settings,
         policy,
         predictor=predictor,
-        on_shadow=shadow.on_batch if settings.shadow_model_dir is not None else None,
+        rollout=settings,
+        on_shadow=shadow.on_batch if settings.shadow_model is not None else None,
     )
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -151,8 +152,8 @@ async def run_service(
         if hasattr(classifier, "swap"):
             reloader = ModelReloader(
                 classifier,
-                model_path=settings.model_dir,
-                shadow_path=settings.shadow_model_dir,
+                model_path=settings.model,
+                shadow_path=settings.shadow_model,
                 policy=policy,
                 poll_s=settings.model_poll_s,
                 metrics=metrics,
@@ -172,7 +173,7 @@ async def run_service(
 class _Shadow:
     """The event-loop side of ``--shadow-model``: metrics and the optional shadow topic."""
 
-    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics) -> None:
         self._observer = ShadowObserver(metrics)
         self._publisher = (
             ShadowPublisher(
@@ -219,7 +220,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _sessions(
-    settings: ServiceSettings,
+    settings: ServeSettings,
     *,
     classifier: BatchClassifier,
     stop: asyncio.Event,
@@ -313,7 +314,7 @@ async def _sessions(
 
 
 async def _session(
-    settings: ServiceSettings,
+    settings: ServeSettings,
     *,
     classifier: BatchClassifier,
     stop: asyncio.Event,
@@ -387,7 +388,7 @@ async def _session(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _output_limits(settings: ServiceSettings) -> dict[str, int]:
+async def _output_limits(settings: ServeSettings) -> dict[str, int]:
     """max.message.bytes of the output and dead-letter topics, or ``--max-output-bytes``."""
     topics = [settings.output_topic, settings.dead_letter_topic]
     described = await topic_message_limits(settings, topics)
@@ -422,13 +423,13 @@ def _mark_stopped(health: Health) -> None:
     health.assignment = Assignment.STOPPED
 
 
-def serve(settings: ServiceSettings) -> int:
+def serve(settings: ServeSettings) -> int:
     """Run the service until SIGTERM or SIGINT; return the exit status."""
     configure_logging(settings.log_level.value)
     return asyncio.run(_serve(settings))
 
 
-async def _serve(settings: ServiceSettings) -> int:
+async def _serve(settings: ServeSettings) -> int:
     stop = asyncio.Event()
     reload = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,7 +14,8 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry
 
 from model.trust import load_public_key, normalize_sha256
-from service.config.settings import ServiceSettings
+from service.config.commands import PipelineSettings
+from service.config.options import ModelTrust, Rollout
 from service.core.records import ArticlePredictor, Topics
 from service.models.loading import ModelSpec, TrustPolicy
 from service.models.workers import ModelClassifier, ShadowSink, make_classifier
@@ -37,7 +38,7 @@ def build_observers(registry: CollectorRegistry) -> Observers:
     return Observers(metrics, health)
 
 
-def trust_policy(settings: ServiceSettings) -> TrustPolicy:
+def trust_policy(settings: ModelTrust) -> TrustPolicy:
     """The deployment's rule for every model load, at start and at each swap."""
     key = (
         load_public_key(settings.model_public_key)
@@ -48,27 +49,32 @@ def trust_policy(settings: ServiceSettings) -> TrustPolicy:
     return TrustPolicy(sha256=sha256, sha256_file=settings.model_sha256_file, public_key=key)
 
 
-def model_spec(settings: ServiceSettings, policy: TrustPolicy) -> ModelSpec:
-    """What to load at start: the live model and the optional candidate, each with what its
-    artifact must satisfy (the pin file and the candidate's digest are read now)."""
-    shadow = settings.shadow_model_dir
+def model_spec(
+    settings: ModelTrust, policy: TrustPolicy, rollout: Rollout | None = None
+) -> ModelSpec:
+    """What to load at start: the live model and, with a ``rollout`` naming one, the
+    candidate, each with what its artifact must satisfy (the pin file and the candidate's
+    digest are read now)."""
+    shadow = rollout.shadow_model if rollout is not None else None
     return ModelSpec(
-        primary=settings.model_dir,
-        trust=policy.for_model(settings.model_dir),
+        primary=settings.model,
+        trust=policy.for_model(settings.model),
         shadow=shadow,
         shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
-        shadow_topic=settings.shadow_topic,
+        shadow_topic=rollout.shadow_topic if rollout is not None else None,
     )
 
 
 def build_classifier(
-    settings: ServiceSettings,
+    settings: PipelineSettings,
     policy: TrustPolicy,
     *,
     predictor: ArticlePredictor | None = None,
+    rollout: Rollout | None = None,
     on_shadow: ShadowSink | None = None,
 ) -> ModelClassifier:
-    """The models of ``settings`` under ``policy``, run where ``--classify-in`` says.
+    """The models of ``settings`` (and of ``rollout``'s candidate) under ``policy``, run
+    where ``--classify-in`` says.
 
     ``predictor``, if given, is used in a worker thread instead of loading the artifact
     (tests and the demo); its artifact is still what ``policy`` checks at a swap."""
@@ -81,6 +87,6 @@ def build_classifier(
         max_deaths=settings.worker_max_deaths,
         limits=settings.record_limits,
         explain=settings.explain,
-        spec=model_spec(settings, policy),
+        spec=model_spec(settings, policy, rollout),
         on_shadow=on_shadow,
     )

@@ -31,7 +31,7 @@ from aiokafka.errors import (
 )
 
 from schemas import DecodeError, decode_feedback
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.backoff import Backoff
 from service.core.deadletter import dead_letter_headers
 from service.core.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
@@ -71,7 +71,7 @@ class FeedbackConsumer:
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings: ServeSettings,
         metrics: ServiceMetrics,
         quality: QualityTracker,
     ) -> None:
@@ -233,7 +233,7 @@ class FeedbackConsumer:
         )
 
 
-def make_feedback_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
+def make_feedback_consumer(settings: ServeSettings) -> AIOKafkaConsumer:
     """A group consumer of the feedback topic in ``<group-id>.feedback``, no auto-commit."""
     return AIOKafkaConsumer(
         **security_kwargs(settings),
@@ -249,7 +249,7 @@ def make_feedback_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
 
 async def run_feedback(
     stack: AsyncExitStack,
-    settings: ServiceSettings,
+    settings: ServeSettings,
     metrics: ServiceMetrics,
     quality: QualityTracker,
     stop: asyncio.Event,
@@ -282,13 +282,13 @@ async def run_feedback(
 
 
 def quality_tracker(
-    settings: ServiceSettings, metrics: ServiceMetrics, predictor: object | None = None
+    settings: ServeSettings, metrics: ServiceMetrics, predictor: object | None = None
 ) -> QualityTracker:
     """A tracker knowing the model's labels: the given predictor's, or the manifest's."""
     sections = getattr(predictor, "sections", None)
     tags = getattr(predictor, "tags", None)
     if sections is None or tags is None:
-        sections, tags = manifest_labels(settings.model_dir)
+        sections, tags = manifest_labels(settings.model)
     return QualityTracker(
         metrics, sections=sections, tags=tags, max_versions=settings.feedback_max_versions
     )

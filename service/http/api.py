@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from schemas import RecordLimits
 from schemas.api import MAX_EXPLAIN, ApiError, ApiErrorReason, ApiProblem
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.errors import WorkerUnstableError
 from service.core.records import Outgoing
 from service.http.api_request import Events, parse_events
@@ -69,7 +69,7 @@ class ApiLimits:
     max_explain: int = 0
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> ApiLimits:
+    def from_settings(cls, settings: ServeSettings) -> ApiLimits:
         return cls(
             max_request_bytes=settings.api_max_request_bytes,
             max_concurrency=settings.api_max_concurrency,
@@ -366,7 +366,7 @@ class ApiServer(HttpServer):
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings: ServeSettings,
         classifier: BatchClassifier,
         *,
         registry: CollectorRegistry,

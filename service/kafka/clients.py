@@ -1,4 +1,4 @@
-"""aiokafka clients configured for at-least-once delivery, from ServiceSettings.
+"""aiokafka clients configured for at-least-once delivery, from a command's settings.
 
 Producer: ``acks="all"``; idempotent when the connected broker supports it (checked at each
 start: its ApiVersions must list InitProducerId and a probe InitProducerId must succeed;
@@ -30,7 +30,14 @@ from aiokafka.producer.transaction_manager import TransactionManager
 from aiokafka.protocol.admin import ApiVersionRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
-from service.config.settings import CompressionType, SecurityProtocol, ServiceSettings
+from service.config.commands import (
+    PipelineSettings,
+    ServeSettings,
+)
+from service.config.options import (
+    CompressionType,
+    SecurityProtocol,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
 
 
-def security_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+def security_kwargs(settings: PipelineSettings) -> dict[str, Any]:
     """The connection and authentication options shared by every client."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -58,7 +65,7 @@ def security_kwargs(settings: ServiceSettings) -> dict[str, Any]:
     return kwargs
 
 
-def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+def make_producer(settings: PipelineSettings) -> AIOKafkaProducer:
     """One producer for outputs and dead letters; idempotent where the broker allows."""
     return ServiceProducer(
         **_producer_options(settings),
@@ -67,7 +74,7 @@ def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     )
 
 
-def _producer_options(settings: ServiceSettings) -> dict[str, Any]:
+def _producer_options(settings: PipelineSettings) -> dict[str, Any]:
     """What the plain and the transactional producers share."""
     compression = settings.compression_type
     return {
@@ -88,7 +95,7 @@ def _producer_options(settings: ServiceSettings) -> dict[str, Any]:
 TRANSACTION_TIMEOUT_MS = 60_000
 
 
-def make_transactional_producer(settings: ServiceSettings, topic: str, partition: int) -> Any:
+def make_transactional_producer(settings: ServeSettings, topic: str, partition: int) -> Any:
     """The producer of one input partition's transactions (exactly-once); ``start()`` fences
     any earlier producer with the same transactional id and completes its open transaction."""
     return AIOKafkaProducer(
@@ -99,12 +106,12 @@ def make_transactional_producer(settings: ServiceSettings, topic: str, partition
     )
 
 
-def make_consumer(settings: ServiceSettings) -> AIOKafkaConsumer:
+def make_consumer(settings: PipelineSettings) -> AIOKafkaConsumer:
     """The group consumer; subscribe it with a rebalance listener before starting."""
     return AIOKafkaConsumer(
         **security_kwargs(settings),
         client_id=f"{settings.client_id}-consumer",
-        group_id=settings.group_id,
+        group_id=settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         # Exactly-once reads committed input only: an aborted upstream write is not an input.
@@ -131,7 +138,7 @@ _MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 async def topic_message_limits(
-    settings: ServiceSettings, topics: Sequence[str]
+    settings: PipelineSettings, topics: Sequence[str]
 ) -> dict[str, int | None]:
     """Each topic's ``max.message.bytes`` as the broker describes it, or None for a topic
     whose limit it does not report (tansu does not answer describe-configs at all)."""
@@ -234,7 +241,7 @@ _TRANSACTION_APIS = {
 }
 
 
-async def transactions_unsupported(settings: ServiceSettings) -> str | None:
+async def transactions_unsupported(settings: PipelineSettings) -> str | None:
     """None when the broker supports transactions; otherwise why not. Checked like
     idempotence: ApiVersions must list the transaction APIs, and a probe InitProducerId must
     succeed (tansu lists it but fails it). A broker that cannot be reached raises."""
@@ -251,7 +258,7 @@ async def transactions_unsupported(settings: ServiceSettings) -> str | None:
         await client.close()
 
 
-async def missing_topics(settings: ServiceSettings, topics: Sequence[str]) -> list[str]:
+async def missing_topics(settings: ServeSettings, topics: Sequence[str]) -> list[str]:
     """The ``topics`` the broker's metadata does not list, in the given order.
 
     Checked before subscribing: a consumer subscribed to a topic that does not exist waits

@@ -41,7 +41,7 @@ from typing import Any, NoReturn, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from service.config.settings import ServiceSettings
+from service.config.commands import PipelineSettings
 from service.core.breaker import CircuitBreaker
 from service.core.deadletter import DeadLetterReason
 from service.core.errors import (
@@ -111,7 +111,7 @@ class Pipeline:
         producer: AIOKafkaProducer | None,
         classifier: BatchClassifier,
         *,
-        settings: ServiceSettings,
+        settings: PipelineSettings,
         metrics: ServiceMetrics,
         health: Health,
         limits: dict[str, int] | None = None,

@@ -38,7 +38,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from service.config.settings import ServiceSettings
+from service.config.commands import ServeSettings
 from service.core.errors import DeliveryError
 from service.core.records import InputRecord, Outgoing
 from service.kafka.clients import make_transactional_producer
@@ -58,7 +58,7 @@ _MAX_ROUNDS = 3
 class _Partition:
     """One input partition's transactional producer and its publisher."""
 
-    def __init__(self, settings: ServiceSettings, tp: TopicPartition, limits: Mapping[str, int]):
+    def __init__(self, settings: ServeSettings, tp: TopicPartition, limits: Mapping[str, int]):
         self.tp = tp
         self.producer: Any = make_transactional_producer(settings, tp.topic, tp.partition)
         self.publisher = BatchPublisher(
@@ -70,7 +70,7 @@ class PartitionTransactions:
     """The transactional producers of the assigned input partitions."""
 
     def __init__(
-        self, settings: ServiceSettings, metrics: ServiceMetrics, limits: Mapping[str, int]
+        self, settings: ServeSettings, metrics: ServiceMetrics, limits: Mapping[str, int]
     ) -> None:
         self._settings = settings
         self._metrics = metrics

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from schemas import DEFAULT_LIMITS, ArticleEvent, Classification, RecordLimits
-from service.config.settings import WorkerKind
+from service.config.options import (
+    WorkerKind,
+)
 from service.core.classify import classify_batch, dead_letter_for_crash, predict_events
 from service.core.errors import WorkerUnstableError
 from service.core.records import (

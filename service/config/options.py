@@ -1,0 +1,564 @@
+"""The option groups the commands are made of: each class is one group of ``--help``
+(its docstring's first line is the group's title) and declares typed fields with their
+description, default and bounds. A command's settings class inherits the groups it honours
+(``service.config.commands``), so an option it does not list is unknown to it.
+
+A field's name is its environment variable (``ARTICLE_CLASSIFIER_`` + the name in capitals)
+and, unless ``flag`` says otherwise, its flag (``--`` + the name with dashes). A name means
+one thing in every command that has it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import NoDecode
+
+from model.trust import normalize_sha256
+from schemas import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_TITLE_CHARS,
+    MAX_EXPLAIN_TERMS,
+    PARSER_MAX_DEPTH,
+    RecordLimits,
+)
+
+
+def split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+#: A repeatable flag; its environment variable holds the values comma-separated.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+#: The same, for paths.
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
+
+
+def parse_timestamp(text: str) -> int:
+    """Milliseconds since the epoch from RFC 3339 (``2026-11-20T12:00:00Z``) or from an
+    integer of epoch milliseconds; raises ValueError naming the expected forms."""
+    stripped = text.strip()
+    if stripped.isdigit():
+        return int(stripped)
+    try:
+        parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(
+            f"{text!r} is not a timestamp: use RFC 3339 with an offset"
+            " (2026-11-20T12:00:00Z) or epoch milliseconds"
+        )
+    return int(parsed.astimezone(UTC).timestamp() * 1000)
+
+
+def _timestamp(value: Any) -> Any:
+    return parse_timestamp(value) if isinstance(value, str) else value
+
+
+def _rate(value: Any) -> Any:
+    return value.strip().removesuffix("/s") if isinstance(value, str) else value
+
+
+#: A sha256 digest: 64 hex digits, any letter case, held in lower case.
+Sha256 = Annotated[str, AfterValidator(normalize_sha256)]
+#: A point in time given as RFC 3339 with an offset or epoch ms, held as epoch ms.
+EpochMs = Annotated[int, BeforeValidator(_timestamp)]
+#: A rate given as ``N`` or ``N/s``.
+PerSecond = Annotated[float, BeforeValidator(_rate)]
+
+
+def flag(name: str, *, metavar: str | None = None) -> dict[str, Any]:
+    """Field metadata: the flag is ``--name`` instead of the field's own name (and its
+    value is shown as ``metavar`` in ``--help``)."""
+    return {"flag": name} if metavar is None else {"flag": name, "metavar": metavar}
+
+
+def shown_as(metavar: str) -> dict[str, Any]:
+    """Field metadata: the flag's value is shown as ``metavar`` in ``--help``."""
+    return {"metavar": metavar}
+
+
+class WorkerKind(StrEnum):
+    """``--classify-in``: a thread of the service process (default) or a worker process."""
+
+    PROCESS = "process"
+    THREAD = "thread"
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class CompressionType(StrEnum):
+    """Codec of the produced outputs and dead letters (consumed input may use any)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
+class ProcessingGuarantee(StrEnum):
+    """What a crash may cost: re-processing (at-least-once) or nothing visible to a
+    read_committed consumer (exactly-once, Kafka transactions)."""
+
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
+class KafkaConnection(BaseModel):
+    """Kafka connection"""
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        min_length=1,
+        description="Kafka bootstrap servers, comma-separated",
+    )
+    client_id: str = Field(
+        default="article-classifier", min_length=1, description="Kafka client id"
+    )
+    security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT, description="how the clients reach the brokers"
+    )
+    sasl_mechanism: SaslMechanism | None = Field(default=None, description="SASL mechanism")
+    sasl_plain_username: str | None = Field(default=None, description="SASL user name")
+    sasl_plain_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password (or a file: ARTICLE_CLASSIFIER_SASL_PLAIN_PASSWORD_FILE)",
+    )
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM)")
+    ssl_keyfile: Path | None = Field(default=None, description="client private key (PEM)")
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> KafkaConnection:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_plain_username and self.sasl_plain_password
+        ):
+            raise ValueError(
+                f"security protocol {self.security_protocol} needs --sasl-mechanism, "
+                "--sasl-plain-username and --sasl-plain-password"
+            )
+        return self
+
+
+class ArticleTopics(BaseModel):
+    """Topics"""
+
+    input_topic: str = Field(
+        default="articles", min_length=1, max_length=249, description="topic of ArticleEvents"
+    )
+    output_topic: str = Field(
+        default="articles.classified",
+        min_length=1,
+        max_length=249,
+        description="topic for ClassifiedArticleEvents",
+    )
+    dead_letter_topic: str = Field(
+        default="articles.dead-letter",
+        min_length=1,
+        max_length=249,
+        description="topic for invalid records",
+    )
+
+    @model_validator(mode="after")
+    def _three_topics(self) -> ArticleTopics:
+        if len({self.input_topic, self.output_topic, self.dead_letter_topic}) != 3:
+            raise ValueError("input, output and dead-letter topics must be three different topics")
+        return self
+
+    @property
+    def article_topics(self) -> frozenset[str]:
+        """The input, output and dead-letter topics (another topic must be none of them)."""
+        return frozenset({self.input_topic, self.output_topic, self.dead_letter_topic})
+
+
+class GroupTiming(BaseModel):
+    """Consumer group"""
+
+    #: Also the time a new member's join may wait, and how soon a dead member's partitions
+    #: move (6000 is Apache Kafka's default group.min.session.timeout.ms).
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, le=300_000, description="consumer group session timeout, in ms"
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="bound on the drain at shutdown, in seconds"
+    )
+    rebalance_drain_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="bound on finishing revoked partitions' work at a rebalance, in seconds",
+    )
+
+    @property
+    def group_join_bound_s(self) -> float:
+        """How long joining the group (at start or after a revocation) may take before the
+        session is restarted as a new member: a healthy rebalance ends within the
+        rebalance timeout (the shutdown timeout) once every member has rejoined, and a
+        member that does not is expelled after its session timeout; twice the first plus
+        the second leaves room for one rebalance restarted by a member joining late."""
+        return 2 * self.shutdown_timeout_s + self.session_timeout_ms / 1000
+
+
+class ServiceGroup(BaseModel):
+    """Consumer group"""
+
+    group_id: str = Field(
+        default="article-classifier", min_length=1, description="Kafka consumer group"
+    )
+
+    @property
+    def consumer_group(self) -> str:
+        """The group the article consumer joins."""
+        return self.group_id
+
+    @property
+    def feedback_group_id(self) -> str:
+        """The feedback consumer's own group: its offsets never mix with the articles'."""
+        return f"{self.group_id}.feedback"
+
+
+class ModelTrust(BaseModel):
+    """Model"""
+
+    model: Path = Field(
+        json_schema_extra=shown_as("DIR"),
+        description="the directory of a trained model artifact (article-classifier train); "
+        "no model is built in",
+    )
+    model_sha256: Sha256 | None = Field(
+        default=None,
+        description="load only the artifact whose model.json has this sha256 (train prints it)",
+    )
+    model_sha256_file: Path | None = Field(
+        default=None,
+        description="file of accepted model.json sha256 digests, one per line, read at every load",
+    )
+    model_public_key: Path | None = Field(
+        default=None,
+        description="Ed25519 public key (PEM): load only an artifact signed with its private key",
+    )
+
+    @model_validator(mode="after")
+    def _one_pin(self) -> ModelTrust:
+        if self.model_sha256 is not None and self.model_sha256_file is not None:
+            raise ValueError(
+                "--model-sha256 pins one artifact and --model-sha256-file lists the accepted "
+                "ones: give one of them"
+            )
+        return self
+
+
+class ModelRunning(BaseModel):
+    """Model"""
+
+    #: A thread measured faster on a 2-core host shared with the broker (README); a process
+    #: gives classification a core of its own where the host has one to spare.
+    classify_in: WorkerKind = Field(
+        default=WorkerKind.THREAD,
+        description="thread (inside the service process) or process (a worker process with "
+        "its own core)",
+    )
+    worker_max_deaths: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="worker-process deaths on single articles in a row that open the breaker",
+    )
+
+
+class Explaining(BaseModel):
+    """Model"""
+
+    explain: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_EXPLAIN_TERMS,
+        description="add the K terms that raised each predicted label's score the most to the "
+        f"output (classification.explanations; 0: off, at most {MAX_EXPLAIN_TERMS})",
+    )
+
+
+class RecordCaps(BaseModel):
+    """Record limits"""
+
+    max_event_bytes: int = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        ge=1,
+        description="larger records are dead-lettered as too_large",
+    )
+    max_title_chars: int = Field(
+        default=DEFAULT_MAX_TITLE_CHARS,
+        ge=1,
+        description="longer titles are dead-lettered as too_large",
+    )
+    max_fields: int = Field(
+        default=DEFAULT_MAX_FIELDS,
+        ge=1,
+        description="most fields and array items in one event, counted at any depth "
+        "(more: too_large)",
+    )
+    max_depth: int = Field(
+        default=DEFAULT_MAX_DEPTH,
+        ge=1,
+        le=PARSER_MAX_DEPTH,
+        description="deepest nesting of an event, the event itself being level 1 "
+        f"(at most {PARSER_MAX_DEPTH})",
+    )
+
+    @property
+    def record_limits(self) -> RecordLimits:
+        """The per-record caps ``decode_article`` enforces (over one: ``too_large``)."""
+        return RecordLimits(
+            max_title_chars=self.max_title_chars,
+            max_fields=self.max_fields,
+            max_depth=self.max_depth,
+        )
+
+
+class OutputCaps(BaseModel):
+    """Record limits"""
+
+    #: Apache Kafka's default max.message.bytes.
+    max_output_bytes: int = Field(
+        default=1_048_588,
+        ge=1024,
+        description="max.message.bytes assumed for an output or dead-letter topic whose limit "
+        "the broker does not report",
+    )
+
+
+class Batching(BaseModel):
+    """Batching and flow control"""
+
+    batch_size: int = Field(
+        default=256, ge=1, le=100_000, description="most records classified in one batch"
+    )
+    batch_max_wait_ms: int = Field(
+        default=50, ge=0, le=5_000, description="longest wait to fill a batch, in ms"
+    )
+    max_in_flight_batches: int = Field(
+        default=4, ge=1, le=64, description="batches fetched but not committed"
+    )
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="record bytes fetched but not committed before fetching pauses",
+    )
+    batch_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="a batch in flight longer than this makes /healthz fail (watchdog), in seconds",
+    )
+    compression_type: CompressionType = Field(
+        default=CompressionType.NONE, description="codec of produced outputs and dead letters"
+    )
+
+
+class Breaker(BaseModel):
+    """Circuit breaker"""
+
+    breaker_window: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="model outcomes in the circuit breaker's window",
+    )
+    breaker_threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="share of classification_error outcomes in the window that opens the breaker",
+    )
+    breaker_min_records: int = Field(
+        default=20, ge=1, description="outcomes the window needs before the breaker may open"
+    )
+
+
+class BreakerBackoff(BaseModel):
+    """Circuit breaker"""
+
+    breaker_backoff_s: float = Field(
+        default=5.0, gt=0, le=3600, description="first wait after the breaker opens, in seconds"
+    )
+    breaker_backoff_max_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="longest wait of the breaker, in seconds"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BreakerBackoff:
+        if self.breaker_backoff_max_s < self.breaker_backoff_s:
+            raise ValueError(
+                f"--breaker-backoff-max-s={self.breaker_backoff_max_s} must be at least "
+                f"--breaker-backoff-s={self.breaker_backoff_s}"
+            )
+        return self
+
+
+class Observing(BaseModel):
+    """Observability"""
+
+    #: All interfaces by default: the port is scraped by Prometheus and probed by the
+    #: orchestrator from outside the container. Use 127.0.0.1 to keep it local.
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - see the comment above
+        description="interface of the metrics/health HTTP server",
+    )
+    log_level: LogLevel = Field(default=LogLevel.INFO, description="log level")
+    low_confidence_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="a section score under this counts as low confidence",
+    )
+    drift_window: int = Field(
+        default=1000,
+        ge=100,
+        le=1_000_000,
+        description="articles in the sliding window of the drift gauges",
+    )
+    broker_check_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="interval of the broker liveness and lag probe, in seconds",
+    )
+
+
+class MetricsPort(BaseModel):
+    """Observability"""
+
+    metrics_port: int = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        description="port of the metrics/health HTTP server (0: any free)",
+    )
+
+
+class Delivery(BaseModel):
+    """Delivery"""
+
+    processing_guarantee: ProcessingGuarantee = Field(
+        default=ProcessingGuarantee.AT_LEAST_ONCE,
+        description="at-least-once, or exactly-once (Kafka transactions; downstream reads with "
+        "isolation.level=read_committed)",
+    )
+    transactional_id_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="exactly-once: prefix of the per-input-partition transactional ids "
+        "(default: the group id)",
+    )
+
+    @property
+    def exactly_once(self) -> bool:
+        """Outputs, dead letters and offsets are committed in one transaction per batch."""
+        return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+
+
+class Rollout(BaseModel):
+    """Model rollout"""
+
+    model_poll_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=86_400,
+        description="how often to check whether --model points to another artifact and swap to "
+        "it, in seconds (0: only on SIGHUP)",
+    )
+    shadow_model: Path | None = Field(
+        default=None,
+        description="candidate model artifact scored beside the live one; never published to "
+        "the output",
+    )
+    shadow_topic: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=249,
+        description="publish the candidate's outputs here (same contract, best effort)",
+    )
+
+    @model_validator(mode="after")
+    def _shadow(self) -> Rollout:
+        if self.shadow_topic is None:
+            return self
+        if self.shadow_model is None:
+            raise ValueError("--shadow-topic needs --shadow-model")
+        return self
+
+
+class SuggestApi(BaseModel):
+    """Suggest API"""
+
+    api_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="interface of the suggest API (POST /v1/classify)",
+    )
+    api_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of the suggest API, off unless given (0: any free)",
+    )
+    #: Bounds memory: requests x body size (8 MiB x 8 = 64 MiB, as --max-in-flight-bytes).
+    api_max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="larger API request bodies are refused with 413",
+    )
+    api_max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="API requests handled at once; more are refused with 429",
+    )
+
+
+class Feedback(BaseModel):
+    """Editor feedback"""
+
+    #: On by default: with no CMS sending corrections it is one idle consumer of its own.
+    feedback_topic: str = Field(
+        default="articles.feedback",
+        max_length=249,
+        description="topic of ArticleFeedback events (editor corrections), consumed in the group "
+        "<group-id>.feedback; empty: no feedback consumer",
+    )
+    feedback_max_versions: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="model versions that keep feedback quality series (the oldest are removed)",
+    )
