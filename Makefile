@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint typecheck check schemas demo-model quality bench bench-service clean
+.PHONY: help install demo test test-fast lint typecheck docs check schemas demo-model quality bench bench-service clean
 .PHONY: chaos
 CHAOS_S ?= 180
 
@@ -82,7 +82,10 @@ lint: $(STAMP) ## ruff lint and format check, and the package dependency contrac
 typecheck: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
-check: lint typecheck test ## everything CI runs
+docs: $(STAMP) ## build the documentation site into build/site (links and anchors checked)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+check: lint typecheck docs test ## everything CI runs
 
 schemas: $(STAMP) ## regenerate the checked-in JSON Schema files from the pydantic models
 	$(BIN)/python -m schemas.generate

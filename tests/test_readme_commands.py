@@ -1,4 +1,4 @@
-"""The README's kcat and Kafka console-tool command lines, run as written (with this test's
+"""The documentation's kcat and Kafka console-tool command lines, run as written (with this test's
 broker address and topic names) against each broker engine."""
 
 from __future__ import annotations
@@ -30,18 +30,20 @@ from devtools.kafka_jars import DEFAULT_KAFKA_VERSION, classpath
 
 pytestmark = pytest.mark.kafka
 
-README = ROOT / "README.md"
+#: The README and the documentation pages: their command lines are what the tests run.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _README_CLASSPATH = f"$HOME/.cache/article-classifier/kafka-{DEFAULT_KAFKA_VERSION}/libs/*"
 _README_HOSTS = re.compile(r"127\.0\.0\.1:(9092|9094)")
 _README_TOPICS = re.compile(r"\barticles(\.classified|\.dead-letter)?\b")
 
 
 def readme_commands(wanted: Callable[[str], bool]) -> list[str]:
-    """The shell lines of the README's ``sh`` blocks (continuations joined) that ``wanted``
+    """The shell lines of the documents' ``sh`` blocks (continuations joined) that ``wanted``
     picks, in order."""
     commands: list[str] = []
     in_block, pending = False, ""
-    for line in README.read_text("utf-8").splitlines():
+    lines = [line for page in DOCUMENTS for line in page.read_text("utf-8").splitlines()]
+    for line in lines:
         if line.startswith("```"):
             in_block = line.strip() == "```sh"
             continue
