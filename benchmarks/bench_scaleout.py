@@ -95,6 +95,42 @@ def longest_silence_ms(stamps_ms: Sequence[int], start_ms: float, seconds: float
     return max(b - a for a, b in itertools.pairwise(points))
 
 
+class _OfferedLoad:
+    """Articles offered at a steady rate, and the outputs' times and ids as they come."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        reader: Any,
+        topic: str,
+        articles: Sequence[dict[str, Any]],
+        rate: float,
+    ) -> None:
+        self._producer, self._reader, self._topic = producer, reader, topic
+        self._articles, self._rate = articles, rate
+        self.stamps: list[int] = []
+        self.ids: list[str] = []
+        self.sent = 0
+        self.stopping = asyncio.Event()
+
+    async def offer(self) -> None:
+        started = time.monotonic()
+        while not self.stopping.is_set():
+            await asyncio.sleep(max(0.0, started + self.sent / self._rate - time.monotonic()))
+            key = f"rb-{self.sent}"
+            event = {**self._articles[self.sent % len(self._articles)], "article_id": key}
+            await self._producer.send(self._topic, json.dumps(event).encode(), key=key.encode())
+            self.sent += 1
+
+    async def read_for(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            for records in (await self._reader.getmany(timeout_ms=100)).values():
+                for record in records:
+                    self.stamps.append(record.timestamp)
+                    self.ids.append(json.loads(record.value)["article_id"])
+
+
 async def rebalance(
     bootstrap: str,
     model: Path,
@@ -111,60 +147,37 @@ async def rebalance(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await reader.start()
     await producer.start()
-    stamps: list[int] = []
-    ids: list[str] = []
-    sent = 0
-    stopping = asyncio.Event()
-
-    async def offer() -> None:
-        nonlocal sent
-        started = time.monotonic()
-        while not stopping.is_set():
-            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-            event = {**articles[sent % len(articles)], "article_id": f"rb-{sent}"}
-            await producer.send(
-                at.input_topic, json.dumps(event).encode(), key=f"rb-{sent}".encode()
-            )
-            sent += 1
-
-    async def read_for(seconds: float) -> None:
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
-            for records in (await reader.getmany(timeout_ms=100)).values():
-                for record in records:
-                    stamps.append(record.timestamp)
-                    ids.append(json.loads(record.value)["article_id"])
-
+    load = _OfferedLoad(producer, reader, at.input_topic, articles, rate)
     processes = [start(SERVICE, at, logs / f"{tag}-{n}.log") for n in range(2)]
-    offering = asyncio.create_task(offer())
+    offering = asyncio.create_task(load.offer())
     try:
         deadline = time.monotonic() + 180
-        while not stamps:
+        while not load.stamps:
             if time.monotonic() > deadline:
                 raise RuntimeError("no output from the first two instances")
-            await read_for(0.5)
-        await read_for(SETTLE_S)
+            await load.read_for(0.5)
+        await load.read_for(SETTLE_S)
         joined_ms = time.time() * 1000
         processes.append(start(SERVICE, at, logs / f"{tag}-2.log"))
-        await read_for(WINDOW_S)
+        await load.read_for(WINDOW_S)
         left_ms = time.time() * 1000
         stop(processes[0])
-        await read_for(WINDOW_S)
-        stopping.set()
+        await load.read_for(WINDOW_S)
+        load.stopping.set()
         await offering
         await producer.flush()
         # Drain: everything offered comes out (or the deadline passes).
         drain_until = time.monotonic() + 60
-        while len(set(ids)) < sent and time.monotonic() < drain_until:
-            await read_for(0.5)
+        while len(set(load.ids)) < load.sent and time.monotonic() < drain_until:
+            await load.read_for(0.5)
     finally:
-        stopping.set()
+        load.stopping.set()
         await offering
         for process in processes:
             stop(process)
         await producer.stop()
         await reader.stop()
-    stamps.sort()
+    stamps, ids, sent = sorted(load.stamps), load.ids, load.sent
     unique = set(ids)
     return Pauses(
         rate=rate,

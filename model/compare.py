@@ -152,16 +152,15 @@ class Comparison:
                 f"  {c.added:7d}  {c.removed:7d}"
                 for c in changed
             )
-        if self.metric_differences():
+        report_a, report_b = self.evaluation_a, self.evaluation_b
+        if report_a is not None and report_b is not None and self.metric_differences():
             lines.append("")
-            assert self.evaluation_a is not None
-            assert self.evaluation_b is not None
-            lines.append(f"labelled records: {self.evaluation_a.records}  (metric, A, B, B - A)")
+            lines.append(f"labelled records: {report_a.records}  (metric, A, B, B - A)")
             lines.extend(
                 f"  {name:<24} {a:.4f}  {b:.4f}  {diff:+.4f}"
                 for name, a, b, diff in self.metric_differences()
             )
-            lines.extend(_label_f1_changes(self.evaluation_a, self.evaluation_b))
+            lines.extend(_label_f1_changes(report_a, report_b))
         if self.top_flips:
             lines.append("")
             lines.append(f"top {len(self.top_flips)} section flip(s), both models most sure first:")

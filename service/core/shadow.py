@@ -69,7 +69,7 @@ class CandidateScorer:
                 failures += 1
                 continue
             if self._topic is not None:
-                outgoing.extend(self._output(record, event, candidate, classified_at))
+                outgoing.extend(self._output(self._topic, record, event, candidate, classified_at))
             live = predictions.get(id(event))
             if not isinstance(live, Classification):
                 continue
@@ -89,18 +89,18 @@ class CandidateScorer:
 
     def _output(
         self,
+        topic: str,
         record: InputRecord,
         event: ArticleEvent,
         candidate: Classification,
         classified_at: str,
     ) -> list[Outgoing]:
-        assert self._topic is not None
         outcome = encode_result(event, candidate, classified_at)
         if not isinstance(outcome, Classified):
             return []
         return [
             Outgoing(
-                topic=self._topic,
+                topic=topic,
                 key=record.key,
                 value=outcome.value,
                 headers=[],

@@ -313,7 +313,8 @@ class Pipeline:
     async def _send_stage(self) -> None:
         while True:
             batch = await self._to_send.get()
-            assert batch.result is not None
+            if batch.result is None:
+                raise RuntimeError(f"batch {batch.id} reached the send stage unclassified")
             if self._check_breaker(batch.result.outgoing):
                 share = self._breaker.failure_share
                 await self._trip(
@@ -337,8 +338,9 @@ class Pipeline:
             if batch.delivery is not None:  # committed in its transactions
                 self._observe_published(batch.delivery)
                 self._tracker.complete(batch.id)
+            elif batch.sent is None:
+                raise RuntimeError(f"batch {batch.id} reached the ack stage unsent")
             else:
-                assert batch.sent is not None
                 delivery = await self._publisher.confirm(batch.sent, batch.sources())
                 self._observe_published(delivery)
                 self._uncommitted.update(self._tracker.complete(batch.id))

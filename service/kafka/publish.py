@@ -79,6 +79,8 @@ class Sent:
     partition: int
     items: list[Outgoing]
     seq: int
+    #: Where each of ``items`` stood in the records given to ``publish``.
+    positions: tuple[int, ...] = ()
 
 
 @dataclass
@@ -151,13 +153,13 @@ class BatchPublisher:
     async def publish(self, outgoing: Sequence[Outgoing]) -> list[Sent]:
         """Queue every record, in order per partition; ``confirm`` the result."""
         try:
-            groups: dict[tuple[str, int], list[Outgoing]] = {}
-            for item in outgoing:
+            groups: dict[tuple[str, int], list[tuple[int, Outgoing]]] = {}
+            for at, item in enumerate(outgoing):
                 partition = await self._partition_for(item)
-                groups.setdefault((item.topic, partition), []).append(item)
+                groups.setdefault((item.topic, partition), []).append((at, item))
             sent: list[Sent] = []
-            for (topic, partition), items in groups.items():
-                sent.extend(await self._send_group(topic, partition, items))
+            for (topic, partition), entries in groups.items():
+                sent.extend(await self._send_group(topic, partition, entries))
         except KafkaError as error:
             raise DeliveryError(f"send failed: {error!r}") from error
         return sent
@@ -170,20 +172,23 @@ class BatchPublisher:
         partition: int = self._partitioner(item.key, partitions, partitions)
         return partition
 
-    async def _send_group(self, topic: str, partition: int, items: list[Outgoing]) -> list[Sent]:
+    async def _send_group(
+        self, topic: str, partition: int, entries: list[tuple[int, Outgoing]]
+    ) -> list[Sent]:
         sent: list[Sent] = []
         limit = self._limits.get(topic)
         builder = self._producer.create_batch()
         held: list[Outgoing] = []
+        held_at: list[int] = []
 
         async def flush() -> None:
-            nonlocal builder, held
+            nonlocal builder, held, held_at
             future = await self._producer.send_batch(builder, topic, partition=partition)
-            sent.append(Sent(future, topic, partition, held, next(self._seq)))
+            sent.append(Sent(future, topic, partition, held, next(self._seq), tuple(held_at)))
             builder = self._producer.create_batch()
-            held = []
+            held, held_at = [], []
 
-        for item in items:
+        for at, item in entries:
             over_limit = (
                 limit is not None
                 and held
@@ -193,6 +198,7 @@ class BatchPublisher:
                 await flush()
             if builder.append(timestamp=None, key=item.key, value=item.value, headers=item.headers):
                 held.append(item)
+                held_at.append(at)
                 continue
             if held:
                 await flush()
@@ -200,14 +206,15 @@ class BatchPublisher:
                     timestamp=None, key=item.key, value=item.value, headers=item.headers
                 ):
                     held.append(item)
+                    held_at.append(at)
                     continue
             # Larger than a whole producer batch: the ordinary path.
-            sent.append(await self._send_single(topic, partition, item))
+            sent.append(await self._send_single(topic, partition, item, at))
         if held:
             await flush()
         return sent
 
-    async def _send_single(self, topic: str, partition: int, item: Outgoing) -> Sent:
+    async def _send_single(self, topic: str, partition: int, item: Outgoing, at: int = 0) -> Sent:
         try:
             future: asyncio.Future[Any] = await self._producer.send(
                 topic, value=item.value, key=item.key, headers=item.headers, partition=partition
@@ -218,7 +225,7 @@ class BatchPublisher:
             future = await self._producer.send(
                 topic, value=None, key=item.key, headers=item.headers, partition=partition
             )
-        return Sent(future, topic, partition, [item], next(self._seq))
+        return Sent(future, topic, partition, [item], next(self._seq), (at,))
 
     async def send_alone(self, item: Outgoing) -> Sent:
         """Queue one record in a producer batch of its own (exactly-once isolation)."""
@@ -285,14 +292,14 @@ class BatchPublisher:
     ) -> None:
         refused = await self._send_alone(items)
         systemic = len(refused) == len(items) > 1 and all(
-            isinstance(error, UnknownError) for _, error in refused
+            isinstance(error, UnknownError) for error in refused.values()
         )
         if systemic:  # refused for every record alone: not about the records
-            raise DeliveryError(f"every record refused alone: {refused[0][1]!r}")
-        refused_ids = {id(item) for item, _ in refused}
-        delivery.delivered.extend(item for item in items if id(item) not in refused_ids)
+            raise DeliveryError(f"every record refused alone: {next(iter(refused.values()))!r}")
+        delivery.delivered.extend(item for at, item in enumerate(items) if at not in refused)
         letters: list[Outgoing] = []
-        for item, error in refused:
+        for at, error in refused.items():
+            item = items[at]
             if item.reason is None:
                 delivery.rejected += 1
                 message = f"the broker refused the classified event: {error!r}"
@@ -303,39 +310,41 @@ class BatchPublisher:
         if not letters:
             return
         refused_letters = await self._send_alone(letters)
-        failed_ids = {id(item) for item, _ in refused_letters}
-        delivered = [item for item in letters if id(item) not in failed_ids]
-        retry = [_drop_value(item, repr(error)) for item, error in refused_letters if item.value]
-        for item, error in refused_letters:
-            if item.value is None:
+        delivered = [item for at, item in enumerate(letters) if at not in refused_letters]
+        retry: list[Outgoing] = []
+        for at, error in refused_letters.items():
+            letter = letters[at]
+            if letter.value is None:
                 delivery.given_up += 1
-                _log_given_up(item, error)
+                _log_given_up(letter, error)
+            else:
+                retry.append(_drop_value(letter, repr(error)))
         if retry:
             delivery.values_dropped += len(retry)
             lost = await self._send_alone(retry)
-            lost_ids = {id(item) for item, _ in lost}
-            for item, error in lost:
+            for at, error in lost.items():
                 delivery.given_up += 1
-                _log_given_up(item, error)
-            delivered.extend(item for item in retry if id(item) not in lost_ids)
+                _log_given_up(retry[at], error)
+            delivered.extend(item for at, item in enumerate(retry) if at not in lost)
         delivery.delivered.extend(delivered)
 
-    async def _send_alone(self, items: list[Outgoing]) -> list[tuple[Outgoing, BaseException]]:
-        """Each record in its own producer batch, in order; returns the refused ones."""
+    async def _send_alone(self, items: list[Outgoing]) -> dict[int, BaseException]:
+        """Each record in its own producer batch, in order; returns the refused ones' errors
+        by their position in ``items``."""
         try:
             sent = [
-                await self._send_single(item.topic, await self._partition_for(item), item)
-                for item in items
+                await self._send_single(item.topic, await self._partition_for(item), item, at)
+                for at, item in enumerate(items)
             ]
         except KafkaError as error:
             raise DeliveryError(f"send failed: {error!r}") from error
         results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
-        refused: list[tuple[Outgoing, BaseException]] = []
-        for s, result in zip(sent, results, strict=True):
+        refused: dict[int, BaseException] = {}
+        for at, result in enumerate(results):
             if isinstance(result, BaseException):
                 if not isinstance(result, REFUSALS):
                     raise DeliveryError(f"a record was not acknowledged: {result!r}") from result
-                refused.append((s.items[0], result))
+                refused[at] = result
         return refused
 
 

@@ -164,18 +164,19 @@ class PartitionTransactions:
 
     async def _attempt(
         self, part: _Partition, items: list[Outgoing], next_offset: int
-    ) -> list[Outgoing]:
-        """One transaction; returns the records of refused producer batches (the
-        transaction is then left to be aborted by the restart), or [] once committed."""
+    ) -> list[int]:
+        """One transaction; returns the positions in ``items`` of the records of refused
+        producer batches (the transaction is then left to be aborted by the restart), or []
+        once committed."""
         producer = part.producer
         try:
             await producer.begin_transaction()
             sent = await part.publisher.publish(items)
             results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
-            refused: list[Outgoing] = []
+            refused: list[int] = []
             for s, result in zip(sent, results, strict=True):
                 if isinstance(result, REFUSALS):
-                    refused.extend(s.items)
+                    refused.extend(s.positions)
                 elif isinstance(result, BaseException):
                     raise result
             if refused:
@@ -206,21 +207,23 @@ class PartitionTransactions:
         self,
         tp: TopicPartition,
         items: list[Outgoing],
-        suspects: list[Outgoing],
+        suspects: list[int],
         sources: Mapping[SourceKey, InputRecord],
         delivery: Delivery,
     ) -> list[Outgoing]:
-        """Send each suspect alone in an aborted probe transaction; return ``items`` with
+        """Send each suspect (a position in ``items``) alone in an aborted probe transaction;
+        return ``items`` with
         the records refused alone replaced by their dead letters (or left out, given up)."""
         replaced: dict[int, Outgoing | None] = {}
-        for item in suspects:
+        for at in sorted(set(suspects)):
+            item = items[at]
             part = self._partitions[tp]
             error = await self._probe(part, item)
             if error is None:
                 continue
             part = await self._restart(tp)  # a refused record leaves a sequence gap
             replacement = part.publisher.replacement(item, sources, error)
-            replaced[id(item)] = replacement
+            replaced[at] = replacement
             if item.reason is None:
                 delivery.rejected += 1
             elif replacement is None:
@@ -228,10 +231,10 @@ class PartitionTransactions:
             else:
                 delivery.values_dropped += 1
         out: list[Outgoing] = []
-        for item in items:
-            if id(item) not in replaced:
+        for at, item in enumerate(items):
+            if at not in replaced:
                 out.append(item)
-            elif (letter := replaced[id(item)]) is not None:
+            elif (letter := replaced[at]) is not None:
                 out.append(letter)
         return out
 

@@ -172,7 +172,7 @@ class TrustPolicy:
     def for_model(self, directory: Path) -> ArtifactTrust | None:
         """What the live model's artifact in ``directory`` must satisfy."""
         if self.sha256_file is not None:
-            return self._listed(directory)
+            return self._listed(directory, self.sha256_file)
         if self.sha256 is None and self.public_key is None:
             return None
         return ArtifactTrust(sha256=self.sha256, public_key=self.public_key)
@@ -181,16 +181,15 @@ class TrustPolicy:
         """What the candidate's artifact must satisfy: the same, except that a single
         ``--model-sha256`` names the live artifact only (a candidate is never served)."""
         if self.sha256_file is not None:
-            return self._listed(directory)
+            return self._listed(directory, self.sha256_file)
         return ArtifactTrust(public_key=self.public_key) if self.public_key else None
 
-    def _listed(self, directory: Path) -> ArtifactTrust:
-        assert self.sha256_file is not None
-        accepted = read_pin_file(self.sha256_file)
+    def _listed(self, directory: Path, pin_file: Path) -> ArtifactTrust:
+        accepted = read_pin_file(pin_file)
         digest = artifact_digest(directory)
         if digest not in accepted:
             raise ArtifactTrustError(
-                f"{directory}: artifact sha256 {digest} is not listed in {self.sha256_file} "
+                f"{directory}: artifact sha256 {digest} is not listed in {pin_file} "
                 "(--model-sha256-file); refusing to load it"
             )
         # The load verifies the bytes it reads against this digest: a change in between

@@ -23,6 +23,21 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._pipeline(registry)
+        self._health(registry)
+        self._drift(registry)
+        self._rollout(registry)
+        self._feedback(registry)
+        self._transactions(registry)
+        # Every series with a fixed label set starts at 0, so that rate() and increase()
+        # see the first dead letter of a reason instead of a series that appears at 1.
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(reason.value)
+        for decode_reason in DecodeErrorReason:
+            self.feedback_dead_letters.labels(decode_reason.value)
+
+    def _pipeline(self, registry: CollectorRegistry) -> None:
+        """Records, articles, dead letters, batches and latencies."""
         self.records_consumed = Counter(
             f"{_PREFIX}_records_consumed_total",
             "Records fetched from the input topic.",
@@ -92,6 +107,9 @@ class ServiceMetrics:
         )
         self.model_info = Info(f"{_PREFIX}_model", "The loaded model.", registry=registry)
         self.ready = Gauge(f"{_PREFIX}_ready", "1 when /readyz answers 200.", registry=registry)
+
+    def _health(self, registry: CollectorRegistry) -> None:
+        """Broker, commits, watchdog, flow control, breaker and session restarts."""
         self.broker_errors = Counter(
             f"{_PREFIX}_broker_errors_total",
             "Broker failures, each counted once: a session that failed to start or ended on a"
@@ -136,6 +154,9 @@ class ServiceMetrics:
             ["cause"],
             registry=registry,
         )
+
+    def _drift(self, registry: CollectorRegistry) -> None:
+        """The drift signals over the last --drift-window articles."""
         self.drift = DriftTracker(
             DriftGauges(
                 section_divergence=Gauge(
@@ -175,7 +196,9 @@ class ServiceMetrics:
                 ),
             )
         )
-        # -- model swaps (SIGHUP, --model-poll-s) and shadow scoring (--shadow-model) ----
+
+    def _rollout(self, registry: CollectorRegistry) -> None:
+        """Model swaps (SIGHUP, --model-poll-s) and shadow scoring (--shadow-model)."""
         self.model_reloads = Counter(
             f"{_PREFIX}_model_reloads_total",
             "Models swapped in while running, by which one (model: live, shadow: candidate).",
@@ -237,6 +260,9 @@ class ServiceMetrics:
             "Candidate outputs not published to --shadow-topic (best effort, never retried).",
             registry=registry,
         )
+
+    def _feedback(self, registry: CollectorRegistry) -> None:
+        """Editor feedback: live quality, labelled by the model version the editor saw."""
         # Editor feedback (service.feedback.consumer): live quality, labelled by the model version
         # the editor saw. Tags and sections outside the loaded model's label set count as
         # "_other", and only the last few versions keep series, so cardinality is bounded.
@@ -284,6 +310,9 @@ class ServiceMetrics:
             "1 while the feedback consumer has a session with the broker, else 0.",
             registry=registry,
         )
+
+    def _transactions(self, registry: CollectorRegistry) -> None:
+        """Exactly-once: transactions committed and aborted."""
         self.transactions_committed = Counter(
             f"{_PREFIX}_transactions_committed_total",
             "Exactly-once: transactions committed (one per input partition of each batch).",
@@ -297,12 +326,6 @@ class ServiceMetrics:
             ["cause"],
             registry=registry,
         )
-        # Every series with a fixed label set starts at 0, so that rate() and increase()
-        # see the first dead letter of a reason instead of a series that appears at 1.
-        for reason in DeadLetterReason:
-            self.dead_letters.labels(reason.value)
-        for decode_reason in DecodeErrorReason:
-            self.feedback_dead_letters.labels(decode_reason.value)
 
     def show_sections(self, sections: tuple[str, ...]) -> None:
         """Start the per-section prediction series of a newly loaded model at 0."""
