@@ -97,3 +97,11 @@ def test_the_service_never_loads_the_development_tools() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_metrics_know_nothing_of_the_service() -> None:
+    """service.observe.metrics imports no module of the service: what fills the metrics
+    observes the service (batch observers, drift, shadow), not the other way round."""
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    imported = graph.find_modules_directly_imported_by("service.observe.metrics")
+    assert sorted(m for m in imported if m.startswith("service")) == []

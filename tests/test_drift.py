@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 
 from model.baseline import TrainingBaseline
 from service.core.records import Verdict
-from service.observe.drift import DriftWindow, js_divergence
+from service.observe.drift import DriftTracker, DriftWindow, js_divergence
 from service.observe.metrics import ServiceMetrics
 
 SECTIONS = ("business", "politics", "sport")
@@ -140,13 +140,13 @@ def _gauges(registry: CollectorRegistry) -> dict[str, float]:
 def test_the_tracker_sets_the_gauges_and_restarts_for_another_model() -> None:
     """Gauges start as NaN, follow the window, and a new model version starts a new window."""
     registry = CollectorRegistry()
-    metrics = ServiceMetrics(registry)
+    tracker = DriftTracker(ServiceMetrics(registry).drift_gauges)
     before = _gauges(registry)
     assert math.isnan(before["section_divergence"])
     assert math.isnan(before["training_tags_per_article"])
 
     old = TrainingBaseline("v1", SECTIONS, PRIOR, 1.5)
-    metrics.drift.observe([_verdict("sport", 0.8, 2, 10, 5)] * 4, old, 100)
+    tracker.observe([_verdict("sport", 0.8, 2, 10, 5)] * 4, old, 100)
     after = _gauges(registry)
     assert after["window_articles"] == 4
     assert after["unknown_token_share"] == 0.5
@@ -158,7 +158,7 @@ def test_the_tracker_sets_the_gauges_and_restarts_for_another_model() -> None:
     )
 
     new = TrainingBaseline("v2", SECTIONS, PRIOR, None)
-    metrics.drift.observe([_verdict("business", 0.6, 0, 10, 0)], new, 100)
+    tracker.observe([_verdict("business", 0.6, 0, 10, 0)], new, 100)
     swapped = _gauges(registry)
     assert swapped["window_articles"] == 1
     assert swapped["unknown_token_share"] == 0.0
@@ -170,10 +170,10 @@ def test_the_tracker_ignores_empty_batches_and_works_without_a_baseline() -> Non
     """A batch of only dead letters changes nothing; a predictor without a baseline still
     gives the token, score and tag signals."""
     registry = CollectorRegistry()
-    metrics = ServiceMetrics(registry)
-    metrics.drift.observe([], None, 100)
+    tracker = DriftTracker(ServiceMetrics(registry).drift_gauges)
+    tracker.observe([], None, 100)
     assert registry.get_sample_value("article_classifier_drift_window_articles") == 0
-    metrics.drift.observe([_verdict("sport", 0.7, 1, 4, 1)], None, 100)
+    tracker.observe([_verdict("sport", 0.7, 1, 4, 1)], None, 100)
     values = _gauges(registry)
     assert values["window_articles"] == 1
     assert values["unknown_token_share"] == 0.25

@@ -448,6 +448,7 @@ async def _run_sessions(stop: asyncio.Event, metrics: ServiceMetrics) -> int:
             stop=stop,
             metrics=metrics,
             health=Health(),
+            batch_observers=(),
         ),
         10,
     )

@@ -41,6 +41,7 @@ from service.core.errors import (
     GroupJoinStuckError,
     ServiceError,
 )
+from service.core.records import BatchObserver
 from service.http.server import HealthServer
 from service.kafka.clients import (
     make_consumer,
@@ -57,6 +58,7 @@ from service.kafka.replay_range import (
     encode_metadata,
     plan_range,
 )
+from service.kafka.supervisor import Restart, Supervisor
 from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
 from service.observe.logs import configure_logging
@@ -131,7 +133,7 @@ async def run_reclassify(
     """
     stderr = stderr or sys.stderr
     registry = registry if registry is not None else CollectorRegistry()
-    metrics, health = build_observers(registry)
+    metrics, health, batch_observers = build_observers(registry, settings)
     classifier = build_classifier(settings, trust_policy(settings), predictor=predictor)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
@@ -179,6 +181,7 @@ async def run_reclassify(
             stop=stop,
             metrics=metrics,
             health=health,
+            batch_observers=batch_observers,
         )
         state = "done" if done else "interrupted; run the same command again to resume"
         print(f"reclassify: {state}: {progress.render()}", file=stderr, flush=True)
@@ -321,41 +324,42 @@ async def _sessions(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
+    batch_observers: tuple[BatchObserver, ...],
 ) -> bool:
     """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
     failed session restarts from the last commit after a jittered backoff."""
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
     rate_limit = RateLimit(settings.rate_limit)
-    while not stop.is_set():
-        try:
-            await _session(
-                settings,
-                service,
-                classifier=classifier,
-                progress=progress,
-                job=job,
-                rate_limit=rate_limit,
-                stop=stop,
-                metrics=metrics,
-                health=health,
-                on_started=backoff.reset,
-            )
-        except _RECOVERABLE as error:
-            delay = backoff.delay()
-            cause = "group_join_stuck" if isinstance(error, GroupJoinStuckError) else "broker"
-            metrics.session_restarts.labels(cause).inc()
-            logger.warning(
-                "replay session failed; resuming from the last commit",
-                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
-            )
-        else:
-            if progress.all_done():
-                return True
-            continue
-        if progress.all_done():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+    message = "replay session failed; resuming from the last commit"
+    supervisor = Supervisor(
+        [
+            Restart((GroupJoinStuckError,), "group_join_stuck", backoff, message=message),
+            Restart(_RECOVERABLE, "broker", backoff, message=message),
+        ],
+        stop=stop,
+        count=lambda cause: metrics.session_restarts.labels(cause).inc(),
+        log=logger,
+    )
+
+    async def session() -> bool:
+        await _session(
+            settings,
+            service,
+            classifier=classifier,
+            progress=progress,
+            job=job,
+            rate_limit=rate_limit,
+            stop=stop,
+            metrics=metrics,
+            health=health,
+            batch_observers=batch_observers,
+            on_started=backoff.reset,
+        )
+        return True
+
+    # A session that ends with the range unfinished (and no stop) is followed by another.
+    while not stop.is_set() and not progress.all_done():
+        await supervisor.run(session, until=progress.all_done)
     return progress.all_done()
 
 
@@ -370,6 +374,7 @@ async def _session(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
+    batch_observers: tuple[BatchObserver, ...],
     on_started: Any,
 ) -> bool:
     async with AsyncExitStack() as stack:
@@ -397,6 +402,7 @@ async def _session(
             settings=service,
             metrics=metrics,
             health=health,
+            observers=batch_observers,
             limits=limits,
             replay=gate,
         )

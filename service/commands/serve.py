@@ -45,7 +45,7 @@ from service.core.errors import (
     MissingTopicError,
     TransactionsUnsupportedError,
 )
-from service.core.records import ArticlePredictor, ShadowBatch
+from service.core.records import ArticlePredictor, BatchObserver, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
 from service.http.api import ApiServer
 from service.http.server import HealthServer
@@ -59,6 +59,7 @@ from service.kafka.clients import (
 )
 from service.kafka.pipeline import Pipeline
 from service.kafka.shadow import ShadowPublisher
+from service.kafka.supervisor import Restart, Supervisor
 from service.kafka.transactions import PartitionTransactions
 from service.models.loading import ModelSetIdentity
 from service.models.reload import ModelReloader, show_models
@@ -103,7 +104,7 @@ async def run_service(
     """
     stop = stop or asyncio.Event()
     registry = registry if registry is not None else CollectorRegistry()
-    metrics, health = build_observers(registry)
+    metrics, health, batch_observers = build_observers(registry, settings)
     policy = trust_policy(settings)
     shadow = _Shadow(settings, metrics)
     classifier = build_classifier(
@@ -165,7 +166,12 @@ async def run_service(
             if reload is not None:
                 stack.push_async_callback(_cancel, asyncio.create_task(_relay(reload, reloader)))
         return await _sessions(
-            settings, classifier=classifier, stop=stop, metrics=metrics, health=health
+            settings,
+            classifier=classifier,
+            stop=stop,
+            metrics=metrics,
+            health=health,
+            batch_observers=batch_observers,
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
@@ -226,91 +232,121 @@ async def _sessions(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
+    batch_observers: tuple[BatchObserver, ...],
 ) -> int:
     """Run consumer-group sessions until stopped, restarting after any failure.
 
-    No exception type ends the service: a broker failure, an open circuit breaker or any
-    other error closes the session, is logged (with its traceback when it is not a broker
-    error) and is retried from the last commit after a jittered, growing delay. The
-    reconnect backoff resets once a session has started; the breaker's once it closes.
+    No exception type ends the service but a configuration error: a broker failure, an
+    open circuit breaker or any other error closes the session, is logged (with its
+    traceback when nobody expected it) and is retried from the last commit after a
+    jittered, growing delay. The reconnect backoff resets once a session has started; the
+    breaker's once it closes.
     """
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
-    breaker_backoff = Backoff(
-        settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False
+    breaker = _BreakerState(
+        Backoff(settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False)
     )
-    half_open = False
+    supervisor = Supervisor(
+        _restarts(backoff, breaker, metrics, health),
+        stop=stop,
+        count=lambda cause: metrics.session_restarts.labels(cause).inc(),
+        fatal=(TransactionsUnsupportedError,),
+        context={"bootstrap_servers": settings.bootstrap_servers},
+        log=logger,
+    )
 
-    def breaker_closed() -> None:
-        nonlocal half_open
-        half_open = False
-        breaker_backoff.reset()
+    async def session() -> bool:
+        return await _session(
+            settings,
+            classifier=classifier,
+            stop=stop,
+            metrics=metrics,
+            health=health,
+            batch_observers=batch_observers,
+            on_started=backoff.reset,
+            half_open=breaker.half_open,
+            on_breaker_closed=breaker.closed,
+        )
 
-    while not stop.is_set():
-        try:
-            drained = await _session(
-                settings,
-                classifier=classifier,
-                stop=stop,
-                metrics=metrics,
-                health=health,
-                on_started=backoff.reset,
-                half_open=half_open,
-                on_breaker_closed=breaker_closed,
-            )
-        except TransactionsUnsupportedError as error:
-            # A configuration error: one clear line, no traceback.
-            logger.error(str(error), extra={"bootstrap_servers": settings.bootstrap_servers})  # noqa: TRY400
-            return EXIT_CONFIG
-        except MissingTopicError as error:
-            delay = backoff.delay()
-            metrics.session_restarts.labels("missing_topic").inc()
-            health.broker_reachable = True
-            health.broker_error = None
-            health.missing_topics = tuple(error.topics)
-            logger.warning(
-                str(error), extra={"topics": error.topics, "retry_in_s": round(delay, 2)}
-            )
-        except GroupJoinStuckError as error:
-            delay = backoff.delay()
-            metrics.session_restarts.labels("group_join_stuck").inc()
-            logger.warning(
-                str(error),
-                extra={"joining_s": round(error.joining_s, 1), "retry_in_s": round(delay, 2)},
-            )
-        except BreakerOpenError as error:
-            delay = breaker_backoff.delay()
-            half_open = True
-            metrics.session_restarts.labels("breaker").inc()
-            logger.warning(
-                "circuit breaker open; the session restarts from the last commit later",
-                extra={"error": str(error), "retry_in_s": round(delay, 2)},
-            )
-        except _BROKER_ERRORS as error:
-            delay = backoff.delay()
-            metrics.broker_errors.inc()
-            metrics.session_restarts.labels("broker").inc()
-            health.broker_reachable = False
-            health.broker_error = repr(error)
-            logger.warning(
-                "broker session failed; retrying",
-                extra={
-                    "error": repr(error),
-                    "retry_in_s": round(delay, 2),
-                    "bootstrap_servers": settings.bootstrap_servers,
-                },
-            )
-        except Exception as error:
-            delay = backoff.delay()
-            metrics.session_restarts.labels("error").inc()
-            logger.exception(
-                "session failed on an unexpected error; restarting from the last commit",
-                extra={"error": repr(error), "retry_in_s": round(delay, 2)},
-            )
-        else:
-            return EXIT_OK if drained else EXIT_DRAIN_TIMEOUT
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-    return EXIT_OK
+    try:
+        drained = await supervisor.run(session)
+    except TransactionsUnsupportedError as error:
+        # A configuration error: one clear line, no traceback.
+        logger.error(str(error), extra={"bootstrap_servers": settings.bootstrap_servers})  # noqa: TRY400
+        return EXIT_CONFIG
+    if drained is None or drained:
+        return EXIT_OK
+    return EXIT_DRAIN_TIMEOUT
+
+
+class _BreakerState:
+    """After the breaker opened, the next session starts half open; it closes on success."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.half_open = False
+
+    def opened(self, _: Exception) -> None:
+        self.half_open = True
+
+    def closed(self) -> None:
+        self.half_open = False
+        self.backoff.reset()
+
+
+def _restarts(
+    backoff: Backoff, breaker: _BreakerState, metrics: ServiceMetrics, health: Health
+) -> list[Restart]:
+    """How the article sessions restart, by cause (the first that matches applies)."""
+
+    def topic_missing(error: Exception) -> None:
+        health.broker_reachable = True
+        health.broker_error = None
+        health.missing_topics = tuple(getattr(error, "topics", ()))
+
+    def broker_failed(error: Exception) -> None:
+        metrics.broker_errors.inc()
+        health.broker_reachable = False
+        health.broker_error = repr(error)
+
+    return [
+        Restart(
+            (MissingTopicError,),
+            "missing_topic",
+            backoff,
+            message=str,
+            then=topic_missing,
+            details=lambda error: {"topics": getattr(error, "topics", [])},
+        ),
+        Restart(
+            (GroupJoinStuckError,),
+            "group_join_stuck",
+            backoff,
+            message=str,
+            details=lambda error: {"joining_s": round(getattr(error, "joining_s", 0.0), 1)},
+        ),
+        Restart(
+            (BreakerOpenError,),
+            "breaker",
+            breaker.backoff,
+            message="circuit breaker open; the session restarts from the last commit later",
+            then=breaker.opened,
+        ),
+        Restart(
+            _BROKER_ERRORS,
+            "broker",
+            backoff,
+            message="broker session failed; retrying",
+            then=broker_failed,
+        ),
+        Restart(
+            (Exception,),
+            "error",
+            backoff,
+            message="session failed on an unexpected error; restarting from the last commit",
+            traceback=True,
+        ),
+    ]
 
 
 async def _session(
@@ -320,6 +356,7 @@ async def _session(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
+    batch_observers: tuple[BatchObserver, ...],
     on_started: Callable[[], None] = lambda: None,
     half_open: bool = False,
     on_breaker_closed: Callable[[], None] | None = None,
@@ -360,6 +397,7 @@ async def _session(
             settings=settings,
             metrics=metrics,
             health=health,
+            observers=batch_observers,
             limits=limits,
             half_open=half_open,
             on_breaker_closed=on_breaker_closed,

@@ -16,26 +16,37 @@ from prometheus_client import CollectorRegistry
 from model.trust import load_public_key, normalize_sha256
 from service.config.commands import PipelineSettings
 from service.config.options import ModelTrust, Rollout
-from service.core.records import ArticlePredictor, Topics
+from service.core.deadletter import DeadLetterReason
+from service.core.records import ArticlePredictor, BatchObserver, Topics
 from service.models.loading import ModelSpec, TrustPolicy
 from service.models.workers import ModelClassifier, ShadowSink, make_classifier
+from service.observe.batches import BatchMetrics
+from service.observe.drift import DriftObserver, DriftTracker
 from service.observe.health import Health
 from service.observe.metrics import ServiceMetrics
 
 
 class Observers(NamedTuple):
-    """What watches a running command: its metrics, and the health its probes report."""
+    """What watches a running command: its metrics, the health its probes report, and the
+    observers of the pipeline's batches."""
 
     metrics: ServiceMetrics
     health: Health
+    batches: tuple[BatchObserver, ...]
 
 
-def build_observers(registry: CollectorRegistry) -> Observers:
-    """Fresh metrics in ``registry`` and a health whose readiness is also a gauge."""
+def build_observers(registry: CollectorRegistry, settings: PipelineSettings) -> Observers:
+    """Fresh metrics in ``registry``, a health whose readiness is also a gauge, and the batch
+    observers: the metrics of what the model said and delivered, and the drift signals."""
     metrics = ServiceMetrics(registry)
+    metrics.show_dead_letter_reasons(reason.value for reason in DeadLetterReason)
     health = Health()
     metrics.ready.set_function(lambda: float(health.is_ready()))
-    return Observers(metrics, health)
+    batches = (
+        BatchMetrics(metrics, settings.low_confidence_threshold),
+        DriftObserver(DriftTracker(metrics.drift_gauges), settings.drift_window),
+    )
+    return Observers(metrics, health, batches)
 
 
 def trust_policy(settings: ModelTrust) -> TrustPolicy:

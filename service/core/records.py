@@ -180,3 +180,24 @@ class ShadowBatch:
     duration_s: float
     #: The candidate's output records for ``--shadow-topic`` (empty without it).
     outgoing: tuple[Outgoing, ...] = ()
+
+
+@dataclass
+class Delivery:
+    """What a batch finally delivered (rejections replaced by their dead letters)."""
+
+    delivered: list[Outgoing] = field(default_factory=list)
+    rejected: int = 0
+    values_dropped: int = 0
+    given_up: int = 0
+
+
+class BatchObserver(Protocol):
+    """What watches the pipeline's batches (metrics, drift), as Faust's sensors do: called
+    on the event loop, after a batch is classified and after it is delivered."""
+
+    def on_classified(self, result: BatchResult) -> None:
+        """A batch came back from the model."""
+
+    def on_published(self, delivery: Delivery) -> None:
+        """A batch's outputs and dead letters were acknowledged."""

@@ -43,6 +43,7 @@ from service.kafka.clients import (
     start_unless_stopped,
 )
 from service.kafka.publish import VALUE_DROPPED_HEADER
+from service.kafka.supervisor import Restart, Supervisor
 from service.observe.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
@@ -85,51 +86,37 @@ class FeedbackConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Sessions until ``stop``; any failure is logged and retried after a backoff."""
         backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
-        missing_backoff = Backoff(_BACKOFF_INITIAL_S, _MISSING_TOPIC_MAX_S, full_jitter=False)
-        reported_missing = False
-        while not stop.is_set():
-            try:
-                await self._session(stop, on_started=backoff.reset)
-            except MissingTopicError as error:
-                delay = missing_backoff.delay()
-                self._metrics.feedback_session_restarts.labels("missing_topic").inc()
-                # Said once, not at every check: running without corrections is normal.
-                log = logger.debug if reported_missing else logger.warning
-                reported_missing = True
-                log(
-                    "feedback topic missing; live quality metrics start when it exists",
-                    extra={
-                        "topic": self._topic,
-                        "error": str(error),
-                        "retry_in_s": round(delay, 2),
-                    },
-                )
-            except _BROKER_ERRORS as error:
-                delay = backoff.delay()
-                self._metrics.feedback_session_restarts.labels("broker").inc()
-                logger.warning(
-                    "feedback session failed on the broker; retrying",
-                    extra={
-                        "topic": self._topic,
-                        "error": repr(error),
-                        "retry_in_s": round(delay, 2),
-                    },
-                )
-            except Exception as error:
-                delay = backoff.delay()
-                self._metrics.feedback_session_restarts.labels("error").inc()
-                logger.exception(
-                    "feedback session failed on an unexpected error; restarting",
-                    extra={
-                        "topic": self._topic,
-                        "error": repr(error),
-                        "retry_in_s": round(delay, 2),
-                    },
-                )
-            else:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        restarts = self._metrics.feedback_session_restarts
+        supervisor = Supervisor(
+            [
+                Restart(
+                    (MissingTopicError,),
+                    "missing_topic",
+                    Backoff(_BACKOFF_INITIAL_S, _MISSING_TOPIC_MAX_S, full_jitter=False),
+                    message="feedback topic missing; live quality metrics start when it exists",
+                    # Said once, not at every check: running without corrections is normal.
+                    quiet_after_first=True,
+                ),
+                Restart(
+                    _BROKER_ERRORS,
+                    "broker",
+                    backoff,
+                    message="feedback session failed on the broker; retrying",
+                ),
+                Restart(
+                    (Exception,),
+                    "error",
+                    backoff,
+                    message="feedback session failed on an unexpected error; restarting",
+                    traceback=True,
+                ),
+            ],
+            stop=stop,
+            count=lambda cause: restarts.labels(cause).inc(),
+            context={"topic": self._topic},
+            log=logger,
+        )
+        await supervisor.run(lambda: self._session(stop, on_started=backoff.reset))
 
     async def _session(self, stop: asyncio.Event, *, on_started: Callable[[], None]) -> None:
         missing = await missing_topics(self._settings, [self._topic])

@@ -33,7 +33,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -51,9 +50,9 @@ from service.core.errors import (
     GroupJoinStuckError,
     WorkerUnstableError,
 )
-from service.core.records import BatchResult, InputRecord, Outgoing
+from service.core.records import BatchObserver, BatchResult, Delivery, InputRecord, Outgoing
 from service.kafka.offsets import OffsetTracker
-from service.kafka.publish import BatchPublisher, Delivery, Sent, SourceKey
+from service.kafka.publish import BatchPublisher, Sent, SourceKey
 from service.kafka.transactions import PartitionTransactions
 from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
@@ -114,6 +113,7 @@ class Pipeline:
         settings: PipelineSettings,
         metrics: ServiceMetrics,
         health: Health,
+        observers: Sequence[BatchObserver] = (),
         limits: dict[str, int] | None = None,
         half_open: bool = False,
         on_breaker_closed: Callable[[], None] | None = None,
@@ -127,6 +127,7 @@ class Pipeline:
         self._settings = settings
         self._metrics = metrics
         self._health = health
+        self._observers = tuple(observers)
         self._tracker = OffsetTracker()
         self._publisher = BatchPublisher(
             producer, limits=limits or {}, dead_letter_topic=settings.dead_letter_topic
@@ -605,36 +606,12 @@ class Pipeline:
         return position
 
     def _observe_classification(self, result: BatchResult) -> None:
-        metrics = self._metrics
-        metrics.classification_duration.observe(result.duration_s)
-        metrics.articles_classified.inc(len(result.verdicts))
-        threshold = self._settings.low_confidence_threshold
-        sections: Counter[str] = Counter()
-        low = 0
-        for verdict in result.verdicts:
-            sections[verdict.section or "none"] += 1
-            metrics.tags_per_article.observe(verdict.tag_count)
-            low += verdict.section_score is not None and verdict.section_score < threshold
-        for label, count in sections.items():
-            metrics.predictions.labels(label).inc(count)
-        if low:
-            metrics.low_confidence.inc(low)
-        metrics.drift.observe(result.verdicts, result.baseline, self._settings.drift_window)
+        for observer in self._observers:
+            observer.on_classified(result)
 
     def _observe_published(self, delivery: Delivery) -> None:
-        now_ms = time.time() * 1000
-        published = 0
-        reasons: Counter[str] = Counter()
-        for item in delivery.delivered:
-            if item.reason is None:
-                published += 1
-                latency = (now_ms - item.source_timestamp_ms) / 1000
-                self._metrics.end_to_end_latency.observe(max(0.0, latency))
-            else:
-                reasons[item.reason.value] += 1
-        self._metrics.articles_published.inc(published)
-        for reason, count in reasons.items():
-            self._metrics.dead_letters.labels(reason).inc(count)
+        for observer in self._observers:
+            observer.on_published(delivery)
 
     def _on_revoked(self) -> None:
         self._joining_since = time.monotonic()

@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -41,7 +41,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from service.core.classify import dead_letter
 from service.core.deadletter import DeadLetterReason
 from service.core.errors import DeliveryError
-from service.core.records import InputRecord, Outgoing
+from service.core.records import Delivery, InputRecord, Outgoing
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +81,6 @@ class Sent:
     seq: int
     #: Where each of ``items`` stood in the records given to ``publish``.
     positions: tuple[int, ...] = ()
-
-
-@dataclass
-class Delivery:
-    """What a batch finally delivered (rejections replaced by their dead letters)."""
-
-    delivered: list[Outgoing] = field(default_factory=list)
-    rejected: int = 0
-    values_dropped: int = 0
-    given_up: int = 0
 
 
 class BatchPublisher:

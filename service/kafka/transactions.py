@@ -40,9 +40,9 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from service.config.commands import ServeSettings
 from service.core.errors import DeliveryError
-from service.core.records import InputRecord, Outgoing
+from service.core.records import Delivery, InputRecord, Outgoing
 from service.kafka.clients import make_transactional_producer
-from service.kafka.publish import REFUSALS, BatchPublisher, Delivery, SourceKey
+from service.kafka.publish import REFUSALS, BatchPublisher, SourceKey
 from service.observe.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)

@@ -24,9 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from prometheus_client import Gauge
-
-from service.core.records import Verdict
+from service.core.records import BatchResult, Delivery, Verdict
+from service.observe.metrics import DriftGauges
 
 if TYPE_CHECKING:
     from model.baseline import TrainingBaseline
@@ -141,18 +140,6 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     return min(1.0, max(0.0, total / 2))
 
 
-@dataclass(frozen=True, slots=True)
-class DriftGauges:
-    """The gauges the tracker sets (created with the other metrics, ``service.observe.metrics``)."""
-
-    section_divergence: Gauge
-    unknown_token_share: Gauge
-    mean_section_score: Gauge
-    mean_tags: Gauge
-    training_tags: Gauge
-    window_articles: Gauge
-
-
 class DriftTracker:
     """Feeds each batch's verdicts into the window of the model that classified them and
     sets the gauges; lives as long as the process (sessions come and go)."""
@@ -210,3 +197,18 @@ class DriftTracker:
 
 def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+class DriftObserver:
+    """Feeds every classified batch into the drift window of ``window`` articles."""
+
+    def __init__(self, tracker: DriftTracker, window: int) -> None:
+        self._tracker = tracker
+        self._window = window
+
+    def on_classified(self, result: BatchResult) -> None:
+        """Add the batch's verdicts to the window."""
+        self._tracker.observe(result.verdicts, result.baseline, self._window)
+
+    def on_published(self, delivery: Delivery) -> None:
+        """Nothing: drift is about what the model said, not what was delivered."""

@@ -1,21 +1,36 @@
 """Prometheus metrics, all created against an injected CollectorRegistry.
 
-Labels are small fixed sets (reason, section, topic, partition): never an article id.
+Labels are small fixed sets (reason, section, topic, partition): never an article id. The
+metrics know nothing of the service: what fills them observes the service
+(``service.observe.batches``, ``service.observe.drift``, ...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from schemas import DecodeErrorReason
-from service.core.deadletter import DeadLetterReason
-from service.observe.drift import DriftGauges, DriftTracker
 
 _PREFIX = "article_classifier"
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TAG_BUCKETS = (0, 1, 2, 3, 4, 5, 8, 13, 21)
 _JACCARD_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.999, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftGauges:
+    """The gauges of the drift signals (set by ``service.observe.drift.DriftTracker``)."""
+
+    section_divergence: Gauge
+    unknown_token_share: Gauge
+    mean_section_score: Gauge
+    mean_tags: Gauge
+    training_tags: Gauge
+    window_articles: Gauge
 
 
 class ServiceMetrics:
@@ -31,8 +46,6 @@ class ServiceMetrics:
         self._transactions(registry)
         # Every series with a fixed label set starts at 0, so that rate() and increase()
         # see the first dead letter of a reason instead of a series that appears at 1.
-        for reason in DeadLetterReason:
-            self.dead_letters.labels(reason.value)
         for decode_reason in DecodeErrorReason:
             self.feedback_dead_letters.labels(decode_reason.value)
 
@@ -157,44 +170,42 @@ class ServiceMetrics:
 
     def _drift(self, registry: CollectorRegistry) -> None:
         """The drift signals over the last --drift-window articles."""
-        self.drift = DriftTracker(
-            DriftGauges(
-                section_divergence=Gauge(
-                    f"{_PREFIX}_drift_section_divergence",
-                    "Jensen-Shannon divergence (base 2, 0..1) of the predicted section mix of"
-                    " the last --drift-window articles from the training section mix; NaN"
-                    " until an article came, or without a section head.",
-                    registry=registry,
-                ),
-                unknown_token_share=Gauge(
-                    f"{_PREFIX}_drift_unknown_token_share",
-                    "Share of the tokens of the last --drift-window articles that are not in"
-                    " the model's vocabulary (the title counted as often as the model reads it).",
-                    registry=registry,
-                ),
-                mean_section_score=Gauge(
-                    f"{_PREFIX}_drift_mean_section_score",
-                    "Mean score of the predicted section over the last --drift-window articles.",
-                    registry=registry,
-                ),
-                mean_tags=Gauge(
-                    f"{_PREFIX}_drift_mean_tags_per_article",
-                    "Mean number of predicted tags over the last --drift-window articles.",
-                    registry=registry,
-                ),
-                training_tags=Gauge(
-                    f"{_PREFIX}_drift_training_tags_per_article",
-                    "Mean number of tags of a tag-labelled training article of the serving"
-                    " model; NaN without a tag head.",
-                    registry=registry,
-                ),
-                window_articles=Gauge(
-                    f"{_PREFIX}_drift_window_articles",
-                    "Articles in the drift window now (at most --drift-window; restarts at 0"
-                    " with a new model).",
-                    registry=registry,
-                ),
-            )
+        self.drift_gauges = DriftGauges(
+            section_divergence=Gauge(
+                f"{_PREFIX}_drift_section_divergence",
+                "Jensen-Shannon divergence (base 2, 0..1) of the predicted section mix of"
+                " the last --drift-window articles from the training section mix; NaN"
+                " until an article came, or without a section head.",
+                registry=registry,
+            ),
+            unknown_token_share=Gauge(
+                f"{_PREFIX}_drift_unknown_token_share",
+                "Share of the tokens of the last --drift-window articles that are not in"
+                " the model's vocabulary (the title counted as often as the model reads it).",
+                registry=registry,
+            ),
+            mean_section_score=Gauge(
+                f"{_PREFIX}_drift_mean_section_score",
+                "Mean score of the predicted section over the last --drift-window articles.",
+                registry=registry,
+            ),
+            mean_tags=Gauge(
+                f"{_PREFIX}_drift_mean_tags_per_article",
+                "Mean number of predicted tags over the last --drift-window articles.",
+                registry=registry,
+            ),
+            training_tags=Gauge(
+                f"{_PREFIX}_drift_training_tags_per_article",
+                "Mean number of tags of a tag-labelled training article of the serving"
+                " model; NaN without a tag head.",
+                registry=registry,
+            ),
+            window_articles=Gauge(
+                f"{_PREFIX}_drift_window_articles",
+                "Articles in the drift window now (at most --drift-window; restarts at 0"
+                " with a new model).",
+                registry=registry,
+            ),
         )
 
     def _rollout(self, registry: CollectorRegistry) -> None:
@@ -326,6 +337,11 @@ class ServiceMetrics:
             ["cause"],
             registry=registry,
         )
+
+    def show_dead_letter_reasons(self, reasons: Iterable[str]) -> None:
+        """Start the dead-letter series of every reason at 0."""
+        for reason in reasons:
+            self.dead_letters.labels(reason)
 
     def show_sections(self, sections: tuple[str, ...]) -> None:
         """Start the per-section prediction series of a newly loaded model at 0."""
