@@ -98,9 +98,12 @@ lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.t
 		-o requirements/dev.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
+# `docker compose` (v2) where it is installed, else Debian's docker-compose (1.29).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 compose-demo: demo-model ## the compose stack (needs Docker) serving the demo model, chosen explicitly
+	DOCKER_BUILDKIT=1 docker build -t article-classifier:local .
 	ARTICLE_CLASSIFIER_MODEL_DIR=./artifacts/demo-model \
-		docker compose -p article-classifier up --build -d
+		$(COMPOSE) -p article-classifier up -d
 
 bench-artifact: $(STAMP) ## size and load time of the demo and research model artifacts
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model \

@@ -49,10 +49,12 @@ class _Base:
     name: str
     packages: tuple[str, ...]
     changes: tuple[str, ...] = ()
+    #: mmdebstrap customize hooks: shell run on the host, $1 the new root.
+    hooks: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
-        recipe = "\n".join([SUITE, *self.packages, *self.changes])
+        recipe = "\n".join([SUITE, *self.packages, *self.changes, *self.hooks])
         return f"{REPOSITORY}/{self.name}:{SUITE}-{_digest(recipe.encode())}"
 
 
@@ -73,6 +75,8 @@ PROMETHEUS = _Base(
         'ENTRYPOINT ["/usr/bin/prometheus"]',
         'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]',
     ),
+    # As in prom/prometheus: the data directory belongs to nobody, so a named volume does too.
+    ("mkdir -p $1/prometheus && chown 65534:65534 $1/prometheus",),
 )
 
 
@@ -114,6 +118,7 @@ def build_base(base: _Base) -> str:
                 f"--include={','.join(base.packages)}",
                 # No apt lists or caches in the image.
                 "--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*",
+                *(f"--customize-hook={hook}" for hook in base.hooks),
                 SUITE, str(tarball),
             ],
             f"mmdebstrap of {base.tag}",

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +106,56 @@ def _build(cli: str, tag: str, base: str) -> None:
         env={**os.environ, "DOCKER_BUILDKIT": "1"},
     )
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-4000:]}"
+
+
+README = ROOT / "README.md"
+
+
+def readme_block(marker: str) -> list[str]:
+    """The command lines (continuations joined) of the first ``sh`` block after ``marker``."""
+    text = README.read_text("utf-8")
+    start = text.index(marker)
+    opening = text.index("```sh\n", start) + len("```sh\n")
+    body = text[opening : text.index("\n```", opening)]
+    lines: list[str] = []
+    pending = ""
+    for line in body.splitlines():
+        pending += line.strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        if pending:
+            lines.append(pending)
+        pending = ""
+    return lines
+
+
+class Shell:
+    """README lines run one at a time by bash, as a reader's shell would: in the repository,
+    with the variables earlier ``export`` lines set."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def run(self, line: str, *, timeout_s: float = 900, check: bool = True) -> str:
+        """Run ``line``; its stdout (fail with its output when ``check`` and it fails)."""
+        with tempfile.TemporaryDirectory(prefix="readme-shell-") as scratch:
+            exported = Path(scratch) / "env"
+            # After an export line, the shell's environment is kept for the next lines.
+            keep = f'\nenv -0 > "{exported}"' if line.startswith("export ") else ""
+            result = subprocess.run(
+                ["bash", "-c", line + keep],
+                cwd=ROOT,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+            if exported.exists():
+                pairs = (item.split("=", 1) for item in exported.read_text().split("\0"))
+                self.env = dict(pair for pair in pairs if len(pair) == 2)
+        if check:
+            output = result.stdout[-2000:] + result.stderr[-3000:]
+            assert result.returncode == 0, f"{line}\n{output}"
+        return result.stdout
