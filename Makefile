@@ -117,7 +117,8 @@ clean: ## remove the virtual environment and build leftovers
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts
 
 .PHONY: ops-files
-ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard, Kubernetes rules, AsyncAPI)
+ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard and its ConfigMap, Kubernetes rules, AsyncAPI)
 	$(BIN)/python -m ops.grafana.dashboard
 	$(BIN)/python -m ops.kubernetes.rules
+	$(BIN)/python -m ops.kubernetes.dashboard
 	$(BIN)/python -m ops.asyncapi.generate
