@@ -71,8 +71,8 @@ broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## unit tests only: no broker, no research corpora
-	$(BIN)/pytest -m "not kafka and not slow"
+test-fast: $(STAMP) ## unit tests only: no broker, no Docker, no research corpora
+	$(BIN)/pytest -m "not kafka and not slow and not docker"
 
 lint: $(STAMP) ## ruff lint and format check, and the package dependency contracts
 	$(BIN)/ruff check .
