@@ -71,8 +71,8 @@ broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest
 
-test-fast: $(STAMP) ## unit tests only: no broker, no research corpora
-	$(BIN)/pytest -m "not kafka and not slow"
+test-fast: $(STAMP) ## unit tests only: no broker, no Docker, no research corpora
+	$(BIN)/pytest -m "not kafka and not slow and not docker"
 
 lint: $(STAMP) ## ruff lint and format check, and the package dependency contracts
 	$(BIN)/ruff check .
@@ -101,9 +101,12 @@ lock: $(STAMP) ## re-lock every dependency with hashes after editing pyproject.t
 		-o requirements/dev.lock
 	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
 
+# `docker compose` (v2) where it is installed, else Debian's docker-compose (1.29).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 compose-demo: demo-model ## the compose stack (needs Docker) serving the demo model, chosen explicitly
+	DOCKER_BUILDKIT=1 docker build -t article-classifier:local .
 	MODEL_HOST_DIR=./artifacts/demo-model \
-		docker compose -p article-classifier up --build -d
+		$(COMPOSE) -p article-classifier up -d
 
 bench-artifact: $(STAMP) ## size and load time of the demo and research model artifacts
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model \
@@ -117,7 +120,8 @@ clean: ## remove the virtual environment and build leftovers
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts
 
 .PHONY: ops-files
-ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard, Kubernetes rules, AsyncAPI)
+ops-files: $(STAMP) ## regenerate the generated ops files (Grafana dashboard and its ConfigMap, Kubernetes rules, AsyncAPI)
 	$(BIN)/python -m ops.grafana.dashboard
 	$(BIN)/python -m ops.kubernetes.rules
+	$(BIN)/python -m ops.kubernetes.dashboard
 	$(BIN)/python -m ops.asyncapi.generate

@@ -4,6 +4,7 @@ files and errors come from its settings class (``service.config``)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import typing
@@ -179,3 +180,18 @@ def test_replay_timestamps_and_rate_are_parsed_once() -> None:
     assert isinstance(settings, ReclassifySettings)
     assert settings.from_timestamp == 1_795_176_000_000
     assert settings.rate_limit == 500.0
+
+
+def test_every_variable_the_docs_and_manifests_name_is_a_setting() -> None:
+    """The README, the documentation, the Dockerfile, compose and the ops files name only
+    ARTICLE_CLASSIFIER_* variables that some command reads (so none of them can drift)."""
+    paths = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / "docker-compose.yml"]
+    paths += sorted((ROOT / "docs").glob("*.md"))
+    paths += sorted(p for p in (ROOT / "ops").rglob("*") if p.suffix in {".md", ".yaml", ".yml"})
+    named = {
+        (match.group(0), path.name)
+        for path in paths
+        for match in re.finditer(r"ARTICLE_CLASSIFIER_[A-Z0-9_]*[A-Z0-9]", path.read_text())
+    }
+    known = known_variables()
+    assert sorted((name, where) for name, where in named if name not in known) == []

@@ -25,6 +25,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RUNBOOK = ROOT / "ops" / "README.md"
+#: Runbook links are absolute: ops/README.md on the default branch of the public repository.
+RUNBOOK_URL = "https://github.com/article-classifier/article-classifier/blob/main/ops/README.md"
 
 REQUIRE_TOOLS_ENV = "REQUIRE_OPS_TOOLS"
 INSTALL_HINT = "apt-get install -y prometheus docker-compose"
@@ -253,7 +255,7 @@ def test_every_alert_is_documented_and_labelled() -> None:
         assert re.search(r"^\s+severity: (critical|warning)\s*$", block, re.MULTILINE), name
         assert "summary:" in block, name
         assert "description:" in block, name
-        assert f'runbook_url: "ops/README.md#{name.lower()}"' in block, name
+        assert f'runbook_url: "{RUNBOOK_URL}#{name.lower()}"' in block, name
         assert name in headings, f"ops/README.md has no '### {name}' section"
 
 

@@ -128,7 +128,12 @@ def _build(image: Path) -> Stage:
                     destination.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, destination / path.name)
             continue
-        command = arguments.replace(VENV, str(image / VENV.lstrip("/")))
+        # RUN's own options (--mount=type=secret,... for the proxy CA) are BuildKit's: the
+        # secret is absent here, as in a build given none, and pip uses the host's settings.
+        shell = arguments
+        while shell.startswith("--"):
+            shell = shell.split(None, 1)[1]
+        command = shell.replace(VENV, str(image / VENV.lstrip("/")))
         # The base image's python is the interpreter running the tests (its own base
         # Python when that is a venv); every later step runs from the new venv (PATH).
         if command.startswith("python -m venv"):
