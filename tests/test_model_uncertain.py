@@ -91,3 +91,14 @@ def test_a_floor_outside_zero_to_one_is_refused(model_dir: Path, floor: float) -
     """A floor that no probability can be compared with is a ValueError at construction."""
     with pytest.raises(ValueError, match="section_floor"):
         Predictor.load(model_dir, section_floor=floor)
+
+
+@pytest.mark.parametrize("floor", [None, 0.5])
+def test_predictions_equal_their_validated_copies(model_dir: Path, floor: float | None) -> None:
+    """Every classification the predictor builds equals the one pydantic validates from
+    its own dump, field by field (the fast construction leaves nothing out)."""
+    predictor = Predictor.load(model_dir, section_floor=floor)
+    for result in predictor.predict(_events()):
+        copy = Classification.model_validate(result.model_dump())
+        assert copy == result
+        assert copy.model_dump_json() == result.model_dump_json()
