@@ -162,7 +162,7 @@ class CompiledVectorizer:
         tokens = np.bincount(rows, minlength=batch.n_texts).astype(np.int64)
         unigram = columns >= 0
         known_tokens = np.bincount(rows[unigram], minlength=batch.n_texts)
-        return _tf_idf(
+        return tf_idf(
             self._idf,
             np.concatenate(found_rows),
             np.concatenate(found_columns),
@@ -207,23 +207,30 @@ def _gram_keys(parts: NDArray[np.int64]) -> NDArray[np.uint64]:
     return keys
 
 
-def _tf_idf(
+def tf_idf(
     idf: NDArray[np.float32],
     rows: NDArray[np.int64],
     columns: NDArray[np.int64],
     empty: CountedFeatures,
+    *,
+    first_occurrence: bool = True,
 ) -> CountedFeatures:
     """``empty`` with its matrix filled: sublinear TF-IDF, L2-normalised, of the
-    (row, column) occurrences (column -1: not a term). Each row's columns come in the
-    order of their first occurrence, unigrams before longer n-grams, as a ``Counter`` of
-    the tokens would give them."""
+    (row, column) occurrences (column -1: not a term). With ``first_occurrence`` each row's
+    columns come in the order of their first occurrence, unigrams before longer n-grams, as
+    a ``Counter`` of the tokens gives them (so the sums, and the scores, are bit for bit
+    those of a ``Counter``); otherwise in column order, as scikit-learn sorts them."""
     n_rows, n_features = empty.matrix.shape
     known = columns >= 0
     keys = rows[known] * n_features + columns[known]
-    unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    order = np.argsort(first, kind="stable")
-    unique, counts = unique[order], counts[order]
-    found_rows = unique // n_features
+    if not first_occurrence:
+        unique, counts = _counted(keys, n_rows * n_features)
+        found_rows = unique // n_features
+    else:
+        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        order = np.argsort(first, kind="stable")
+        unique, counts = unique[order], counts[order]
+        found_rows = unique // n_features
     if found_rows.size and (found_rows[1:] < found_rows[:-1]).any():
         # ``first`` orders by position in the concatenation (unigrams, then bigrams, ...),
         # which is by row for unigrams only: a stable sort by row keeps that order per row.
@@ -245,3 +252,17 @@ def _tf_idf(
         tokens=empty.tokens,
         unknown_tokens=empty.unknown_tokens,
     )
+
+
+def _counted(keys: NDArray[np.int64], bound: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``np.unique(keys, return_counts=True)`` for keys in ``[0, bound)``, sorting 32-bit
+    keys when they fit (half the memory to move: the char n-grams' sort is the bulk)."""
+    ranked = np.sort(keys.astype(np.uint32) if bound <= 2**32 else keys)
+    if not ranked.size:
+        return keys[:0], keys[:0]
+    change = np.empty(ranked.size, dtype=np.bool_)
+    change[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=change[1:])
+    firsts = np.flatnonzero(change)
+    counts = np.diff(firsts, append=ranked.size)
+    return ranked[firsts].astype(np.int64), counts

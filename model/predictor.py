@@ -94,7 +94,7 @@ class Predictor:
         self._compiled = CompiledModel(model)
         self._n_sections = len(self.sections)
         self._model_ref = ModelRef(name=manifest.name, version=manifest.version)
-        self._vocabulary = model.vocabulary
+        self._vocabulary = model.feature_names
         #: The training section mix and tag rate, for drift signals.
         self.baseline = TrainingBaseline.from_card(manifest)
 

@@ -31,6 +31,8 @@ _MAX_CODE_POINT: Final = 0x110000
 #: n-gram runs from one text into the next.
 SEPARATOR: Final = "\n"
 #: Odd multipliers of the hash, tried in turn until no two terms of an index share a hash.
+#: Code points compared one offset at a time before the longer windows' rest in one go.
+_OFFSET_LOOP: Final = 24
 _MULTIPLIERS: Final = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
 
 
@@ -110,10 +112,11 @@ class _Hasher:
         inverse[0] = 1
         inverse[1:] = pow(multiplier, -1, 2**64)
         np.multiply.accumulate(inverse, out=inverse)
-        # prefix[i] = sum of codes[j] * m**j for j < i; a window's sum, divided by m**start,
-        # is its hash wherever it starts.
+        # prefix[i] = sum of (codes[j] + 1) * m**j for j < i; a window's sum, divided by
+        # m**start, is its hash wherever it starts. (+ 1: a NUL must not weigh nothing, or
+        # "a" and "a\0" would share a hash.)
         prefix = np.zeros(size + 1, dtype=_U64)
-        np.cumsum(codes.astype(_U64) * powers[:size], out=prefix[1:])
+        np.cumsum((codes.astype(_U64) + _U64(1)) * powers[:size], out=prefix[1:])
         self._prefix = prefix
         self._inverse_powers = inverse
 
@@ -212,16 +215,38 @@ class TermIndex:
         candidates, terms = candidates[same], terms[same]
         if not candidates.size:
             return found
-        # Code point by code point: window ``k`` covers [first[k], first[k] + size[k]).
-        size = lengths[candidates]
-        first = np.cumsum(size) - size
-        ramp = np.arange(int(first[-1] + size[-1]))
-        differs = (
-            self._codes[ramp + np.repeat(self._starts[terms] - first, size)]
-            != (batch.codes[ramp + np.repeat(starts[candidates] - first, size)])
-        )
-        found[candidates[np.logical_or.reduceat(differs, first)]] = -1
+        found[candidates[self._differs(batch.codes, starts[candidates], terms)]] = -1
         return found
+
+    def _differs(
+        self, codes: NDArray[np.uint32], starts: IntArray, terms: IntArray
+    ) -> NDArray[np.bool_]:
+        """Whether each window ``codes[start:start + length]`` differs from its term of
+        the same length in any code point."""
+        lengths = self._lengths[terms]
+        term_starts = self._starts[terms]
+        differs = np.zeros(terms.size, dtype=np.bool_)
+        active = np.arange(terms.size)
+        offset = 0
+        # Offset by offset while many windows are that long (no index arrays to build)...
+        while active.size > 64 and offset < _OFFSET_LOOP:
+            differs[active] |= (
+                codes[starts[active] + offset] != self._codes[term_starts[active] + offset]
+            )
+            offset += 1
+            active = active[lengths[active] > offset]
+        if not active.size:
+            return differs
+        # ...then the rest of the few longer ones, all code points at once.
+        rest = lengths[active] - offset
+        first = np.cumsum(rest) - rest
+        ramp = np.arange(int(first[-1] + rest[-1]))
+        unequal = (
+            codes[ramp + np.repeat(starts[active] + offset - first, rest)]
+            != (self._codes[ramp + np.repeat(term_starts[active] + offset - first, rest)])
+        )
+        differs[active] |= np.logical_or.reduceat(unequal, first)
+        return differs
 
 
 def _slots(hashes: NDArray[np.uint64], shift: np.uint64) -> IntArray:
@@ -234,3 +259,54 @@ def _slots(hashes: NDArray[np.uint64], shift: np.uint64) -> IntArray:
     mixed ^= mixed >> np.uint64(33)
     slots: IntArray = (mixed >> shift).astype(np.int64)
     return slots
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CharGrams:
+    """The character n-grams of a batch within word boundaries, as scikit-learn's
+    ``char_wb`` analyser makes them: each word (a run of non-space characters) padded with
+    a space on both sides, and every window of each length ``n`` in the n-gram range that
+    fits in the padded word; a padded word no longer than the longest ``n`` counts once
+    whole instead of its windows of that length and longer.
+
+    ``codes`` holds the padded words one after the other; gram ``k`` is
+    ``codes[starts[k]:starts[k] + lengths[k]]`` of text ``rows[k]``, grams ordered by
+    length, then by position.
+    """
+
+    codes: NDArray[np.uint32]
+    starts: IntArray
+    lengths: IntArray
+    rows: IntArray
+
+    @classmethod
+    def of(cls, batch: CodePoints, ngram_min: int, ngram_max: int) -> CharGrams:
+        """The grams of ``batch`` of lengths ``ngram_min`` to ``ngram_max``."""
+        word_starts, word_lengths = runs(~space_table()[batch.codes])
+        word_rows = batch.rows(word_starts)
+        padded = word_lengths + 2
+        padded_starts = np.cumsum(padded) - padded
+        codes = np.full(int(padded.sum()), ord(" "), dtype=np.uint32)
+        inside = np.cumsum(word_lengths) - word_lengths
+        ramp = np.arange(int(word_lengths.sum()))
+        codes[ramp + np.repeat(padded_starts + 1 - inside, word_lengths)] = batch.codes[
+            ramp + np.repeat(word_starts - inside, word_lengths)
+        ]
+        starts, lengths, rows = [], [], []
+        for n in range(ngram_min, ngram_max + 1):
+            longer = padded > n
+            count = padded[longer] - n + 1
+            first = np.cumsum(count) - count
+            offsets = np.arange(int(count.sum())) - np.repeat(first, count)
+            starts.append(np.repeat(padded_starts[longer], count) + offsets)
+            lengths.append(np.full(offsets.size, n, dtype=np.int64))
+            rows.append(np.repeat(word_rows[longer], count))
+        whole = padded <= ngram_max
+        starts.append(padded_starts[whole])
+        lengths.append(padded[whole])
+        rows.append(word_rows[whole])
+        return cls(codes, np.concatenate(starts), np.concatenate(lengths), np.concatenate(rows))
+
+    def as_batch(self) -> CodePoints:
+        """The padded words as a batch of one text, for looking grams up."""
+        return CodePoints(self.codes, np.array([0, self.codes.size], dtype=np.int64))
