@@ -165,6 +165,16 @@ class CompiledFeatures:
         """Width of the feature space (both blocks)."""
         return self._n_features
 
+    @property
+    def words(self) -> CompiledVectorizer | None:
+        """The word block, if the feature set has it."""
+        return self._words
+
+    @property
+    def chars(self) -> CompiledCharVectorizer | None:
+        """The character n-gram block, if the feature set has it."""
+        return self._chars
+
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF rows (float32 CSR), equal to ``TextFeatures.transform``'s."""
         return self.transform_counted(texts).matrix

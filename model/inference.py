@@ -116,6 +116,11 @@ class CompiledModel:
         return self.score_decisions(decisions)
 
     @property
+    def vectorizer(self) -> CompiledFeatures:
+        """The feature extraction the scores start from."""
+        return self._vectorizer
+
+    @property
     def weights(self) -> Float32Array:
         """The (features x labels) weights, sections first, as the scores use them."""
         return self._weights

@@ -33,6 +33,9 @@ ParamValue = int | float | str | bool | None
 
 #: ``train(features=AUTO)``: choose the feature set by cross-validation.
 AUTO = "auto"
+#: How far below the best cross-validated score a cheaper feature set may be and still be
+#: chosen (``FEATURE_SETS`` is in order of cost: words, character n-grams, both).
+AUTO_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,9 +92,10 @@ def train(
     applied to a fold are tuned on the other folds' out-of-fold scores only.
 
     ``features`` chooses the feature set (``word``, ``char``, ``word+char``; the
-    ``features`` hyper-parameter) or, with ``auto``, fits each of them and keeps the one
-    with the best cross-validated score (``feature_set_score``); the manifest's params then
-    record every candidate's score. None leaves the choice to ``params`` (default ``word``).
+    ``features`` hyper-parameter) or, with ``auto``, fits each of them and keeps the
+    cheapest whose cross-validated score (``feature_set_score``) is within
+    ``AUTO_TOLERANCE`` of the best; the manifest's params then record every candidate's
+    score. None leaves the choice to ``params`` (default ``word``).
     """
     reserved = {"cv_folds", "random_state", "n_jobs"}.intersection(params or {})
     if reserved:
@@ -113,8 +117,10 @@ def train(
             fitted[candidate] = estimator.fit(records, *labels)
             scores[candidate] = round(feature_set_score(estimator), 6)
             selection[f"cv_score_{candidate}"] = scores[candidate]
-        # The first of the best (words first: the cheapest to run) wins a tie.
-        best = max(FEATURE_SETS, key=scores.__getitem__)
+        # The cheapest within AUTO_TOLERANCE of the best: character n-grams make a model
+        # several times larger and slower, which a gain inside the folds' noise does not pay.
+        top = max(scores.values())
+        best = next(name for name in FEATURE_SETS if scores[name] >= top - AUTO_TOLERANCE)
         estimator = fitted[best]
         selection["features_chosen_by"] = "cross-validation"
     else:

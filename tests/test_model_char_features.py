@@ -16,6 +16,7 @@ from model import ArtifactError, Predictor, TrainingError, load_labelled, save_a
 from model.char_features import CompiledCharVectorizer, make_char_vectorizer
 from model.feature_sets import FEATURE_SETS, CompiledFeatures, TextFeatures
 from model.tokens import CharGrams, CodePoints
+from model.training import AUTO_TOLERANCE
 
 DEMO = Path(__file__).resolve().parent.parent / "model" / "samples" / "demo.jsonl"
 
@@ -151,15 +152,15 @@ def test_char_fields_on_a_word_model_are_refused(tmp_path: Path) -> None:
         Predictor.load(directory)
 
 
-def test_auto_keeps_the_feature_set_with_the_best_cross_validated_score() -> None:
+def test_auto_keeps_the_cheapest_feature_set_near_the_best_score() -> None:
     """``features="auto"`` fits every feature set, records each one's score in the
-    manifest and keeps the best of them."""
+    manifest and keeps the first (cheapest) within AUTO_TOLERANCE of the best."""
     trained = train(load_labelled([DEMO]).records, name="auto", version="1", features="auto")
     params = trained.manifest.params
-    scores = {name: params[f"cv_score_{name}"] for name in FEATURE_SETS}
-    assert all(isinstance(score, float) for score in scores.values())
-    best = max(FEATURE_SETS, key=lambda name: float(scores[name] or 0.0))
-    assert params["features"] == best == trained.model.features
+    scores = {name: float(params[f"cv_score_{name}"] or 0.0) for name in FEATURE_SETS}
+    top = max(scores.values())
+    chosen = next(name for name in FEATURE_SETS if scores[name] >= top - AUTO_TOLERANCE)
+    assert params["features"] == chosen == trained.model.features
     assert params["features_chosen_by"] == "cross-validation"
 
 
