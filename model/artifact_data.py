@@ -2,7 +2,10 @@
 
 Two files: ``arrays.npz``, a zip of ``.npy`` arrays as ``numpy.savez_compressed`` writes
 them (read here with each header checked before its data, and never with pickle), and
-``params.json`` (labels, vocabulary, scalars and the fixed feature settings). Every field
+``params.json`` (labels, vocabulary, scalars and the fixed feature settings; a model with
+character n-grams adds its feature set, n-grams and their lengths, which a model of words
+alone leaves out, so its files are exactly what they were before character n-grams, and
+older versions load it). Every field
 of ``LinearTextModel`` is stored by exactly one of ``ARRAYS`` (numeric arrays, with dtype
 and shape) or ``Params`` (everything else): a new field goes into one of them, and
 ``tests/test_model_artifact.py`` fails until it does.
@@ -19,14 +22,16 @@ import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Literal
 
 import numpy as np
 from numpy.lib import format as npy
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from model.char_features import MAX_CHAR_NGRAM
 from model.errors import ArtifactError
+from model.feature_sets import uses_chars, uses_words
 from model.features import TOKEN_PATTERN
 from model.inference import LinearTextModel
 
@@ -50,8 +55,8 @@ class ArraySpec:
 
 _F32 = np.dtype("<f4")
 
-#: Every numeric array of ``LinearTextModel``. Dimensions: ``features`` (vocabulary size),
-#: ``sections``, ``tags`` and ``labels`` (sections + tags).
+#: Every numeric array of ``LinearTextModel``. Dimensions: ``features`` (words plus
+#: character n-grams), ``sections``, ``tags`` and ``labels`` (sections + tags).
 ARRAYS: Mapping[str, ArraySpec] = {
     "idf": ArraySpec(_F32, ("features",)),
     "weights": ArraySpec(_F32, ("features", "labels")),
@@ -79,6 +84,21 @@ class Params(BaseModel):
     title_repeats: Annotated[int, Field(ge=0, le=100)]
     section_temperature: Annotated[FiniteFloat, Field(gt=0)]
     tag_slope: Annotated[FiniteFloat, Field(gt=0)]
+    features: Literal["word", "char", "word+char"] = "word"
+    char_vocabulary: list[Annotated[str, Field(min_length=1)]] = []
+    char_ngram_min: Annotated[int, Field(ge=0, le=MAX_CHAR_NGRAM)] = 0
+    char_ngram_max: Annotated[int, Field(ge=0, le=MAX_CHAR_NGRAM)] = 0
+
+    @model_validator(mode="after")
+    def _blocks_match_the_feature_set(self) -> Params:
+        if not uses_words(self.features) and self.vocabulary:
+            raise ValueError("a model of character n-grams alone has no word vocabulary")
+        if uses_chars(self.features):
+            if not 1 <= self.char_ngram_min <= self.char_ngram_max:
+                raise ValueError("character n-gram lengths must be 1 <= min <= max")
+        elif self.char_vocabulary or self.char_ngram_min or self.char_ngram_max:
+            raise ValueError("a model of words alone has no character n-grams")
+        return self
 
     @field_validator("token_pattern")
     @classmethod
@@ -101,7 +121,7 @@ class Params(BaseModel):
             raise ValueError("must be 'l2', the only norm inference applies")
         return value
 
-    @field_validator("vocabulary", "sections", "tags")
+    @field_validator("vocabulary", "sections", "tags", "char_vocabulary")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
@@ -111,7 +131,9 @@ class Params(BaseModel):
 
 #: Fields of ``Params`` that are settings, not ``LinearTextModel`` fields.
 _SETTINGS = {"token_pattern": TOKEN_PATTERN, "lowercase": True, "sublinear_tf": True, "norm": "l2"}
-_TUPLE_FIELDS = ("vocabulary", "sections", "tags")
+_TUPLE_FIELDS = ("vocabulary", "sections", "tags", "char_vocabulary")
+#: The fields a model of words alone leaves out of ``params.json``.
+_CHAR_FIELDS = {"features", "char_vocabulary", "char_ngram_min", "char_ngram_max"}
 
 
 def encode(model: LinearTextModel) -> dict[str, bytes]:
@@ -123,7 +145,7 @@ def decode(files: Mapping[str, bytes]) -> LinearTextModel:
     """The model stored in ``files`` (as ``encode`` wrote them), validated in full."""
     params = _decode_params(files[PARAMS_FILE])
     dims = {
-        "features": len(params.vocabulary),
+        "features": len(params.vocabulary) + len(params.char_vocabulary),
         "sections": len(params.sections),
         "tags": len(params.tags),
         "labels": len(params.sections) + len(params.tags),
@@ -240,7 +262,8 @@ def _read_npy(
 def _encode_params(model: LinearTextModel) -> bytes:
     fields = {name: getattr(model, name) for name in Params.model_fields if name not in _SETTINGS}
     params = Params.model_validate({**_SETTINGS, **fields}, strict=False)
-    return params.model_dump_json().encode()
+    words_alone = params.features == "word"
+    return params.model_dump_json(exclude=_CHAR_FIELDS if words_alone else None).encode()
 
 
 def _decode_params(data: bytes) -> Params:

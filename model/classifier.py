@@ -32,8 +32,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 from model.calibration import fit_temperature, softmax_probabilities
-from model.errors import TrainingError
-from model.features import export_fitted, make_vectorizer
+from model.errors import ModelError, TrainingError
+from model.feature_sets import TextFeatures, check_feature_set
 from model.inference import LinearTextModel
 from model.text import VIEWS, HasTitleAndBody, View, compose_text, later_sentences, view_text
 from model.thresholds import cross_fitted_thresholds, fit_slope, tune_thresholds
@@ -95,7 +95,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         article), each on its own, without the headline, with this sample weight: words
         then carry their section on their own, as in a headline, which helps short texts
         and text from other sources; 0 of either leaves them out. Training only.
-    ngram_max, min_df, max_df: vectoriser vocabulary settings.
+    features: the feature set (``model.feature_sets``): ``word`` (word TF-IDF), ``char``
+        (TF-IDF of character n-grams within word boundaries) or ``word+char`` (both).
+    ngram_max, min_df, max_df: vectoriser vocabulary settings (``max_df`` for both blocks).
+    char_ngram_min, char_ngram_max, char_min_df: the character n-grams' lengths and their
+        minimum document frequency.
     section_c, tag_c: SVM regularisation of each head.
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
     section_nb_alpha: smoothing of the NBSVM (log-count-ratio scaled) one-vs-rest models
@@ -118,9 +122,13 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         tag_headline_weight: float = 0.1,
         section_sentences: int = 12,
         section_sentence_weight: float = 0.05,
+        features: str = "word",
         ngram_max: int = 1,
         min_df: int = 2,
         max_df: float = 1.0,
+        char_ngram_min: int = 2,
+        char_ngram_max: int = 5,
+        char_min_df: int = 2,
         section_c: float = 0.5,
         section_nb_alpha: float = 0.01,
         tag_c: float = 1.0,
@@ -139,9 +147,13 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         self.tag_headline_weight = tag_headline_weight
         self.section_sentences = section_sentences
         self.section_sentence_weight = section_sentence_weight
+        self.features = features
         self.ngram_max = ngram_max
         self.min_df = min_df
         self.max_df = max_df
+        self.char_ngram_min = char_ngram_min
+        self.char_ngram_max = char_ngram_max
+        self.char_min_df = char_min_df
         self.section_c = section_c
         self.section_nb_alpha = section_nb_alpha
         self.tag_c = tag_c
@@ -178,19 +190,29 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         texts = {
             view: [view_text(a.title, a.body, view, repeats) for a in articles] for view in VIEWS
         }
-        vectorizer = make_vectorizer(
-            ngram_max=self.ngram_max, min_df=self.min_df, max_df=self.max_df
+        try:
+            feature_set = check_feature_set(self.features)
+        except ModelError as error:
+            raise TrainingError(str(error)) from None
+        vectorizer = TextFeatures(
+            feature_set,
+            ngram_max=self.ngram_max,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            char_ngram_min=self.char_ngram_min,
+            char_ngram_max=self.char_ngram_max,
+            char_min_df=self.char_min_df,
         )
         # The vocabulary and IDF are fitted on all full texts (no labels involved), once, and
         # shared by the cross-validation folds: this keeps training cheap. The shorter views
         # hold no word their full text lacks, so they are only transformed.
         try:
-            full = sp.csr_matrix(vectorizer.fit_transform(texts["full"]), dtype=np.float64)
+            full = vectorizer.fit_transform(texts["full"])
         except ValueError as error:
             raise TrainingError(f"cannot build the vocabulary: {error}") from error
         features: dict[View, sp.csr_matrix] = {"full": full}
         for view in VIEWS[1:]:
-            features[view] = sp.csr_matrix(vectorizer.transform(texts[view]), dtype=np.float64)
+            features[view] = vectorizer.transform(texts[view])
 
         section_labels = [str(sections[i]) for i in section_rows]
         self.sections_: tuple[str, ...] = tuple(sorted(set(section_labels)))
@@ -242,7 +264,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     # -- section head -------------------------------------------------------------------
 
     def _sentence_features(
-        self, vectorizer: Any, articles: Sequence[HasTitleAndBody]
+        self, vectorizer: TextFeatures, articles: Sequence[HasTitleAndBody]
     ) -> _Sentences | None:
         """Features of the body sentences the section head learns from, and whose they are."""
         limit, weight = int(self.section_sentences), float(self.section_sentence_weight)
@@ -256,8 +278,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
                 owners.append(row)
         if not texts:
             return None
-        matrix = sp.csr_matrix(vectorizer.transform(texts), dtype=np.float64)
-        return _Sentences(matrix, np.asarray(owners, dtype=np.intp), weight)
+        return _Sentences(vectorizer.transform(texts), np.asarray(owners, dtype=np.intp), weight)
 
     def _fit_sections(
         self, features: ViewFeatures, labels: list[str], sentences: _Sentences | None = None
@@ -449,11 +470,15 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         """The fitted model as one linear map, as stored in an artifact."""
         weights = np.hstack([self.section_coef_, self.tag_coef_]).astype(np.float32)
         bias = np.concatenate([self.section_intercept_, self.tag_intercept_]).astype(np.float32)
-        vocabulary, idf, ngram_max = export_fitted(self.vectorizer_)
+        vocabulary, idf, ngram_max, grams, char_min, char_max = self.vectorizer_.export()
         return LinearTextModel(
             vocabulary=vocabulary,
             idf=idf,
             ngram_max=ngram_max,
+            features=self.vectorizer_.features,
+            char_vocabulary=grams,
+            char_ngram_min=char_min,
+            char_ngram_max=char_max,
             weights=np.ascontiguousarray(weights),
             bias=bias,
             sections=self.sections_,

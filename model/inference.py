@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from model.features import CompiledVectorizer, CountedFeatures
+from model.feature_sets import CompiledFeatures, FeatureSet
+from model.features import CountedFeatures
 from model.text import HasTitleAndBody, compose_text
 from model.thresholds import sigmoid
 
@@ -24,7 +25,10 @@ class LinearTextModel:
     """Both heads as one linear map over the shared TF-IDF features.
 
     ``vocabulary[k]`` is the term of feature column ``k`` and ``idf[k]`` its inverse document
-    frequency (the fitted TF-IDF settings are fixed, see ``model.features``). ``weights``
+    frequency (the fitted TF-IDF settings are fixed, see ``model.features``). A model with
+    character n-grams (``features``, see ``model.feature_sets``) has their columns after the
+    words': ``char_vocabulary[j]`` is column ``len(vocabulary) + j`` (and ``idf`` covers
+    both). ``weights``
     holds the section columns first, then the tag columns, so one sparse-dense product
     scores every label of a batch. This is what an artifact stores (``model.artifact``
     lists how each field is stored: add a new field there too).
@@ -41,6 +45,15 @@ class LinearTextModel:
     tag_thresholds: Float32Array
     tag_slope: float
     title_repeats: int
+    features: FeatureSet = "word"
+    char_vocabulary: tuple[str, ...] = ()
+    char_ngram_min: int = 0
+    char_ngram_max: int = 0
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The term of every feature column: the words, then the character n-grams."""
+        return self.vocabulary + self.char_vocabulary
 
     def texts(self, articles: Sequence[HasTitleAndBody]) -> list[str]:
         """The strings the vectoriser sees for these articles."""
@@ -73,7 +86,15 @@ class CompiledModel:
 
     def __init__(self, model: LinearTextModel) -> None:
         self.model = model
-        self._vectorizer = CompiledVectorizer(model.vocabulary, model.idf, model.ngram_max)
+        self._vectorizer = CompiledFeatures(
+            model.features,
+            vocabulary=model.vocabulary,
+            idf=model.idf,
+            ngram_max=model.ngram_max,
+            char_vocabulary=model.char_vocabulary,
+            char_ngram_min=model.char_ngram_min,
+            char_ngram_max=model.char_ngram_max,
+        )
         self._weights = np.ascontiguousarray(model.weights, dtype=np.float32)
         self._bias = np.asarray(model.bias, dtype=np.float32)
         self._n_sections = len(model.sections)
@@ -93,6 +114,11 @@ class CompiledModel:
         """Score a batch from its features (``features``)."""
         decisions = np.asarray(features.matrix @ self._weights) + self._bias
         return self.score_decisions(decisions)
+
+    @property
+    def vectorizer(self) -> CompiledFeatures:
+        """The feature extraction the scores start from."""
+        return self._vectorizer
 
     @property
     def weights(self) -> Float32Array:

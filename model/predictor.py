@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
+from pydantic import BaseModel
 
 from model.artifact import load_artifact
 from model.baseline import TrainingBaseline
@@ -18,7 +20,13 @@ from model.manifest import ModelCard
 from model.text import HasTitleAndBody
 from model.training import TrainedModel
 from model.trust import ArtifactTrust
-from schemas import MAX_EXPLAIN_TERMS, Classification, Explanations, LabelScore, ModelRef
+from schemas import (
+    MAX_EXPLAIN_TERMS,
+    Classification,
+    Explanations,
+    LabelScore,
+    ModelRef,
+)
 
 # Scores are rounded so that outputs carry no float32 noise digits.
 SCORE_DECIMALS = 6
@@ -30,12 +38,14 @@ class BatchPrediction:
 
     ``tokens[i]`` counts the tokens of the text the model read for article ``i`` (the title
     counted as often as the model repeats it) and ``unknown_tokens[i]`` those of them that
-    are not in the vocabulary.
+    are not in the vocabulary. ``uncertain`` is how many of the articles got a section
+    scored below the predictor's section floor (0 without a floor).
     """
 
     classifications: list[Classification]
     tokens: list[int]
     unknown_tokens: list[int]
+    uncertain: int = 0
 
 
 class Predictor:
@@ -45,6 +55,10 @@ class Predictor:
     instance can serve several threads. Section scores are temperature-scaled softmax
     probabilities; tag scores are ``sigmoid(slope * (score - threshold))``, so a tag is
     predicted exactly when its margin is positive (its score is then at least 0.5).
+
+    ``section_floor`` (in [0, 1], or None for none): a section scored below it is marked
+    ``uncertain: true`` (and one at or above it ``uncertain: false``), so downstream can
+    tell a guess from a classification; without a floor the field is left out.
     """
 
     __slots__ = (
@@ -55,13 +69,23 @@ class Predictor:
         "artifact_sha256",
         "baseline",
         "manifest",
+        "section_floor",
         "sections",
         "tags",
     )
 
     def __init__(
-        self, manifest: ModelCard, model: LinearTextModel, artifact_sha256: str | None = None
+        self,
+        manifest: ModelCard,
+        model: LinearTextModel,
+        artifact_sha256: str | None = None,
+        *,
+        section_floor: float | None = None,
     ) -> None:
+        if section_floor is not None and not 0.0 <= section_floor <= 1.0:
+            raise ValueError(f"section_floor must be between 0 and 1, got {section_floor}")
+        #: Section scores below this are flagged ``uncertain`` (None: no flag at all).
+        self.section_floor = section_floor
         self.manifest = manifest
         #: sha256 of the artifact's model.json (None for a model that was never saved).
         self.artifact_sha256 = artifact_sha256
@@ -70,21 +94,29 @@ class Predictor:
         self._compiled = CompiledModel(model)
         self._n_sections = len(self.sections)
         self._model_ref = ModelRef(name=manifest.name, version=manifest.version)
-        self._vocabulary = model.vocabulary
+        self._vocabulary = model.feature_names
         #: The training section mix and tag rate, for drift signals.
         self.baseline = TrainingBaseline.from_card(manifest)
 
     @classmethod
-    def load(cls, directory: Path, trust: ArtifactTrust | None = None) -> Predictor:
+    def load(
+        cls,
+        directory: Path,
+        trust: ArtifactTrust | None = None,
+        *,
+        section_floor: float | None = None,
+    ) -> Predictor:
         """Load and verify the artifact in ``directory`` (raises ``ArtifactError``, and
         ``ArtifactTrustError`` when ``trust`` asks for a digest or signature it lacks)."""
         loaded = load_artifact(directory, trust)
-        return cls(loaded.manifest, loaded.model, loaded.sha256)
+        return cls(loaded.manifest, loaded.model, loaded.sha256, section_floor=section_floor)
 
     @classmethod
-    def from_trained(cls, trained: TrainedModel) -> Predictor:
+    def from_trained(
+        cls, trained: TrainedModel, *, section_floor: float | None = None
+    ) -> Predictor:
         """A predictor for a model still in memory (no artifact round-trip)."""
-        return cls(trained.manifest, trained.model)
+        return cls(trained.manifest, trained.model, section_floor=section_floor)
 
     @property
     def name(self) -> str:
@@ -120,7 +152,7 @@ class Predictor:
             return BatchPrediction([], [], [])
         features = self._compiled.features(articles)
         batch = self._compiled.score_features(features)
-        sections, best = self._sections(batch)
+        sections, best, uncertain = self._sections(batch)
         tags, tag_columns = self._tags(batch, len(articles))
         ref = self._model_ref
         if explain:
@@ -142,11 +174,17 @@ class Predictor:
             # The values are valid by construction, so the per-object validation is skipped:
             # it would cost more than the whole linear model.
             classifications = [
-                Classification.model_construct(section=section, tags=labels, model=ref)
+                _built(
+                    Classification,
+                    {"section": section, "tags": labels, "model": ref, "explanations": None},
+                )
                 for section, labels in zip(sections, tags, strict=True)
             ]
         return BatchPrediction(
-            classifications, features.tokens.tolist(), features.unknown_tokens.tolist()
+            classifications,
+            features.tokens.tolist(),
+            features.unknown_tokens.tolist(),
+            uncertain,
         )
 
     def _explain(
@@ -191,20 +229,33 @@ class Predictor:
 
     def _sections(
         self, batch: ScoredBatch
-    ) -> tuple[list[LabelScore | None], NDArray[np.intp] | None]:
+    ) -> tuple[list[LabelScore | None], NDArray[np.intp] | None, int]:
+        """Each article's section, the section columns, and how many are uncertain."""
         if not self._n_sections:
-            return [None] * batch.tag_scores.shape[0], None
+            return [None] * batch.tag_scores.shape[0], None, 0
         probabilities = batch.section_probabilities
         best = probabilities.argmax(axis=1)
         scores = np.round(
             probabilities[np.arange(best.size), best].astype(np.float64), SCORE_DECIMALS
         )
         names = self.sections
-        labels: list[LabelScore | None] = [
-            LabelScore.model_construct(label=names[index], score=score)
-            for index, score in zip(best.tolist(), scores.tolist(), strict=True)
+        floor = self.section_floor
+        if floor is None:
+            labels: list[LabelScore | None] = [
+                _built(LabelScore, {"label": names[index], "score": score, "uncertain": None})
+                for index, score in zip(best.tolist(), scores.tolist(), strict=True)
+            ]
+            return labels, best, 0
+        # Compared on the rounded score, the one the output carries, so that an output's
+        # score and its flag always agree.
+        below = scores < floor
+        labels = [
+            _built(LabelScore, {"label": names[index], "score": score, "uncertain": flag})
+            for index, score, flag in zip(
+                best.tolist(), scores.tolist(), below.tolist(), strict=True
+            )
         ]
-        return labels, best
+        return labels, best, int(below.sum())
 
     def _tags(
         self, batch: ScoredBatch, n_articles: int
@@ -223,6 +274,25 @@ class Predictor:
         for row, column, score in zip(
             rows[order].tolist(), columns[order].tolist(), rounded, strict=True
         ):
-            result[row].append(LabelScore.model_construct(label=names[column], score=score))
+            result[row].append(
+                _built(LabelScore, {"label": names[column], "score": score, "uncertain": None})
+            )
             tag_columns[row].append(column)
         return result, tag_columns
+
+
+_Built = TypeVar("_Built", bound=BaseModel)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _built(cls: type[_Built], fields: dict[str, Any]) -> _Built:
+    """``cls.model_construct(**fields)`` for a model without extras or private attributes,
+    given every field: what ``model_construct`` does, without looking up each field's
+    default (a third of the output objects' cost). ``fields`` must name every field."""
+    built = _new(cls)
+    _set(built, "__dict__", fields)
+    _set(built, "__pydantic_fields_set__", set(fields))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built

@@ -15,6 +15,7 @@ import sklearn
 
 from model.classifier import ArticleClassifier
 from model.errors import TrainingError
+from model.feature_sets import FEATURE_SETS
 from model.inference import LinearTextModel
 from model.manifest import (
     CrossValidatedMetrics,
@@ -29,6 +30,12 @@ from model.metrics import LabelStats, section_metrics, tag_metrics
 from schemas import LabelledArticle
 
 ParamValue = int | float | str | bool | None
+
+#: ``train(features=AUTO)``: choose the feature set by cross-validation.
+AUTO = "auto"
+#: How far below the best cross-validated score a cheaper feature set may be and still be
+#: chosen (``FEATURE_SETS`` is in order of cost: words, character n-grams, both).
+AUTO_TOLERANCE = 0.002
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -76,24 +83,48 @@ def train(
     random_state: int = 0,
     params: Mapping[str, ParamValue] | None = None,
     n_jobs: int = 1,
+    features: str | None = None,
 ) -> TrainedModel:
     """Fit both heads on ``records`` and compute cross-validated metrics for the manifest.
 
     ``params`` overrides ``ArticleClassifier`` hyper-parameters. Metrics are out-of-fold:
     section scores come from models that never saw the scored fold, and tag thresholds
     applied to a fold are tuned on the other folds' out-of-fold scores only.
+
+    ``features`` chooses the feature set (``word``, ``char``, ``word+char``; the
+    ``features`` hyper-parameter) or, with ``auto``, fits each of them and keeps the
+    cheapest whose cross-validated score (``feature_set_score``) is within
+    ``AUTO_TOLERANCE`` of the best; the manifest's params then record every candidate's
+    score. None leaves the choice to ``params`` (default ``word``).
     """
     reserved = {"cv_folds", "random_state", "n_jobs"}.intersection(params or {})
     if reserved:
         raise TrainingError(f"set {', '.join(sorted(reserved))} with train()'s own arguments")
-    estimator = ArticleClassifier().set_params(
-        **dict(params or {}), cv_folds=cv_folds, random_state=random_state, n_jobs=n_jobs
-    )
-    estimator.fit(
-        records,
-        [record.section for record in records],
-        [record.tags for record in records],
-    )
+    if features is not None and "features" in (params or {}):
+        raise TrainingError("set the feature set with train()'s features argument or params")
+    chosen = dict(params or {})
+    if features is not None:
+        chosen["features"] = features
+    settings = {"cv_folds": cv_folds, "random_state": random_state, "n_jobs": n_jobs}
+    labels = ([record.section for record in records], [record.tags for record in records])
+    selection: dict[str, ParamValue] = {}
+    if chosen.get("features") == AUTO:
+        fitted, scores = {}, {}
+        for candidate in FEATURE_SETS:
+            estimator = ArticleClassifier().set_params(
+                **chosen | {"features": candidate}, **settings
+            )
+            fitted[candidate] = estimator.fit(records, *labels)
+            scores[candidate] = round(feature_set_score(estimator), 6)
+            selection[f"cv_score_{candidate}"] = scores[candidate]
+        # The cheapest within AUTO_TOLERANCE of the best: character n-grams make a model
+        # several times larger and slower, which a gain inside the folds' noise does not pay.
+        top = max(scores.values())
+        best = next(name for name in FEATURE_SETS if scores[name] >= top - AUTO_TOLERANCE)
+        estimator = fitted[best]
+        selection["features_chosen_by"] = "cross-validation"
+    else:
+        estimator = ArticleClassifier().set_params(**chosen, **settings).fit(records, *labels)
     fingerprint = fingerprint_records(records)
     created = datetime.now(UTC)
     card = ModelCard(
@@ -109,10 +140,37 @@ def train(
             section=estimator.n_section_records_,
             tags=estimator.n_tag_records_,
         ),
-        params={key: value for key, value in estimator.get_params().items() if key != "n_jobs"},
+        params={
+            **{key: value for key, value in estimator.get_params().items() if key != "n_jobs"},
+            **selection,
+        },
         metrics=_cross_validated_metrics(estimator),
     )
     return TrainedModel(estimator=estimator, model=estimator.to_inference(), manifest=card)
+
+
+def feature_set_score(estimator: ArticleClassifier) -> float:
+    """What ``features="auto"`` maximises: the mean, over the heads the model has, of the
+    section head's out-of-fold accuracy averaged over the three views (full text, headline
+    + first sentence, headline) and the tags head's out-of-fold micro-F1 and macro-F1 on
+    full texts averaged."""
+    cv = estimator.cv_
+    scores = []
+    if cv.section_truth:
+        scores.append(
+            float(
+                np.mean(
+                    [
+                        section_metrics(cv.section_truth, predicted).accuracy
+                        for predicted in cv.section_predicted_by_view.values()
+                    ]
+                )
+            )
+        )
+    if estimator.tags_:
+        found = tag_metrics(cv.tag_truth, cv.tag_predicted, estimator.tags_)
+        scores.append((found.micro_f1 + found.macro_f1) / 2.0)
+    return float(np.mean(scores))
 
 
 def fingerprint_records(records: Sequence[LabelledArticle]) -> str:

@@ -17,6 +17,14 @@ Score = Annotated[float, Field(ge=0.0, le=1.0)]
 MAX_EXPLAIN_TERMS = 50
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class LabelScore(BaseModel):
     """One label with a probability-like score in [0, 1]."""
 
@@ -24,6 +32,17 @@ class LabelScore(BaseModel):
 
     label: str
     score: Score
+    # Left out, not written as null, unless a section floor is configured: without one the
+    # output is exactly what it was before the flag existed.
+    uncertain: bool | SkipJsonSchema[None] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="The section only, and only when the model runs with a section floor: "
+        "true when the section's score is below the floor (the model does not know which "
+        "section the article belongs to; treat the section as a guess), false otherwise. "
+        "Never on a tag.",
+    )
 
 
 class ModelRef(BaseModel):
@@ -84,14 +103,6 @@ class Explanations(BaseModel):
     )
 
 
-def _absent(value: object) -> bool:
-    return value is None
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
 class Classification(BaseModel):
     """What the model says about one article.
 
@@ -102,7 +113,10 @@ class Classification(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    section: LabelScore | None
+    section: LabelScore | None = Field(
+        description="The most probable section and its calibrated probability; null when the "
+        "model has no section head."
+    )
     tags: list[LabelScore]
     model: ModelRef
     # Left out of the output, not written as null, when explanations are off: the default
