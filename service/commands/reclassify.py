@@ -404,7 +404,7 @@ async def _session(
             health=health,
             observers=batch_observers,
             limits=limits,
-            replay=gate,
+            bounds=gate,
         )
         consumer.subscribe([service.input_topic], listener=pipeline.listener())
         await consumer.start()

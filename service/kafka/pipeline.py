@@ -65,9 +65,11 @@ BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN = 0, 1, 2
 _PROBE_TIMEOUT_S = 5.0
 
 
-class ReplayHooks(Protocol):
-    """What a bounded replay (``service.commands.reclassify``) adds to a session; the live service
-    runs without. Each hook is called at one point of the stages, nothing else changes."""
+class Bounds(Protocol):
+    """What bounds the stream a session reads, as one stage of the pipeline: nothing for the
+    live service (``Unbounded``), a time range and a rate for a replay
+    (``service.kafka.replay_gate.ReplayGate``). Each hook is called at one point of the
+    stages; nothing else changes."""
 
     async def before_fetch(self) -> None:
         """Before each fetch: wait for the rate limit, pause the finished partitions."""
@@ -82,8 +84,27 @@ class ReplayHooks(Protocol):
         ...
 
     async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (in place of ``consumer.commit``) and note the progress."""
+        """Commit ``offsets`` (and note the progress)."""
         ...
+
+
+class Unbounded:
+    """The live service's stream: every record, committed as it is."""
+
+    async def before_fetch(self) -> None:
+        """Nothing to wait for."""
+
+    def admit(self, fetched: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """Every fetched record."""
+        return fetched
+
+    def rewrite(self, outgoing: list[Outgoing], sources: dict[SourceKey, Any]) -> list[Outgoing]:
+        """The records as they are."""
+        return outgoing
+
+    async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """The group's commit."""
+        await consumer.commit(offsets)
 
 
 @dataclass
@@ -117,11 +138,11 @@ class Pipeline:
         limits: dict[str, int] | None = None,
         half_open: bool = False,
         on_breaker_closed: Callable[[], None] | None = None,
-        replay: ReplayHooks | None = None,
+        bounds: Bounds | None = None,
         transactions: PartitionTransactions | None = None,
     ) -> None:
         self._consumer = consumer
-        self._replay = replay
+        self._bounds = bounds if bounds is not None else Unbounded()
         self._producer = producer
         self._classifier = classifier
         self._settings = settings
@@ -263,8 +284,7 @@ class Pipeline:
                 self._slots.release()
                 await asyncio.Event().wait()  # parked until cancelled
             try:
-                if self._replay is not None:
-                    await self._replay.before_fetch()
+                await self._bounds.before_fetch()
                 fetched = await self._consumer.getmany(
                     timeout_ms=self._settings.batch_max_wait_ms,
                     max_records=self._settings.batch_size,
@@ -272,8 +292,7 @@ class Pipeline:
             except KafkaError as error:
                 self._slots.release()
                 raise BrokerUnavailableError(f"fetch failed: {error!r}") from error
-            if self._replay is not None:
-                fetched = self._replay.admit(fetched)
+            fetched = self._bounds.admit(fetched)
             if self._transactions is not None:
                 fetched = self._fenced_only(fetched)
             records = [record for batch in fetched.values() for record in batch]
@@ -324,8 +343,7 @@ class Pipeline:
                     f" model (threshold {self._settings.breaker_threshold:.0%})",
                 )
             outgoing = self._publisher.fit(batch.result.outgoing, batch.sources())
-            if self._replay is not None:
-                outgoing = self._replay.rewrite(outgoing, batch.sources())
+            outgoing = self._bounds.rewrite(outgoing, batch.sources())
             batch.result.outgoing = outgoing
             if self._transactions is not None:
                 batch.delivery = await self._transact(self._transactions, batch, outgoing)
@@ -535,10 +553,8 @@ class Pipeline:
                 extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in lost)},
             )
         try:
-            if offsets and self._replay is not None:
-                await self._replay.commit(self._consumer, offsets)
-            elif offsets:
-                await self._consumer.commit(offsets)
+            if offsets:
+                await self._bounds.commit(self._consumer, offsets)
         except (CommitFailedError, IllegalStateError) as error:
             # The group moved on: the new owner restarts from the last commit (duplicates,
             # never a gap).

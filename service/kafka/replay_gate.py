@@ -1,4 +1,4 @@
-"""The hooks a bounded replay adds to the pipeline (``service.kafka.pipeline.ReplayHooks``).
+"""The bounds a replay puts on the pipeline's stream (``service.kafka.pipeline.Bounds``).
 
 ``ReplayGate`` admits only the records inside the range (and, replaying dead letters,
 only those with a chosen ``error.reason``), pauses a partition once it is read to its end,
@@ -119,7 +119,7 @@ class RateLimit:
 
 
 class ReplayGate:
-    """``ReplayHooks`` for one consumer session of a replay (see the module docstring)."""
+    """The ``Bounds`` of one consumer session of a replay (see the module docstring)."""
 
     def __init__(
         self,
@@ -145,7 +145,7 @@ class ReplayGate:
         self._admitted_next: dict[TopicPartition, int] = {}
         self._scanned_next: dict[TopicPartition, int] = {}
 
-    # -- ReplayHooks -------------------------------------------------------------------
+    # -- Bounds ------------------------------------------------------------------------
 
     async def before_fetch(self) -> None:
         await self._rate.wait()
