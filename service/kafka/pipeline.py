@@ -46,13 +46,13 @@ from service.core.deadletter import DeadLetterReason
 from service.core.errors import (
     BreakerOpenError,
     BrokerUnavailableError,
-    DeliveryError,
     GroupJoinStuckError,
     WorkerUnstableError,
 )
 from service.core.records import BatchObserver, BatchResult, Delivery, InputRecord, Outgoing
+from service.kafka.delivery import Acknowledgement, AtLeastOnce, DeliveryMode, ExactlyOnce
 from service.kafka.offsets import OffsetTracker
-from service.kafka.publish import BatchPublisher, Sent, SourceKey
+from service.kafka.publish import BatchPublisher, SourceKey
 from service.kafka.transactions import PartitionTransactions
 from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
@@ -115,8 +115,8 @@ class _Batch:
     nbytes: int
     started: float
     result: BatchResult | None = None
-    sent: list[Sent] | None = None
-    delivery: Delivery | None = None  # exactly-once: committed by the send stage
+    #: Set by the send stage: what the acknowledgement stage awaits.
+    acknowledge: Acknowledgement | None = None
 
     def sources(self) -> dict[SourceKey, InputRecord]:
         return {(record.partition, record.offset): record for record in self.records}
@@ -178,11 +178,18 @@ class Pipeline:
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count()
         self._next_fetch: dict[TopicPartition, int] = {}
-        self._transactions = transactions
-        # Exactly-once: per partition, the committed offset read after fencing its producer.
-        self._fenced_from: dict[TopicPartition, int] = {}
+        self._delivery: DeliveryMode = (
+            ExactlyOnce(transactions, consumer, input_topic=settings.input_topic, fail=self._fail)
+            if transactions is not None
+            else AtLeastOnce(self._publisher)
+        )
 
     # -- the rebalance listener's view -------------------------------------------------
+
+    @property
+    def delivery(self) -> DeliveryMode:
+        """How this session delivers its batches (at least once, or exactly once)."""
+        return self._delivery
 
     def listener(self) -> ConsumerRebalanceListener:
         """The listener to subscribe with: revoked partitions are drained and committed."""
@@ -292,9 +299,7 @@ class Pipeline:
             except KafkaError as error:
                 self._slots.release()
                 raise BrokerUnavailableError(f"fetch failed: {error!r}") from error
-            fetched = self._bounds.admit(fetched)
-            if self._transactions is not None:
-                fetched = self._fenced_only(fetched)
+            fetched = self._delivery.admit(self._bounds.admit(fetched))
             records = [record for batch in fetched.values() for record in batch]
             if not records or not self._fetching:
                 # Records fetched after stop was asked are not processed: nothing is
@@ -345,24 +350,21 @@ class Pipeline:
             outgoing = self._publisher.fit(batch.result.outgoing, batch.sources())
             outgoing = self._bounds.rewrite(outgoing, batch.sources())
             batch.result.outgoing = outgoing
-            if self._transactions is not None:
-                batch.delivery = await self._transact(self._transactions, batch, outgoing)
-            else:
-                batch.sent = await self._publisher.publish(outgoing)
+            batch.acknowledge = await self._delivery.send(
+                outgoing, batch.next_offsets, batch.sources()
+            )
             self._to_ack.put_nowait(batch)
 
     async def _ack_stage(self) -> None:
         while True:
             batch = await self._to_ack.get()
-            if batch.delivery is not None:  # committed in its transactions
-                self._observe_published(batch.delivery)
-                self._tracker.complete(batch.id)
-            elif batch.sent is None:
+            if batch.acknowledge is None:
                 raise RuntimeError(f"batch {batch.id} reached the ack stage unsent")
-            else:
-                delivery = await self._publisher.confirm(batch.sent, batch.sources())
-                self._observe_published(delivery)
-                self._uncommitted.update(self._tracker.complete(batch.id))
+            delivery = await batch.acknowledge()
+            self._observe_published(delivery)
+            completed = self._tracker.complete(batch.id)
+            if self._delivery.commits_offsets:  # else committed in its transactions
+                self._uncommitted.update(completed)
                 await self._commit()
             self._slots.release()
             self._started.pop(batch.id, None)
@@ -374,85 +376,6 @@ class Pipeline:
             if self._tracker.in_flight_batches == 0:
                 self._idle.set()
             self._to_ack.task_done()
-
-    # -- exactly-once ------------------------------------------------------------------
-
-    def _fenced_only(
-        self, fetched: dict[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, list[Any]]:
-        """The records of partitions whose producer is started, from the committed offset
-        read after that; the rest were fetched from a position that may be stale (the
-        partition is sought again when its producer is ready)."""
-        kept: dict[TopicPartition, list[Any]] = {}
-        for tp, records in fetched.items():
-            start = self._fenced_from.get(tp)
-            if start is None:
-                continue
-            fresh = [record for record in records if record.offset >= start]
-            if fresh:
-                kept[tp] = fresh
-        return kept
-
-    async def _transact(
-        self, transactions: PartitionTransactions, batch: _Batch, outgoing: Sequence[Outgoing]
-    ) -> Delivery:
-        """Commit the batch: one transaction per input partition, side by side."""
-        by_partition: dict[TopicPartition, list[Outgoing]] = {tp: [] for tp in batch.next_offsets}
-        for item in outgoing:
-            by_partition[TopicPartition(self._settings.input_topic, item.source_partition)].append(
-                item
-            )
-        sources = batch.sources()
-        results = await asyncio.gather(
-            *(
-                transactions.commit(tp, items, batch.next_offsets[tp], sources)
-                for tp, items in by_partition.items()
-            ),
-            return_exceptions=True,
-        )
-        delivery = Delivery()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            delivery.delivered.extend(result.delivered)
-            delivery.rejected += result.rejected
-            delivery.values_dropped += result.values_dropped
-            delivery.given_up += result.given_up
-        return delivery
-
-    async def assign_transactional(self, assigned: set[TopicPartition]) -> None:
-        """Start the new partitions' producers (fencing their previous owners), then read
-        their committed offsets and seek there; a failure ends the session."""
-        if self._transactions is None:
-            return
-        new = [tp for tp in assigned if tp not in self._transactions.ready]
-        try:
-            await self._transactions.assign(new)
-            committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in new))
-            unset = [tp for tp, offset in zip(new, committed, strict=True) if offset is None]
-            # auto_offset_reset=earliest for a partition without a committed offset
-            beginnings = await self._consumer.beginning_offsets(unset) if unset else {}
-        except (KafkaError, DeliveryError) as error:
-            self._fail(BrokerUnavailableError(f"exactly-once assignment failed: {error!r}"))
-            return
-        # Records fetched before this point were dropped (``_fenced_only``): fetch again.
-        # No await from the seeks to the gate opening: the fetch stage sees both or neither.
-        for tp, offset in zip(new, committed, strict=True):
-            start = beginnings[tp] if offset is None else offset
-            self._consumer.seek(tp, start)
-            self._fenced_from[tp] = start
-
-    async def release_transactional(self, revoked: set[TopicPartition], drained: bool) -> None:
-        """Close revoked partitions' producers; with work still in flight, end the session
-        (its transactions are aborted when the next owner fences them)."""
-        if self._transactions is None:
-            return
-        for tp in revoked:
-            self._fenced_from.pop(tp, None)
-        if not drained:
-            self._fail(DeliveryError("partitions revoked with transactions still in flight"))
-            return
-        await self._transactions.release(revoked)
 
     def _fail(self, error: BaseException) -> None:
         if not self._failure.done():
@@ -689,7 +612,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         bound = self._pipeline.rebalance_drain_bound_s
         drained = asyncio.ensure_future(self._pipeline.drain())
         await _wait_any(drained, within_s=bound)
-        await self._pipeline.release_transactional(revoked, drained.done())
+        await self._pipeline.delivery.revoked(revoked, drained.done())
         if not drained.done():
             drained.cancel()
             logger.warning(
@@ -710,5 +633,5 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._pipeline.assign_transactional(assigned)
+        await self._pipeline.delivery.assigned(assigned)
         self._pipeline._on_assigned(assigned)
