@@ -96,17 +96,27 @@ def test_dead_letter_headers_are_utf8_and_bounded() -> None:
     headers["error.message"].decode("utf-8")
 
 
-def test_offsets_advance_only_past_contiguous_completed_batches() -> None:
-    """A partition's commit offset never passes a batch that is not yet acknowledged."""
+def test_each_acknowledged_batch_makes_its_offsets_committable() -> None:
+    """Batches are acknowledged in fetch order: each one's next offsets become committable
+    as it is, and the in-flight counts follow."""
     tracker = OffsetTracker()
     tracker.add(1, {TP0: 10, TP1: 5}, records=15)
     tracker.add(2, {TP0: 20}, records=10)
-    tracker.add(3, {TP1: 8}, records=3)
-    assert tracker.complete(2) == {}
-    assert tracker.complete(3) == {}
-    assert tracker.in_flight_records == 15
-    assert tracker.complete(1) == {TP0: 20, TP1: 8}
-    assert tracker.in_flight_batches == 0
+    assert tracker.in_flight_records == 25
+    assert tracker.complete(1) == {TP0: 10, TP1: 5}
+    assert tracker.complete(2) == {TP0: 20}
+    assert (tracker.in_flight_batches, tracker.in_flight_records) == (0, 0)
+
+
+def test_a_batch_acknowledged_out_of_fetch_order_is_refused() -> None:
+    """Acknowledging a later batch first is a bug: refused, so nothing is committed past a
+    batch that is not acknowledged yet."""
+    tracker = OffsetTracker()
+    tracker.add(1, {TP0: 10}, records=1)
+    tracker.add(2, {TP0: 20}, records=1)
+    with pytest.raises(RuntimeError, match="batch 2 acknowledged before batch 1"):
+        tracker.complete(2)
+    assert tracker.complete(1) == {TP0: 10}
 
 
 def test_offsets_refuse_a_batch_registered_twice() -> None:
