@@ -136,16 +136,7 @@ async def run_service(
             )
             if api_port is not None and not api_port.done():
                 api_port.set_result(api.port)
-        logger.info(
-            "model loaded",
-            extra={
-                "model_name": model.name,
-                "model_version": model.version,
-                "model_sha256": model.sha256,
-                "classify_in": settings.classify_in.value if predictor is None else "thread",
-                "shadow_version": models.shadow.version if models.shadow else None,
-            },
-        )
+        _log_loaded(models, settings.classify_in.value if predictor is None else "thread")
         if settings.feedback_topic:
             # Its own group and session loop: nothing it meets reaches the article pipeline.
             quality = quality_tracker(settings, metrics, predictor)
@@ -161,10 +152,7 @@ async def run_service(
                 health=health,
                 on_swapped=shadow.swapped(health),
             )
-            watching = asyncio.create_task(reloader.run(), name="model-reloader")
-            stack.push_async_callback(_cancel, watching)
-            if reload is not None:
-                stack.push_async_callback(_cancel, asyncio.create_task(_relay(reload, reloader)))
+            _watch_models(stack, reloader, reload)
         return await _sessions(
             settings,
             classifier=classifier,
@@ -174,6 +162,29 @@ async def run_service(
             batch_observers=batch_observers,
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+
+def _log_loaded(models: ModelSetIdentity, classify_in: str) -> None:
+    logger.info(
+        "model loaded",
+        extra={
+            "model_name": models.primary.name,
+            "model_version": models.primary.version,
+            "model_sha256": models.primary.sha256,
+            "classify_in": classify_in,
+            "shadow_version": models.shadow.version if models.shadow else None,
+        },
+    )
+
+
+def _watch_models(
+    stack: AsyncExitStack, reloader: ModelReloader, reload: asyncio.Event | None
+) -> None:
+    """Swap models as --model-poll-s and SIGHUP (``reload``) say, until the stack closes."""
+    watching = asyncio.create_task(reloader.run(), name="model-reloader")
+    stack.push_async_callback(_cancel, watching)
+    if reload is not None:
+        stack.push_async_callback(_cancel, asyncio.create_task(_relay(reload, reloader)))
 
 
 class _Shadow:
