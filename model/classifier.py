@@ -33,7 +33,7 @@ from sklearn.svm import LinearSVC
 
 from model.calibration import fit_temperature, softmax_probabilities
 from model.errors import ModelError, TrainingError
-from model.feature_sets import TextFeatures, check_feature_set
+from model.feature_sets import TextFeatures, check_feature_set, uses_chars
 from model.inference import LinearTextModel
 from model.text import VIEWS, HasTitleAndBody, View, compose_text, later_sentences, view_text
 from model.thresholds import cross_fitted_thresholds, fit_slope, tune_thresholds
@@ -51,6 +51,11 @@ _VIEW_WEIGHTS = (
     "tag_headline_weight",
     "section_sentence_weight",
 )
+
+
+#: The section head's SVM regularisation when ``section_c`` is None, by whether the feature
+#: set has character n-grams.
+SECTION_C = {False: 0.5, True: 1.0}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -100,7 +105,10 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     ngram_max, min_df, max_df: vectoriser vocabulary settings (``max_df`` for both blocks).
     char_ngram_min, char_ngram_max, char_min_df: the character n-grams' lengths and their
         minimum document frequency.
-    section_c, tag_c: SVM regularisation of each head.
+    section_c, tag_c: SVM regularisation of each head; ``section_c`` None (the default)
+        is 0.5 for words alone and 1.0 with character n-grams (``SECTION_C``: with n-grams
+        the 5-fold headline accuracy rose from 0.887 at 0.5 to 0.892 at 1 and 0.897 at 2 on
+        bbc-news, the shift check staying at 0.916 to 0.920; 1 is the middle of that).
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
     section_nb_alpha: smoothing of the NBSVM (log-count-ratio scaled) one-vs-rest models
         whose scores are added to the plain SVM scores of the section head; 0 disables them.
@@ -129,7 +137,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         char_ngram_min: int = 2,
         char_ngram_max: int = 5,
         char_min_df: int = 2,
-        section_c: float = 0.5,
+        section_c: float | None = None,
         section_nb_alpha: float = 0.01,
         tag_c: float = 1.0,
         tag_positive_weight: float = 1.0,
@@ -349,7 +357,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         if present.size == 1:
             intercept[present[0]] = 0.0
             return _Head(coef, intercept)
-        svm = LinearSVC(C=self.section_c, random_state=self.random_state, max_iter=5000)
+        svm = LinearSVC(C=self._section_c(), random_state=self.random_state, max_iter=5000)
         svm.fit(features, y, sample_weight=sample_weight)
         if present.size == 2:
             # A binary SVM has one score for the second class; split it symmetrically.
@@ -366,6 +374,11 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
                 intercept[label] += bias
         return _Head(coef, intercept)
 
+    def _section_c(self) -> float:
+        if self.section_c is not None:
+            return float(self.section_c)
+        return SECTION_C[uses_chars(check_feature_set(self.features))]
+
     def _fit_nbsvm(
         self, features: sp.csr_matrix, positive: BoolArray, sample_weight: FloatArray
     ) -> tuple[FloatArray, float]:
@@ -378,7 +391,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         p = alpha + np.asarray(features[positive].T @ sample_weight[positive]).ravel()
         q = alpha + np.asarray(features[~positive].T @ sample_weight[~positive]).ravel()
         ratio = np.log((p / p.sum()) / (q / q.sum()))
-        svm = LinearSVC(C=self.section_c, random_state=self.random_state, max_iter=5000)
+        svm = LinearSVC(C=self._section_c(), random_state=self.random_state, max_iter=5000)
         svm.fit(sp.csr_matrix(features.multiply(ratio)), positive, sample_weight=sample_weight)
         return svm.coef_[0] * ratio, float(svm.intercept_[0])
 

@@ -227,9 +227,7 @@ def tf_idf(
         unique, counts = _counted(keys, n_rows * n_features)
         found_rows = unique // n_features
     else:
-        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
-        order = np.argsort(first, kind="stable")
-        unique, counts = unique[order], counts[order]
+        unique, counts = _counted_in_first_order(keys, n_rows * n_features)
         found_rows = unique // n_features
     if found_rows.size and (found_rows[1:] < found_rows[:-1]).any():
         # ``first`` orders by position in the concatenation (unigrams, then bigrams, ...),
@@ -266,3 +264,24 @@ def _counted(keys: NDArray[np.int64], bound: int) -> tuple[NDArray[np.int64], ND
     firsts = np.flatnonzero(change)
     counts = np.diff(firsts, append=ranked.size)
     return ranked[firsts].astype(np.int64), counts
+
+
+def _counted_in_first_order(
+    keys: NDArray[np.int64], bound: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The distinct keys in the order of their first occurrence, and how often each occurs
+    (one stable sort; the order is restored by marking first occurrences, not sorting)."""
+    if not keys.size:
+        return keys[:0], keys[:0]
+    order = np.argsort(keys.astype(np.uint32) if bound <= 2**32 else keys, kind="stable")
+    ranked = keys[order]
+    change = np.empty(ranked.size, dtype=np.bool_)
+    change[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    # A stable sort puts each key's earliest position first in its run.
+    first = order[starts]
+    tally = np.zeros(keys.size, dtype=np.int64)
+    tally[first] = np.diff(starts, append=ranked.size)
+    is_first = tally > 0
+    return keys[is_first], tally[is_first]

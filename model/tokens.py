@@ -97,21 +97,49 @@ def runs(mask: NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
     return starts, ends - starts
 
 
+class _Powers:
+    """``m**i`` and ``m**-i`` mod 2**64 for i = 0, 1, ...: computed once, up to the longest
+    batch so far (a batch longer than any before extends them; the arrays are replaced,
+    never changed in place, so concurrent readers each see a complete pair)."""
+
+    __slots__ = ("_multiplier", "_tables")
+
+    def __init__(self, multiplier: int) -> None:
+        self._multiplier = multiplier
+        self._tables: tuple[NDArray[np.uint64], NDArray[np.uint64]] = (
+            np.ones(1, dtype=_U64),
+            np.ones(1, dtype=_U64),
+        )
+
+    def upto(self, size: int) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+        """The first ``size`` powers and inverse powers."""
+        powers, inverse = self._tables
+        if powers.size < size:
+            grown = max(size, 2 * powers.size)
+            powers = _accumulated(self._multiplier, grown)
+            inverse = _accumulated(pow(self._multiplier, -1, 2**64), grown)
+            self._tables = (powers, inverse)
+        return powers[:size], inverse[:size]
+
+
+def _accumulated(base: int, size: int) -> NDArray[np.uint64]:
+    table = np.empty(size, dtype=_U64)
+    table[0] = 1
+    table[1:] = base
+    np.multiply.accumulate(table, out=table)
+    return table
+
+
 class _Hasher:
     """Polynomial hashes, mod 2**64, of windows of one code-point array."""
 
     __slots__ = ("_inverse_powers", "_prefix")
 
-    def __init__(self, codes: NDArray[np.uint32], multiplier: int) -> None:
+    def __init__(
+        self, codes: NDArray[np.uint32], multiplier: int, tables: _Powers | None = None
+    ) -> None:
         size = codes.size
-        powers = np.empty(size + 1, dtype=_U64)
-        powers[0] = 1
-        powers[1:] = multiplier
-        np.multiply.accumulate(powers, out=powers)
-        inverse = np.empty(size + 1, dtype=_U64)
-        inverse[0] = 1
-        inverse[1:] = pow(multiplier, -1, 2**64)
-        np.multiply.accumulate(inverse, out=inverse)
+        powers, inverse = (tables or _Powers(multiplier)).upto(size + 1)
         # prefix[i] = sum of (codes[j] + 1) * m**j for j < i; a window's sum, divided by
         # m**start, is its hash wherever it starts. (+ 1: a NUL must not weigh nothing, or
         # "a" and "a\0" would share a hash.)
@@ -142,6 +170,7 @@ class TermIndex:
         "_lengths",
         "_mask",
         "_multiplier",
+        "_powers",
         "_probes",
         "_shift",
         "_slot_hashes",
@@ -162,6 +191,7 @@ class TermIndex:
         else:  # pragma: no cover - three 64-bit hash functions colliding on one vocabulary
             raise ModelError("the vocabulary's terms cannot be told apart by their hashes")
         self._multiplier = multiplier
+        self._powers = _Powers(multiplier)
         # A table at most a quarter full: most lookups end at their first slot.
         bits = max(4, int(4 * len(terms)).bit_length())
         self._shift = np.uint64(64 - bits)
@@ -186,7 +216,7 @@ class TermIndex:
 
     def hasher(self, batch: CodePoints) -> _Hasher:
         """The hash function of this index over ``batch`` (share it between lookups)."""
-        return _Hasher(batch.codes, self._multiplier)
+        return _Hasher(batch.codes, self._multiplier, self._powers)
 
     def lookup(
         self, batch: CodePoints, hasher: _Hasher, starts: IntArray, lengths: IntArray
