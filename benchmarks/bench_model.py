@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -171,8 +172,7 @@ def against_scikit_learn(
     return found
 
 
-def main() -> int:
-    """Train (or load), save, time and measure; prints a short report (or JSON)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--model", type=Path, help="an artifact to measure instead of training")
@@ -189,8 +189,48 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REF", help="git revision to compare with")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (with --baseline)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    return parser
 
+
+def _rates_against(
+    trees: dict[str, Path], baseline: str | None, rounds: list[dict[str, dict[str, Any]]]
+) -> dict[str, object]:
+    """The median ratio and range of each rate against the baseline, and whether both trees
+    wrote the same bytes."""
+    if not baseline:
+        return {}
+    found: dict[str, object] = {}
+    for key in ("predict", "decode_predict_encode"):
+        ratios = [r["this tree"][key] / r[baseline][key] for r in rounds]
+        found[f"{key}_ratio_median"] = statistics.median(ratios)
+        found[f"{key}_ratio_range"] = [min(ratios), max(ratios)]
+    digests = {r[name]["outputs_sha256"] for r in rounds for name in trees}
+    found["identical_outputs"] = len(digests) == 1
+    return found
+
+
+def _report(result: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    for key, value in result.items():
+        if key != "rounds":
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+            continue
+        rounds: list[dict[str, dict[str, Any]]] = value  # type: ignore[assignment]
+        for index, found in enumerate(rounds):
+            for name, rates in found.items():
+                print(
+                    f"round {index + 1} {name}: predict {rates['predict']:,.0f}/s, "
+                    f"decode+predict+encode {rates['decode_predict_encode']:,.0f}/s "
+                    f"per CPU second (wall clock: {rates['predict_wall']:,.0f}/s, "
+                    f"{rates['decode_predict_encode_wall']:,.0f}/s)"
+                )
+
+
+def main() -> int:
+    """Train (or load), save, time and measure; prints a short report (or JSON)."""
+    args = _parser().parse_args()
     reuters = load_labelled([args.data / "reuters21578" / "train.jsonl"], skip_invalid=True).records
     result: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,13 +276,7 @@ def main() -> int:
                 }
             )
         result["rounds"] = rounds
-        if args.baseline:
-            for key in ("predict", "decode_predict_encode"):
-                ratios = [r["this tree"][key] / r[args.baseline][key] for r in rounds]
-                result[f"{key}_ratio_median"] = statistics.median(ratios)
-                result[f"{key}_ratio_range"] = [min(ratios), max(ratios)]
-            digests = {r[name]["outputs_sha256"] for r in rounds for name in trees}
-            result["identical_outputs"] = len(digests) == 1
+        result.update(_rates_against(trees, args.baseline, rounds))
         probe = subprocess.run(
             [sys.executable, "-c", MEMORY_PROBE, str(directory)],
             capture_output=True,
@@ -252,21 +286,7 @@ def main() -> int:
         )
         result.update(json.loads(probe.stdout))
     result["openblas_env"] = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        for key, value in result.items():
-            if key == "rounds":
-                for index, found in enumerate(rounds):
-                    for name, rates in found.items():
-                        print(
-                            f"round {index + 1} {name}: predict {rates['predict']:,.0f}/s, "
-                            f"decode+predict+encode {rates['decode_predict_encode']:,.0f}/s "
-                            f"per CPU second (wall clock: {rates['predict_wall']:,.0f}/s, "
-                            f"{rates['decode_predict_encode_wall']:,.0f}/s)"
-                        )
-            else:
-                print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    _report(result, args.json)
     return 0 if result.get("identical_outputs", True) else 1
 
 

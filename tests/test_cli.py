@@ -190,3 +190,20 @@ def test_every_subcommand_has_help_naming_its_environment_variables(command: str
     result = run_cli(command, "--help")
     assert result.returncode == 0
     assert b"[env: ARTICLE_CLASSIFIER_" in result.stdout
+
+
+def test_train_takes_the_feature_set_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    """train --features char writes a character n-gram model that classify runs; an
+    unknown feature set is a usage error naming the choices."""
+    out = tmp_path / "chars"
+    trained = run_cli("train", "--data", DEMO_CORPUS, "--out", out, "--features", "char")
+    assert trained.returncode == 0, trained.stderr.decode()
+    assert json.loads((out / "model.json").read_text())["params"]["features"] == "char"
+    classified = run_cli(
+        "classify", "--model", out, stdin=b'{"article_id": "a", "title": "Cup final tonight"}\n'
+    )
+    assert classified.returncode == 0, classified.stderr.decode()
+    assert json.loads(classified.stdout)["classification"]["section"]["label"]
+    refused = run_cli("train", "--data", DEMO_CORPUS, "--out", tmp_path / "x", "--features", "nope")
+    assert refused.returncode == 2
+    assert b"'word', 'char', 'word+char' or 'auto'" in refused.stderr

@@ -150,6 +150,7 @@ def _train(settings: TrainSettings) -> int:
         version=settings.model_version,
         skip_invalid=settings.skip_invalid,
         stdout=sys.stdout,
+        features=settings.features,
     )
 
 

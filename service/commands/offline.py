@@ -45,10 +45,12 @@ def run_train(
     version: str | None,
     skip_invalid: bool,
     stdout: TextIO,
+    features: str | None = None,
 ) -> int:
-    """Train on labelled JSONL files, write the artifact, print the cross-validated summary."""
+    """Train on labelled JSONL files, write the artifact, print the cross-validated summary.
+    ``features`` picks the feature set (``model.training.train``)."""
     corpus = _load(data, skip_invalid=skip_invalid)
-    trained = train(corpus.records, name=name, version=version)
+    trained = train(corpus.records, name=name, version=version, features=features)
     path = save_artifact(trained, out)
     print(trained.render_summary(), file=stdout)
     print(

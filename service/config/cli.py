@@ -150,6 +150,8 @@ def _element_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def _metavar(kind: Any) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "{" + ",".join(str(value) for value in typing.get_args(kind)) + "}"
     if isinstance(kind, type) and issubclass(kind, Enum):
         return "{" + ",".join(str(member.value) for member in kind) + "}"
     if kind is Path:
