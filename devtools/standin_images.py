@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,14 @@ _BUILDERS = {
 }
 
 
+def build_all(names: Sequence[str]) -> dict[str, str]:
+    """The stand-ins ``names`` built side by side (mmdebstrap mostly waits on downloads and
+    unpacking): name -> tag."""
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        futures = {name: pool.submit(_BUILDERS[name]) for name in names}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.standin_images",
@@ -212,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", choices=sorted(_BUILDERS))
     args = parser.parse_args(argv)
     try:
-        for name in args.images:
-            print(_BUILDERS[name]())
+        for tag in build_all(list(dict.fromkeys(args.images))).values():
+            print(tag)
     except StandinError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -78,12 +78,13 @@ def test_the_readme_compose_lines_bring_the_stack_up_classify_and_tear_it_down(
     assert not busy, f"compose publishes 127.0.0.1:{busy}, already in use here"
     lines = readme_block("**Compose** (`docker-compose.yml`)")
     digest = hashlib.sha256((model_dir / "model.json").read_bytes()).hexdigest()
+    standins = standin_images.build_all(["python", "kafka", "prometheus"])
     substitutions = {
         "docker build ": " ".join(
             [
                 "docker build",
                 *secret_args(),
-                f"--build-arg PYTHON_IMAGE={standin_images.python_image()} ",
+                f"--build-arg PYTHON_IMAGE={standins['python']} ",
             ]
         ),
         "$PWD/artifacts/demo-model": str(model_dir),
@@ -92,8 +93,8 @@ def test_the_readme_compose_lines_bring_the_stack_up_classify_and_tear_it_down(
     env = {
         "PATH": f"{Path(cli).parent}:{os.environ['PATH']}",
         "HOME": os.environ.get("HOME", "/root"),
-        "KAFKA_IMAGE": standin_images.kafka_image(),
-        "PROMETHEUS_IMAGE": standin_images.prometheus_image(),
+        "KAFKA_IMAGE": standins["kafka"],
+        "PROMETHEUS_IMAGE": standins["prometheus"],
     }
     shell = Shell(env)
     localised = [_localise(line, substitutions) for line in lines]
