@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import serve_settings
+from conftest import only_environment, serve_settings
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.config.commands import ConfigError
+from service.config.cli import settings_for
+from service.config.commands import ConfigError, DatasetSettings
+from service.feedback.dataset import _consumer_options
 from service.kafka.clients import client_options, make_consumer, make_producer, security_kwargs
 
 _MODEL = ("--model", "m")
@@ -135,3 +137,25 @@ def test_a_client_setting_that_cannot_work_is_refused(given: str, message: str) 
     the wrong type or a pair without a value is a configuration error."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         serve_settings(*_MODEL, env={"ARTICLE_CLASSIFIER_KAFKA_CLIENT_OPTIONS": given})
+
+
+def test_dataset_reads_topics_with_the_connection_options() -> None:
+    """dataset honours the Kafka connection group (its bootstrap servers still optional):
+    its topic reader gets the SASL credentials and further consumer settings."""
+    with only_environment({"ARTICLE_CLASSIFIER_SASL_PLAIN_PASSWORD": "pw"}):
+        settings = settings_for(
+            "dataset",
+            [
+                "--feedback", "f.jsonl", "--articles", "a.jsonl", "--out", "o.jsonl",
+                "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-512",
+                "--sasl-plain-username", "classifier", "--kafka-client-options",
+                "fetch_min_bytes=1",
+            ],
+        )  # fmt: skip
+    assert isinstance(settings, DatasetSettings)
+    assert settings.bootstrap_servers is None
+    options = _consumer_options(settings)
+    assert "bootstrap_servers" not in options
+    assert options["sasl_plain_username"] == "classifier"
+    assert options["sasl_plain_password"] == "pw"
+    assert options["fetch_min_bytes"] == 1
