@@ -202,6 +202,7 @@ def _dataset(settings: DatasetSettings) -> int:
         settings.dataset_out,
         bootstrap_servers=settings.bootstrap_servers,
         timeout_s=settings.dataset_timeout_s,
+        connection=settings,
         stdout=sys.stdout,
         stderr=sys.stderr,
     )

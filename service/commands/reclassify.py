@@ -44,6 +44,7 @@ from service.core.errors import (
 from service.core.records import BatchObserver
 from service.http.server import HealthServer
 from service.kafka.clients import (
+    client_options,
     make_consumer,
     make_producer,
     security_kwargs,
@@ -197,6 +198,7 @@ async def _prepare(
     topic = settings.source_topic
     planner = AIOKafkaConsumer(
         **security_kwargs(service),
+        **client_options(service, "AIOKafkaConsumer"),
         client_id=f"{service.client_id}-planner",
         enable_auto_commit=False,
     )
@@ -300,6 +302,7 @@ async def _store(
     """Commit each partition's start with its range, before any member joins the group."""
     consumer = AIOKafkaConsumer(
         **security_kwargs(service),
+        **client_options(service, "AIOKafkaConsumer"),
         client_id=f"{service.client_id}-planner",
         group_id=service.consumer_group,
         enable_auto_commit=False,

@@ -126,7 +126,8 @@ def _add_flag(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> No
         "help": text.replace("%", "%%"),
     }
     if inner is bool:
-        options["action"] = "store_true"
+        # On by default: --no-<name> turns it off.
+        options["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
     else:
         options["action"] = "append" if repeated else "store"
         # Choices are shown, not enforced here: the settings class checks every value,

@@ -382,7 +382,7 @@ class CompareSettings(CommandSettings):
     top: int = Field(default=10, ge=0, description="section flips listed with both scores")
 
 
-class DatasetSettings(CommandSettings):
+class DatasetSettings(KafkaConnection, CommandSettings):
     """``dataset``"""
 
     own_group: ClassVar[str] = "Dataset"
@@ -396,7 +396,9 @@ class DatasetSettings(CommandSettings):
     dataset_out: Path = Field(
         json_schema_extra=flag("out"), description="LabelledArticle JSONL to write"
     )
-    bootstrap_servers: str | None = Field(
+    #: Optional here: without it every source is a file (the connection's other options
+    #: apply only when a source is a topic).
+    bootstrap_servers: str | None = Field(  # type: ignore[assignment]
         default=None,
         min_length=1,
         description="Kafka bootstrap servers; a FILE|TOPIC value naming no file is then a topic",

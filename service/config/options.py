@@ -10,11 +10,16 @@ one thing in every command that has it.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
@@ -132,6 +137,96 @@ class ProcessingGuarantee(StrEnum):
     EXACTLY_ONCE = "exactly-once"
 
 
+#: The aiokafka clients the service builds, and the keyword names each accepts.
+_CLIENT_KEYWORDS: dict[str, frozenset[str]] = {
+    client.__name__: frozenset(inspect.signature(client.__init__).parameters) - {"self"}
+    for client in (AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer)
+}
+#: aiokafka settings the service decides itself (delivery, batching, the group, the
+#: connection and its security have options of their own) or that are not plain values.
+RESERVED_CLIENT_OPTIONS = frozenset(
+    {
+        "loop", "topics", "bootstrap_servers", "client_id", "security_protocol",
+        "ssl_context", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+        "sasl_oauth_token_provider", "key_serializer", "value_serializer",
+        "key_deserializer", "value_deserializer", "partitioner",
+        "partition_assignment_strategy", "acks", "compression_type", "linger_ms",
+        "max_batch_size", "max_request_size", "request_timeout_ms", "retry_backoff_ms",
+        "enable_idempotence", "transactional_id", "transaction_timeout_ms", "group_id",
+        "enable_auto_commit", "auto_offset_reset", "isolation_level", "max_poll_records",
+        "max_partition_fetch_bytes", "fetch_max_bytes", "fetch_max_wait_ms",
+        "session_timeout_ms", "heartbeat_interval_ms", "rebalance_timeout_ms",
+        "max_poll_interval_ms", "consumer_timeout_ms",
+    }
+)  # fmt: skip
+#: The names ``--kafka-client-options`` accepts.
+CLIENT_OPTIONS = frozenset().union(*_CLIENT_KEYWORDS.values()) - RESERVED_CLIENT_OPTIONS
+
+ClientValue = bool | int | float | str
+
+
+def client_keywords(client: str) -> frozenset[str]:
+    """The keyword names of one aiokafka client class (``AIOKafkaConsumer``, ...)."""
+    return _CLIENT_KEYWORDS[client]
+
+
+def _scalar(text: str) -> ClientValue:
+    """A ``key=value`` value: a JSON number or boolean when it reads as one, else text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, bool | int | float) else text
+
+
+def _default_of(name: str) -> Any:
+    for client in (AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaClient):
+        parameter = inspect.signature(client.__init__).parameters.get(name)
+        if parameter is not None:
+            return parameter.default
+    return None
+
+
+def _client_options(value: Any) -> Any:
+    """``--kafka-client-options`` from a JSON object or comma-separated ``key=value`` pairs;
+    every key must be an aiokafka client setting the service leaves open, and a value must
+    have the type of that setting's default."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            bad = [key for key, sep, _ in pairs if not sep]
+            if bad:
+                raise ValueError(f"{bad[0].strip()!r} is not key=value")
+            value = {key.strip(): _scalar(raw.strip()) for key, _, raw in pairs}
+    if not isinstance(value, Mapping):
+        return value
+    for key, item in value.items():
+        _check_client_option(key, item)
+    return value
+
+
+def _check_client_option(key: str, item: Any) -> None:
+    if key in RESERVED_CLIENT_OPTIONS:
+        raise ValueError(f"{key!r} is set by the service (or by an option of its own)")
+    if key not in CLIENT_OPTIONS:
+        close = difflib.get_close_matches(key, sorted(CLIENT_OPTIONS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{key!r} is not an aiokafka client setting{hint}")
+    default = _default_of(key)
+    expected = type(default) if isinstance(default, bool | int | float | str) else None
+    if expected is float and isinstance(item, int) and not isinstance(item, bool):
+        return
+    if expected is not None and type(item) is not expected:
+        raise ValueError(f"{key}={item!r}: aiokafka expects {expected.__name__}")
+
+
+#: Further aiokafka settings by name (``--kafka-client-options``).
+ClientOptions = Annotated[dict[str, ClientValue], NoDecode, BeforeValidator(_client_options)]
+
+
 class KafkaConnection(BaseModel):
     """Kafka connection"""
 
@@ -155,6 +250,21 @@ class KafkaConnection(BaseModel):
     ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM)")
     ssl_keyfile: Path | None = Field(default=None, description="client private key (PEM)")
+    ssl_key_password: SecretStr | None = Field(
+        default=None,
+        description="password of an encrypted --ssl-keyfile",
+    )
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description="check that a broker's certificate names the host connected to "
+        "(--no-ssl-check-hostname: do not)",
+    )
+    kafka_client_options: ClientOptions = Field(
+        default_factory=dict,
+        json_schema_extra=shown_as("JSON|K=V,..."),
+        description="further aiokafka client settings, as a JSON object or key=value pairs "
+        "(metadata_max_age_ms=60000,client_rack=eu-1); each client gets those it accepts",
+    )
 
     @model_validator(mode="after")
     def _sasl_credentials(self) -> KafkaConnection:

@@ -37,6 +37,7 @@ from service.core.deadletter import dead_letter_headers
 from service.core.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
 from service.feedback.quality import QualityTracker, manifest_labels
 from service.kafka.clients import (
+    client_options,
     make_producer,
     missing_topics,
     security_kwargs,
@@ -224,6 +225,7 @@ def make_feedback_consumer(settings: ServeSettings) -> AIOKafkaConsumer:
     """A group consumer of the feedback topic in ``<group-id>.feedback``, no auto-commit."""
     return AIOKafkaConsumer(
         **security_kwargs(settings),
+        **client_options(settings, "AIOKafkaConsumer"),
         client_id=f"{settings.client_id}-feedback",
         group_id=settings.feedback_group_id,
         enable_auto_commit=False,

@@ -36,6 +36,8 @@ from schemas import (
     LabelledArticle,
     decode_feedback,
 )
+from service.config.options import KafkaConnection
+from service.kafka.clients import client_options, security_kwargs
 
 _SHOWN_PROBLEMS = 10
 _DECLARED = tuple(name for name in ArticleEvent.model_fields if name != "schema_version")
@@ -247,15 +249,28 @@ def _file_lines(path: Path) -> Iterator[tuple[str, bytes]]:
                 yield f"{path}:{number}", raw.rstrip(b"\r\n")
 
 
+def _consumer_options(connection: KafkaConnection | None) -> dict[str, Any]:
+    """The security and further client settings of ``connection`` (none: plaintext)."""
+    if connection is None:
+        return {"client_id": "article-classifier-dataset"}
+    options = {
+        **security_kwargs(connection),
+        **client_options(connection, "AIOKafkaConsumer"),
+        "client_id": f"{connection.client_id}-dataset",
+    }
+    del options["bootstrap_servers"]  # dataset's own --bootstrap-servers is optional
+    return options
+
+
 async def _topic_records(
-    bootstrap_servers: str, topic: str, timeout_s: float
+    bootstrap_servers: str, topic: str, timeout_s: float, connection: KafkaConnection | None
 ) -> AsyncIterator[tuple[str, bytes | None]]:
     """Every record of ``topic`` up to its end offsets when reading starts (no group)."""
     consumer = AIOKafkaConsumer(
+        **_consumer_options(connection),
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        client_id="article-classifier-dataset",
     )
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
@@ -317,7 +332,10 @@ async def _assignment(consumer: AIOKafkaConsumer, timeout_s: float) -> list[Topi
 
 
 async def _read(
-    source: Source, bootstrap_servers: str | None, timeout_s: float
+    source: Source,
+    bootstrap_servers: str | None,
+    timeout_s: float,
+    connection: KafkaConnection | None = None,
 ) -> AsyncIterator[tuple[str, bytes | None]]:
     if source.path is not None:
         for where, line in _file_lines(source.path):
@@ -325,7 +343,7 @@ async def _read(
         return
     if source.topic is None or bootstrap_servers is None:
         raise DatasetError(f"{source}: neither a file nor a topic on a given broker")
-    async for item in _topic_records(bootstrap_servers, source.topic, timeout_s):
+    async for item in _topic_records(bootstrap_servers, source.topic, timeout_s, connection):
         yield item
 
 
@@ -336,14 +354,16 @@ async def build_dataset(
     *,
     bootstrap_servers: str | None = None,
     timeout_s: float = 30.0,
+    connection: KafkaConnection | None = None,
 ) -> DatasetReport:
-    """Join ``feedback`` with ``articles`` into ``out``; raises DatasetError on a bad source."""
+    """Join ``feedback`` with ``articles`` into ``out``; raises DatasetError on a bad source.
+    Topics are read with ``connection``'s security and client settings."""
     join = Join()
     for source in feedback:
-        async for where, raw in _read(source, bootstrap_servers, timeout_s):
+        async for where, raw in _read(source, bootstrap_servers, timeout_s, connection):
             join.add_feedback(where, raw)
     for source in articles:
-        async for where, raw in _read(source, bootstrap_servers, timeout_s):
+        async for where, raw in _read(source, bootstrap_servers, timeout_s, connection):
             join.add_article(where, raw)
     return join.write(out)
 
@@ -355,6 +375,7 @@ def run_dataset(
     *,
     bootstrap_servers: str | None,
     timeout_s: float,
+    connection: KafkaConnection | None = None,
     stdout: TextIO,
     stderr: TextIO,
 ) -> int:
@@ -368,6 +389,7 @@ def run_dataset(
             out,
             bootstrap_servers=bootstrap_servers,
             timeout_s=timeout_s,
+            connection=connection,
         )
     )
     for problem in report.problems:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,9 @@ from service.config.commands import (
 )
 from service.config.options import (
     CompressionType,
+    KafkaConnection,
     SecurityProtocol,
+    client_keywords,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,24 +48,45 @@ logger = logging.getLogger(__name__)
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
 
 
-def security_kwargs(settings: PipelineSettings) -> dict[str, Any]:
-    """The connection and authentication options shared by every client."""
+def security_kwargs(settings: KafkaConnection) -> dict[str, Any]:
+    """The connection and authentication options shared by every client, with the
+    ``--kafka-client-options`` every client accepts."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "security_protocol": settings.security_protocol.value,
+        **client_options(settings, "AIOKafkaClient"),
     }
     if settings.security_protocol in {SecurityProtocol.SSL, SecurityProtocol.SASL_SSL}:
-        kwargs["ssl_context"] = create_ssl_context(
-            cafile=settings.ssl_cafile,
-            certfile=settings.ssl_certfile,
-            keyfile=settings.ssl_keyfile,
-        )
+        kwargs["ssl_context"] = ssl_context(settings)
     if settings.sasl_mechanism is not None:
         kwargs["sasl_mechanism"] = settings.sasl_mechanism.value
         kwargs["sasl_plain_username"] = settings.sasl_plain_username
         if settings.sasl_plain_password is not None:
             kwargs["sasl_plain_password"] = settings.sasl_plain_password.get_secret_value()
     return kwargs
+
+
+def ssl_context(settings: KafkaConnection) -> ssl.SSLContext:
+    """The TLS context of every client: the CA, the client certificate and its key (and
+    the key's password), hostname verification unless turned off."""
+    password = settings.ssl_key_password
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=settings.ssl_cafile,
+        certfile=settings.ssl_certfile,
+        keyfile=settings.ssl_keyfile,
+        password=None if password is None else password.get_secret_value(),
+    )
+    context.check_hostname = settings.ssl_check_hostname
+    return context
+
+
+def client_options(settings: KafkaConnection, client: str) -> dict[str, Any]:
+    """The ``--kafka-client-options`` the aiokafka class named ``client`` accepts, beyond
+    those every client accepts (which ``security_kwargs`` already passes)."""
+    accepted = client_keywords(client)
+    if client != "AIOKafkaClient":
+        accepted = accepted - client_keywords("AIOKafkaClient")
+    return {key: value for key, value in settings.kafka_client_options.items() if key in accepted}
 
 
 def make_producer(settings: PipelineSettings) -> AIOKafkaProducer:
@@ -79,6 +103,7 @@ def _producer_options(settings: PipelineSettings) -> dict[str, Any]:
     compression = settings.compression_type
     return {
         **security_kwargs(settings),
+        **client_options(settings, "AIOKafkaProducer"),
         "acks": "all",
         "compression_type": None if compression is CompressionType.NONE else compression.value,
         "linger_ms": 5,
@@ -110,6 +135,7 @@ def make_consumer(settings: PipelineSettings) -> AIOKafkaConsumer:
     """The group consumer; subscribe it with a rebalance listener before starting."""
     return AIOKafkaConsumer(
         **security_kwargs(settings),
+        **client_options(settings, "AIOKafkaConsumer"),
         client_id=f"{settings.client_id}-consumer",
         group_id=settings.consumer_group,
         enable_auto_commit=False,
