@@ -16,7 +16,7 @@ DATA = Path(
         str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"),
     )
 )
-REQUIRED = os.environ.get("ARTICLE_CLASSIFIER_REQUIRE_RESEARCH_DATA") == "1"
+REQUIRED = os.environ.get("REQUIRE_RESEARCH_DATA") == "1"
 
 # Guards a few points below the 3-fold figures of fold seed 0 (see docs/model-quality.md),
 # and above what words alone score on the shift check (0.897 full, 0.716 headline): only a
