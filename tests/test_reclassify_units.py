@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from service.config.options import parse_timestamp
 from service.core.deadletter import DeadLetterReason
 from service.core.records import Outgoing
 from service.kafka.replay_gate import Progress, RateLimit, ReplayGate
@@ -15,7 +16,6 @@ from service.kafka.replay_range import (
     PartitionRange,
     decode_metadata,
     encode_metadata,
-    parse_timestamp,
 )
 
 TP = TopicPartition("articles.dead-letter", 0)

@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,24 +48,6 @@ class PartitionRange:
 
 
 ReplayRange = dict[TopicPartition, PartitionRange]
-
-
-def parse_timestamp(text: str) -> int:
-    """Milliseconds since the epoch from RFC 3339 (``2026-11-20T12:00:00Z``) or from an
-    integer of epoch milliseconds; raises ValueError naming the expected forms."""
-    stripped = text.strip()
-    if stripped.isdigit():
-        return int(stripped)
-    try:
-        parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise ValueError(
-            f"{text!r} is not a timestamp: use RFC 3339 with an offset"
-            " (2026-11-20T12:00:00Z) or epoch milliseconds"
-        )
-    return int(parsed.astimezone(UTC).timestamp() * 1000)
 
 
 def encode_metadata(job: str, part: PartitionRange) -> str:
