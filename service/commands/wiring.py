@@ -24,6 +24,7 @@ from service.observe.batches import BatchMetrics
 from service.observe.drift import DriftObserver, DriftTracker
 from service.observe.health import Health
 from service.observe.metrics import ServiceMetrics
+from service.observe.tracing import Traces, tracing_from_environment
 
 
 class Observers(NamedTuple):
@@ -33,11 +34,16 @@ class Observers(NamedTuple):
     metrics: ServiceMetrics
     health: Health
     batches: tuple[BatchObserver, ...]
+    #: The service's span in each record's trace (``OTEL_*`` variables; off by default).
+    traces: Traces
 
 
-def build_observers(registry: CollectorRegistry, settings: PipelineSettings) -> Observers:
-    """Fresh metrics in ``registry``, a health whose readiness is also a gauge, and the batch
-    observers: the metrics of what the model said and delivered, and the drift signals."""
+def build_observers(
+    registry: CollectorRegistry, settings: PipelineSettings, traces: Traces | None = None
+) -> Observers:
+    """Fresh metrics in ``registry``, a health whose readiness is also a gauge, the batch
+    observers (the metrics of what the model said and delivered, and the drift signals),
+    and the trace stamping the ``OTEL_*`` variables ask for unless ``traces`` is given."""
     metrics = ServiceMetrics(registry)
     metrics.show_dead_letter_reasons(reason.value for reason in DeadLetterReason)
     health = Health()
@@ -46,7 +52,8 @@ def build_observers(registry: CollectorRegistry, settings: PipelineSettings) -> 
         BatchMetrics(metrics, settings.low_confidence_threshold),
         DriftObserver(DriftTracker(metrics.drift_gauges), settings.drift_window),
     )
-    return Observers(metrics, health, batches)
+    traces = traces if traces is not None else tracing_from_environment()
+    return Observers(metrics, health, batches, traces)
 
 
 def trust_policy(settings: ModelTrust) -> TrustPolicy:

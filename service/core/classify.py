@@ -29,6 +29,7 @@ from schemas import (
     utc_now_rfc3339,
 )
 from service.core.deadletter import DeadLetterReason, dead_letter_headers
+from service.core.headers import carried
 from service.core.records import (
     ArticlePredictor,
     BatchResult,
@@ -166,7 +167,7 @@ def classify_batch(
                 topic=topics.output,
                 key=record.key,
                 value=outcome.value,
-                headers=[],
+                headers=carried(record.headers),
                 source_partition=record.partition,
                 source_offset=record.offset,
                 source_timestamp_ms=record.timestamp,
@@ -351,7 +352,12 @@ def dead_letter(
         },
     )
     headers = dead_letter_headers(
-        reason, message, topic=record.topic, partition=record.partition, offset=record.offset
+        reason,
+        message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        forwarded=record.headers,
     )
     return Outgoing(
         topic=dead_letter_topic,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from schemas import ArticleEvent, Classification
 from service.core.deadletter import DeadLetterReason
+from service.core.headers import Header
 
 if TYPE_CHECKING:
     from model.baseline import TrainingBaseline
@@ -61,6 +62,9 @@ class InputRecord(Protocol):
     @property
     def value(self) -> bytes | None: ...
 
+    @property
+    def headers(self) -> Sequence[Header]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -69,7 +73,7 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[Header]
     source_partition: int
     source_offset: int
     source_timestamp_ms: int

@@ -40,6 +40,7 @@ from service.config.options import (
 )
 from service.core.classify import classify_batch, dead_letter_for_crash, predict_events
 from service.core.errors import WorkerUnstableError
+from service.core.headers import Header
 from service.core.records import (
     ArticlePredictor,
     BatchResult,
@@ -135,6 +136,7 @@ class WireRecord(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[Header] = ()
 
 
 #: Called on the event loop with each batch's shadow comparison.
@@ -308,7 +310,8 @@ class ProcessClassifier:
     ) -> BatchResult:
         terms = self._explain if explain is None else explain
         wire = [
-            WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records
+            WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+            for r in records
         ]
         for attempt in (1, 2):
             try:
