@@ -41,6 +41,7 @@ _COUNTERS = (
     "dead_letters",
     "predictions",
     "low_confidence",
+    "uncertain_sections",
     "commit_failures",
     "broker_errors",
     "batch_timeouts",

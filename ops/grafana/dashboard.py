@@ -308,6 +308,7 @@ ROWS: tuple[Row, ...] = (
                 ),
                 unit="percentunit",
                 stacked=True,
+                width=6,
             ),
             Panel(
                 "Low-confidence share",
@@ -322,6 +323,21 @@ ROWS: tuple[Row, ...] = (
                 ),
                 unit="percentunit",
                 thresholds=(Threshold("green"), Threshold("orange", 0.2), Threshold("red", 0.4)),
+                width=6,
+            ),
+            Panel(
+                "Uncertain sections",
+                "Articles per second whose best section scored under --section-floor (output"
+                " flagged classification.section.uncertain), by section; empty without a floor.",
+                (
+                    Query(
+                        f"sum by (section) (rate({_P}uncertain_sections_total{{$SEL}}[{_RATE}]))",
+                        "{{section}}",
+                    ),
+                ),
+                unit="ops",
+                stacked=True,
+                width=6,
             ),
             Panel(
                 "Tags per article",
@@ -334,6 +350,7 @@ ROWS: tuple[Row, ...] = (
                     ),
                     _quantile(0.95, _P + "tags_per_article"),
                 ),
+                width=6,
             ),
         ),
     ),

@@ -181,6 +181,7 @@ def _classify(settings: ClassifySettings) -> int:
             limits=settings.record_limits,
             trust=trust,
             explain=settings.explain,
+            section_floor=settings.section_floor,
         )
 
 

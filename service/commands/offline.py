@@ -114,6 +114,7 @@ def run_classify(
     limits: RecordLimits = DEFAULT_LIMITS,
     trust: ArtifactTrust | None = None,
     explain: int = 0,
+    section_floor: float | None = None,
 ) -> int:
     """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
 
@@ -121,9 +122,10 @@ def run_classify(
     line the service would dead-letter (invalid, over a cap, or failing in the model or the
     encoder) is reported on stderr with its line number, reason and message, and skipped;
     blank lines are ignored. With ``strict`` the exit status is 1 if any line was refused.
-    ``explain`` > 0 adds that many explaining terms per label (``--explain``).
+    ``explain`` > 0 adds that many explaining terms per label (``--explain``); a section
+    scored under ``section_floor`` is flagged ``uncertain`` (``--section-floor``).
     """
-    predictor = Predictor.load(model_dir, trust)
+    predictor = Predictor.load(model_dir, trust, section_floor=section_floor)
     valid = invalid = 0
     for batch in _batches(_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
         outcomes = iter(

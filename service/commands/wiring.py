@@ -61,11 +61,15 @@ def trust_policy(settings: ModelTrust) -> TrustPolicy:
 
 
 def model_spec(
-    settings: ModelTrust, policy: TrustPolicy, rollout: Rollout | None = None
+    settings: ModelTrust,
+    policy: TrustPolicy,
+    rollout: Rollout | None = None,
+    *,
+    section_floor: float | None = None,
 ) -> ModelSpec:
     """What to load at start: the live model and, with a ``rollout`` naming one, the
     candidate, each with what its artifact must satisfy (the pin file and the candidate's
-    digest are read now)."""
+    digest are read now), and the ``--section-floor`` both are loaded with."""
     shadow = rollout.shadow_model if rollout is not None else None
     return ModelSpec(
         primary=settings.model,
@@ -73,6 +77,7 @@ def model_spec(
         shadow=shadow,
         shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
         shadow_topic=rollout.shadow_topic if rollout is not None else None,
+        section_floor=section_floor,
     )
 
 
@@ -98,6 +103,6 @@ def build_classifier(
         max_deaths=settings.worker_max_deaths,
         limits=settings.record_limits,
         explain=settings.explain,
-        spec=model_spec(settings, policy, rollout),
+        spec=model_spec(settings, policy, rollout, section_floor=settings.section_floor),
         on_shadow=on_shadow,
     )

@@ -404,6 +404,19 @@ class ModelRunning(BaseModel):
     )
 
 
+class SectionFloor(BaseModel):
+    """Model"""
+
+    section_floor: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        json_schema_extra=shown_as("F"),
+        description="flag a section whose calibrated score is under F as uncertain "
+        "(classification.section.uncertain) and count it (default: off)",
+    )
+
+
 class Explaining(BaseModel):
     """Model"""
 

@@ -83,6 +83,7 @@ class Verdict:
 
     ``tokens`` and ``unknown_tokens`` count the tokens of the text the model read and those
     outside its vocabulary (both 0 from a predictor that does not count them).
+    ``uncertain``: the section was scored under the model's ``--section-floor``.
     """
 
     section: str | None
@@ -90,6 +91,7 @@ class Verdict:
     tag_count: int
     tokens: int = 0
     unknown_tokens: int = 0
+    uncertain: bool = False
 
     @classmethod
     def of(cls, classification: Classification, text: tuple[int, int] = (0, 0)) -> Verdict:
@@ -100,6 +102,7 @@ class Verdict:
             len(classification.tags),
             text[0],
             text[1],
+            section is not None and section.uncertain is True,
         )
 
 

@@ -70,6 +70,8 @@ class ModelSpec:
     shadow: Path | None = None
     shadow_trust: ArtifactTrust | None = None
     shadow_topic: str | None = None
+    #: ``--section-floor``: sections scored under it are flagged uncertain (both models).
+    section_floor: float | None = None
 
     def pinned(self, loaded: ModelSetIdentity) -> ModelSpec:
         """This spec, bound to the exact artifacts that were loaded: a replacement worker
@@ -106,20 +108,22 @@ def load_models(spec: ModelSpec, primary: ArticlePredictor | None = None) -> Loa
     instead of loading ``spec.primary``). Raises ``ModelError`` (``ArtifactTrustError``,
     ``ArtifactError``, ``SmokeTestError``) naming the artifact and the problem."""
     if primary is None:
-        primary = load_predictor(spec.primary, spec.trust)
+        primary = load_predictor(spec.primary, spec.trust, section_floor=spec.section_floor)
         smoke_test(primary, spec.primary)
     scorer = None
     if spec.shadow is not None:
-        candidate = load_predictor(spec.shadow, spec.shadow_trust)
+        candidate = load_predictor(spec.shadow, spec.shadow_trust, section_floor=spec.section_floor)
         smoke_test(candidate, spec.shadow)
         scorer = CandidateScorer(candidate, topic=spec.shadow_topic)
     return LoadedModels(primary, scorer)
 
 
-def load_predictor(directory: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
+def load_predictor(
+    directory: Path, trust: ArtifactTrust | None, *, section_floor: float | None = None
+) -> ArticlePredictor:
     from model import Predictor  # noqa: PLC0415 - only where the model lives
 
-    predictor: ArticlePredictor = Predictor.load(directory, trust)
+    predictor: ArticlePredictor = Predictor.load(directory, trust, section_floor=section_floor)
     return predictor
 
 

@@ -17,18 +17,24 @@ class BatchMetrics:
         self._threshold = low_confidence_threshold
 
     def on_classified(self, result: BatchResult) -> None:
-        """Duration, articles, predicted sections, tags per article, low confidence."""
+        """Duration, articles, predicted sections, tags per article, low confidence and
+        sections under the floor."""
         metrics = self._metrics
         metrics.classification_duration.observe(result.duration_s)
         metrics.articles_classified.inc(len(result.verdicts))
         sections: Counter[str] = Counter()
+        uncertain: Counter[str] = Counter()
         low = 0
         for verdict in result.verdicts:
             sections[verdict.section or "none"] += 1
+            if verdict.uncertain:
+                uncertain[verdict.section or "none"] += 1
             metrics.tags_per_article.observe(verdict.tag_count)
             low += verdict.section_score is not None and verdict.section_score < self._threshold
         for label, count in sections.items():
             metrics.predictions.labels(label).inc(count)
+        for label, count in uncertain.items():
+            metrics.uncertain_sections.labels(label).inc(count)
         if low:
             metrics.low_confidence.inc(low)
 

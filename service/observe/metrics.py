@@ -107,6 +107,13 @@ class ServiceMetrics:
             "Articles whose section score is under the low-confidence threshold.",
             registry=registry,
         )
+        self.uncertain_sections = Counter(
+            f"{_PREFIX}_uncertain_sections_total",
+            "Articles whose best section scored under --section-floor (flagged"
+            " classification.section.uncertain), by that section.",
+            ["section"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             f"{_PREFIX}_consumer_lag",
             "High watermark minus next offset to fetch.",
@@ -347,3 +354,4 @@ class ServiceMetrics:
         """Start the per-section prediction series of a newly loaded model at 0."""
         for section in sections:
             self.predictions.labels(section)
+            self.uncertain_sections.labels(section)
