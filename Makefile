@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint typecheck docs check schemas demo-model quality bench bench-service clean
+.PHONY: help install demo test test-fast lint typecheck docs check schemas demo-model demo-model-de quality bench bench-service clean
 .PHONY: chaos
 CHAOS_S ?= 180
 
@@ -27,6 +27,9 @@ demo: $(STAMP) ## run it end to end: embedded broker, demo model, service, sampl
 
 demo-model: $(STAMP) ## train the demo model into artifacts/demo-model
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model --name demo
+
+demo-model-de: $(STAMP) ## train the German demo model into artifacts/demo-model-de (one model per language)
+	$(BIN)/article-classifier train --data model/samples/demo-de.jsonl --out artifacts/demo-model-de --name demo-de
 
 quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../shared/data)
 	$(BIN)/python -m model.quality --data $(DATA)

@@ -42,6 +42,7 @@ _COUNTERS = (
     "predictions",
     "low_confidence",
     "uncertain_sections",
+    "language_fallbacks",
     "commit_failures",
     "broker_errors",
     "batch_timeouts",

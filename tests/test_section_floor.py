@@ -77,8 +77,8 @@ def test_uncertain_sections_are_counted_by_section() -> None:
     metrics.show_sections(("sport", "world"))
     BatchMetrics(metrics, 0.5).on_classified(BatchResult(verdicts=[flagged, sure, plain, flagged]))
     name = "article_classifier_uncertain_sections_total"
-    assert _sample(registry, name, section="sport") == 2
-    assert registry.get_sample_value(name, {"section": "world"}) == 0
+    assert _sample(registry, name, section="sport", language="default") == 2
+    assert registry.get_sample_value(name, {"section": "world", "language": "default"}) == 0
 
 
 def test_classify_flags_every_section_under_the_floor(model_dir: Path) -> None:

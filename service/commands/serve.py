@@ -147,6 +147,7 @@ async def run_service(
                 model_path=settings.model,
                 shadow_path=settings.shadow_model,
                 policy=policy,
+                language_paths=settings.language_dirs,
                 poll_s=settings.model_poll_s,
                 metrics=metrics,
                 health=health,
