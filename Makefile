@@ -37,6 +37,9 @@ quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../sh
 bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared/data)
 	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
 
+bench-language: $(STAMP) ## per-article cost of the language detector and routing (demo corpora)
+	$(BIN)/python benchmarks/bench_language.py
+
 RESEARCH_MODEL := artifacts/research-model/model.json
 bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3)
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
@@ -49,7 +52,7 @@ $(RESEARCH_MODEL): $(STAMP) $(wildcard model/*.py)
 		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
 		--name research 2>/dev/null
 
-.PHONY: bench-peers bench-scaleout
+.PHONY: bench-peers bench-scaleout bench-language
 BENCH_REPEAT ?= 1
 bench-peers: $(STAMP) $(RESEARCH_MODEL) ## bench-service plus the peers (FastStream, aiokafka) and latency
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \

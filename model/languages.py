@@ -29,7 +29,7 @@ FALLBACK_NO_MODEL = "no_model"
 FALLBACK_UNDETECTED = "undetected"
 #: Characters of an article the detector reads (title, then the start of the body): enough
 #: to tell languages apart, and a bound on its cost for a long article.
-DETECT_CHARS = 500
+DETECT_CHARS = 200
 _SUBTAG = re.compile(r"[a-z]{2,3}")
 
 
