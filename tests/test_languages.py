@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import (
     Broker,
@@ -35,9 +36,10 @@ from model.languages import (
 from schemas import ArticleEvent, Classification
 from service.commands.offline import run_classify
 from service.commands.wiring import model_spec, trust_policy
-from service.config.commands import ConfigError
+from service.config.commands import ConfigError, ServeSettings
 from service.core.classify import classify_batch
 from service.core.records import Topics as OutTopics
+from service.http.api import ApiServer
 from service.models.loading import LanguageModel, ModelSpec, TrustPolicy
 from service.models.reload import ModelReloader, show_models
 from service.models.workers import ThreadClassifier, WireRecord
@@ -293,3 +295,35 @@ async def test_serve_with_two_models_routes_counts_and_never_drops(
         if sample.name.endswith("_total") and sample.labels.get("language") == "de"
     )
     assert german == 2
+
+
+async def test_the_suggest_api_answers_with_the_model_of_each_language(
+    model_dir: Path, german_dir: Path
+) -> None:
+    """The suggest API, over serve's classifier with a German model beside the default,
+    answers a German article with the German model and an English one with the default."""
+    spec = ModelSpec(model_dir, languages=(LanguageModel("de", german_dir),))
+    classifier = ThreadClassifier(
+        model_dir, topics=OutTopics("o", "d"), max_event_bytes=1 << 20, spec=spec
+    )
+    await classifier.start()
+    config = ServeSettings(model=[str(model_dir), f"de={german_dir}"], api_port=0)
+    body = json.dumps(
+        [
+            json.loads(_event("de", GERMAN, "de").model_dump_json()),
+            json.loads(_event("en", ENGLISH, "en-GB").model_dump_json()),
+        ]
+    )
+    try:
+        async with (
+            ApiServer(config, classifier, registry=CollectorRegistry()) as server,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client,
+        ):
+            response = await client.post(
+                "/v1/classify", content=body, headers={"Content-Type": "application/json"}
+            )
+    finally:
+        classifier.close()
+    assert response.status_code == 200, response.text
+    names = [item["classification"]["model"]["name"] for item in response.json()]
+    assert names == ["demo-de", "demo"]

@@ -355,6 +355,39 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "Models per language",
+        (
+            Panel(
+                "Articles by answering model",
+                "Classified articles per second by the model that answered them: a configured"
+                " language (--model de=DIR), or default.",
+                (
+                    Query(
+                        f"sum by (language) (rate({_P}predictions_total{{$SEL}}[{_RATE}]))",
+                        "{{language}}",
+                    ),
+                ),
+                unit="ops",
+                stacked=True,
+                width=12,
+            ),
+            Panel(
+                "Default-model fallbacks",
+                "Articles per second the default model answered although models per language are"
+                " configured: no model for their language (no_model) or no language detected"
+                " (undetected).",
+                (
+                    Query(
+                        f"sum by (reason) (rate({_P}language_fallbacks_total{{$SEL}}[{_RATE}]))",
+                        "{{reason}}",
+                    ),
+                ),
+                unit="ops",
+                width=12,
+            ),
+        ),
+    ),
+    Row(
         "Model rollout (hot swap and shadow)",
         (
             Panel(

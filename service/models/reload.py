@@ -203,8 +203,8 @@ def show_models(metrics: ServiceMetrics, health: Health, models: ModelSetIdentit
     metrics.show_sections(primary.sections)
     for language, identity in models.languages:
         metrics.show_sections(identity.sections, language)
-    if models.languages:
-        metrics.show_language_fallbacks(("no_model", "undetected"))
+    # At 0 even without models per language, so that the dashboard's panel has a series.
+    metrics.show_language_fallbacks(("no_model", "undetected"))
     health.model_name, health.model_version = primary.name, primary.version
     health.model_sha256 = primary.sha256
     if models.shadow is not None:
