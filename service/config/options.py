@@ -399,11 +399,8 @@ class ModelTrust(BaseModel):
 
     model: Path = Field(
         json_schema_extra={"metavar": "[LANG=]DIR", "repeat": True},
-        description="the directory of a trained model artifact (article-classifier train); "
-        "no model is built in. Repeat as LANG=DIR (de=DIR) for a model per language: an article "
-        "goes to the model of its language field's primary subtag (or, without one, of its "
-        "detected language); the plain DIR (or default=DIR) answers every other "
-        "(env: comma-separated)",
+        description="model artifact directory (article-classifier train); repeat as LANG=DIR for "
+        "one model per language, the plain DIR (or default=DIR) answering the rest",
     )
     #: Set from ``--model LANG=DIR`` values only (no flag or variable of its own).
     language_models: tuple[tuple[str, Path], ...] = Field(
