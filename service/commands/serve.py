@@ -174,6 +174,11 @@ def _log_loaded(models: ModelSetIdentity, classify_in: str) -> None:
             "model_sha256": models.primary.sha256,
             "classify_in": classify_in,
             "shadow_version": models.shadow.version if models.shadow else None,
+            "language_models": {
+                language: f"{identity.name} {identity.version}"
+                for language, identity in models.languages
+            }
+            or None,
         },
     )
 
