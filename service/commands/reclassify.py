@@ -156,7 +156,13 @@ async def run_reclassify(
         model = await classifier.start()
         metrics.model_info.info({"name": model.name, "version": model.version})
         health.model_loaded = True
-        job = settings.job(model.version)
+        # With models per language, each one's version names the job too (without, the
+        # default model's version alone, as before).
+        versions = ",".join(
+            [model.version]
+            + [f"{language}={m.version}" for language, m in classifier.models.languages]
+        )
+        job = settings.job(versions)
         group = settings.replay_group_id or _GROUP_PREFIX + job
         # Replaying dead letters reads the dead-letter topic and writes failures back to it:
         # the range's fixed end keeps that from looping, unlike the live service.

@@ -154,6 +154,7 @@ async def run_service(
                 model_path=settings.model,
                 shadow_path=settings.shadow_model,
                 policy=policy,
+                language_paths=settings.language_dirs,
                 poll_s=settings.model_poll_s,
                 metrics=metrics,
                 health=health,
@@ -180,6 +181,11 @@ def _log_loaded(models: ModelSetIdentity, classify_in: str) -> None:
             "model_sha256": models.primary.sha256,
             "classify_in": classify_in,
             "shadow_version": models.shadow.version if models.shadow else None,
+            "language_models": {
+                language: f"{identity.name} {identity.version}"
+                for language, identity in models.languages
+            }
+            or None,
         },
     )
 

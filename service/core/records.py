@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from schemas import ArticleEvent, Classification
 from service.core.deadletter import DeadLetterReason
@@ -81,12 +81,30 @@ class Outgoing:
     reason: DeadLetterReason | None = None
 
 
+#: The model key of the default model (``--model DIR``), as metrics label it.
+DEFAULT_MODEL = "default"
+
+
+class ArticleNotes(NamedTuple):
+    """What the predictor said about one article beside its classification: its tokens and
+    unknown tokens, the model that answered (a language, or ``default``) and why it went
+    to the default model when a language model was expected (``no_model``, ``undetected``)."""
+
+    tokens: int = 0
+    unknown_tokens: int = 0
+    language: str = DEFAULT_MODEL
+    fallback: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the metrics need of one classification (cheap to send between processes).
 
     ``tokens`` and ``unknown_tokens`` count the tokens of the text the model read and those
     outside its vocabulary (both 0 from a predictor that does not count them).
+    ``uncertain``: the section was scored under the model's ``--section-floor``.
+    ``language`` names the model that answered and ``fallback`` why an article went to the
+    default model (``ArticleNotes``).
     """
 
     section: str | None
@@ -94,17 +112,27 @@ class Verdict:
     tag_count: int
     tokens: int = 0
     unknown_tokens: int = 0
+    uncertain: bool = False
+    language: str = DEFAULT_MODEL
+    fallback: str | None = None
 
     @classmethod
-    def of(cls, classification: Classification, text: tuple[int, int] = (0, 0)) -> Verdict:
+    def of(cls, classification: Classification, notes: ArticleNotes | None = None) -> Verdict:
         section = classification.section
+        notes = notes or _NO_NOTES
         return cls(
             section.label if section else None,
             section.score if section else None,
             len(classification.tags),
-            text[0],
-            text[1],
+            notes.tokens,
+            notes.unknown_tokens,
+            section is not None and section.uncertain is True,
+            notes.language,
+            notes.fallback,
         )
+
+
+_NO_NOTES = ArticleNotes()
 
 
 @dataclass

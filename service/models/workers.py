@@ -189,7 +189,11 @@ class ThreadClassifier:
         # A thread of its own: the classify thread keeps serving batches meanwhile. A live
         # model the swap leaves as it is (a new candidate only) is kept, not reloaded.
         current = self._current()
-        unchanged = spec.primary == self._spec.primary and spec.trust == self._spec.trust
+        unchanged = (
+            spec.primary == self._spec.primary
+            and spec.trust == self._spec.trust
+            and spec.languages == self._spec.languages
+        )
         loaded = await asyncio.to_thread(_load_models, spec, current.primary if unchanged else None)
         self._loaded = loaded
         self._spec = spec.pinned(loaded.identity)
@@ -479,6 +483,9 @@ def _resolved(spec: ModelSpec) -> ModelSpec:
         spec,
         primary=spec.primary.resolve(),
         shadow=spec.shadow.resolve() if spec.shadow is not None else None,
+        languages=tuple(
+            replace(model, directory=model.directory.resolve()) for model in spec.languages
+        ),
     )
 
 
