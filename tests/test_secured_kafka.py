@@ -1,0 +1,158 @@
+"""The service against a secured Apache Kafka: SASL_SSL (SCRAM-SHA-512) with mutual TLS and
+the StandardAuthorizer denying whatever no ACL allows. Each mode works with exactly the ACLs
+``service.kafka.acls`` lists (and ``docs/security.md`` shows); a wrong password, an expired
+certificate and a missing ACL each show up by name on ``/readyz`` and in the log, are
+retried with a growing delay, and lose nothing once fixed.
+
+One broker for the module (it starts in about ten seconds); each test has its own topics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from conftest import (
+    KAFKA_VERSION,
+    Record,
+    Topics,
+    article_records,
+    http_get,
+    make_settings,
+    require_apache_kafka,
+    running_service,
+)
+from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
+
+from devtools.apache_kafka import ApacheKafkaBroker
+from service.kafka.acls import Mode, bound
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, the broker's and the client's certificates, and an expired client one."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def secured(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaBroker]:
+    """One secured Apache Kafka for the module."""
+    require_apache_kafka()
+    directory = tmp_path_factory.mktemp("secured-kafka")
+    with ApacheKafkaBroker(
+        data_dir=directory / "kafka",
+        log_file=directory / "kafka.log",
+        version=KAFKA_VERSION,
+        security=pki.broker_security(),
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def acl_admin(secured: ApacheKafkaBroker, pki: Pki) -> Iterator[AclAdmin]:
+    """The super user's admin client: topics and ACLs (gone before the broker stops)."""
+    admin = AclAdmin(secured.bootstrap_servers, pki)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def topics(acl_admin: AclAdmin, request: pytest.FixtureRequest) -> Topics:
+    """Fresh topics and group id for one test (created by the super user)."""
+    tag = f"{request.node.name[:24]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
+    made = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
+    acl_admin.create_topics({made.input: 2, made.output: 2, made.dead_letter: 1})
+    return made
+
+
+def names(topics: Topics) -> dict[str, str]:
+    """The resources the options of the ACL table name, for ``topics``."""
+    return {
+        "--input-topic": topics.input,
+        "--output-topic": topics.output,
+        "--dead-letter-topic": topics.dead_letter,
+        "--group-id": topics.group,
+        "--transactional-id-prefix": topics.group,
+        "--feedback-topic": f"fb-{topics.input}",
+        "<--group-id>.feedback": f"{topics.group}.feedback",
+        "--feedback": f"fb-{topics.input}",
+        "--articles": topics.output,
+    }
+
+
+async def produce(bootstrap: str, pki: Pki, topic: str, records: list[Record]) -> None:
+    """Produce as the super user, every record acknowledged."""
+    producer = AIOKafkaProducer(**admin_kwargs(bootstrap, pki), acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+async def read_ids(
+    bootstrap: str, pki: Pki, topic: str, expected: int, *, timeout_s: float = 60.0
+) -> list[str]:
+    """The article ids on ``topic`` (read as the super user, from the beginning) once at
+    least ``expected`` arrived or at the deadline."""
+    consumer = AIOKafkaConsumer(topic, **admin_kwargs(bootstrap, pki), auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        ids: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while len(ids) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                ids.extend(json.loads(record.value)["article_id"] for record in records)
+        return ids
+    finally:
+        await consumer.stop()
+
+
+async def readyz(port: int) -> dict[str, Any]:
+    """The ``/readyz`` body."""
+    _, body = await http_get(port, "/readyz")
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def serve_settings(
+    secured: ApacheKafkaBroker, topics: Topics, model_dir: Path, pki: Pki, **overrides: Any
+) -> Any:
+    """Settings of a service connecting as the ``article-classifier`` user."""
+    return make_settings(
+        secured.bootstrap_servers, topics, model_dir, **{**client_settings(pki), **overrides}
+    )
+
+
+@pytest.mark.parametrize("mode", [Mode.SERVE, Mode.SERVE_EXACTLY_ONCE])
+async def test_serve_works_with_exactly_the_documented_acls(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    mode: Mode,
+) -> None:
+    """With only its mode's ACLs, serve classifies every input and is ready."""
+    acl_admin.grant(bound(mode, names(topics)))
+    records = article_records(20, prefix=mode.name.lower())
+    await produce(secured.bootstrap_servers, pki, topics.input, records)
+    guarantee = "exactly-once" if mode is Mode.SERVE_EXACTLY_ONCE else "at-least-once"
+    settings = serve_settings(secured, topics, model_dir, pki, processing_guarantee=guarantee)
+    async with running_service(settings, predictor) as service:
+        ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(records))
+        assert sorted(ids) == sorted(key.decode() for key, _ in records if key)
+        body = await readyz(service.port)
+        assert body["ready"], body
