@@ -10,6 +10,7 @@ One broker for the module (it starts in about ten seconds); each test has its ow
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,11 +28,12 @@ from conftest import (
     make_settings,
     require_apache_kafka,
     running_service,
+    wait_for,
 )
 from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
 
 from devtools.apache_kafka import ApacheKafkaBroker
-from service.kafka.acls import Mode, bound
+from service.kafka.acls import Mode, Operation, Resource, bound
 
 pytestmark = pytest.mark.kafka
 
@@ -156,3 +158,104 @@ async def test_serve_works_with_exactly_the_documented_acls(
         assert sorted(ids) == sorted(key.decode() for key, _ in records if key)
         body = await readyz(service.port)
         assert body["ready"], body
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The service's log lines about the broker refusing it."""
+    return [r for r in caplog.records if r.getMessage().startswith("the broker refused")]
+
+
+async def refused_until(
+    service: Any, caplog: pytest.LogCaptureFixture, expected: str, count: int = 3
+) -> dict[str, Any]:
+    """The ``/readyz`` body once the service logged ``count`` refusals; each names
+    ``expected``, as ``/readyz`` does, and the delays between them grow."""
+    await wait_for(lambda: len(refusals(caplog)) >= count, timeout_s=30)
+    body = await readyz(service.port)
+    assert not body["ready"]
+    assert expected in body["access_denied"], body
+    assert "access_granted" in body["failing"]
+    lines = refusals(caplog)
+    assert all(expected in line.getMessage() for line in lines)
+    delays = [getattr(line, "retry_in_s", 0.0) for line in lines]
+    assert delays == sorted(delays), delays  # a capped exponential backoff, not a loop
+    return body
+
+
+@pytest.mark.parametrize(
+    ("resource", "operation", "option"),
+    [
+        (Resource.GROUP, Operation.READ, "--group-id"),
+        (Resource.TOPIC, Operation.READ, "--input-topic"),
+        (Resource.TOPIC, Operation.WRITE, "--output-topic"),
+    ],
+    ids=["group-read", "input-read", "output-write"],
+)
+async def test_a_missing_acl_is_named_retried_and_loses_nothing(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    resource: Resource,
+    operation: Operation,
+    option: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without one of its ACLs serve says which operation on which resource was denied (log
+    and /readyz), retries with growing delays, and once granted delivers every input."""
+    acls = bound(Mode.SERVE, names(topics))
+    withheld = next(
+        acl
+        for acl in acls
+        if (acl.resource, acl.operation, acl.name) == (resource, operation, names(topics)[option])
+    )
+    acl_admin.grant([acl for acl in acls if acl != withheld])
+    records = article_records(12, prefix=operation.value.lower())
+    await produce(secured.bootstrap_servers, pki, topics.input, records)
+    async with running_service(serve_settings(secured, topics, model_dir, pki), predictor) as svc:
+        expected = f"authorization_failed: {operation} on {resource} {withheld.name!r} denied"
+        body = await refused_until(svc, caplog, expected)
+        assert body["checks"]["broker_reachable"]
+        acl_admin.grant([withheld])
+        ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(records))
+        assert sorted(set(ids)) == sorted(key.decode() for key, _ in records if key)
+        await wait_for(lambda: _ready(svc), timeout_s=40)
+        assert (await readyz(svc.port))["access_denied"] is None
+
+
+async def _ready(service: Any) -> bool:
+    return bool((await readyz(service.port))["ready"])
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "expired-certificate"])
+async def test_refused_credentials_are_named_and_retried_and_lose_nothing(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    case: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong password (SASL) or an expired client certificate (TLS) is named on /readyz
+    and in the log and retried with growing delays; nothing is consumed, so the service
+    started with good credentials delivers every input."""
+    acl_admin.grant(bound(Mode.SERVE, names(topics)))
+    records = article_records(8, prefix=case)
+    await produce(secured.bootstrap_servers, pki, topics.input, records)
+    if case == "wrong-password":
+        bad = client_settings(pki, password="not-the-password")
+        expected = "authentication_failed: SASL SCRAM-SHA-512 login of 'article-classifier'"
+    else:
+        bad = client_settings(pki, expired=True)
+        expected = f"tls_client_certificate: the client certificate {str(pki.expired_cert)!r}"
+    settings = make_settings(secured.bootstrap_servers, topics, model_dir, **bad)
+    async with running_service(settings, predictor) as svc:
+        body = await refused_until(svc, caplog, expected)
+        assert not body["checks"]["broker_reachable"]
+    async with running_service(serve_settings(secured, topics, model_dir, pki), predictor):
+        ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(records))
+        assert sorted(set(ids)) == sorted(key.decode() for key, _ in records if key)
