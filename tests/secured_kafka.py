@@ -190,7 +190,8 @@ class AclAdmin:
         )
 
     def grant(self, acls: list[BoundAcl]) -> None:
-        for future in self._admin.create_acls([self._binding(acl) for acl in acls]).values():
+        bindings = [self._binding(acl) for acl in dict.fromkeys(acls)]  # each once
+        for future in self._admin.create_acls(bindings).values():
             future.result(30)
 
     def revoke(self, acls: list[BoundAcl]) -> None:

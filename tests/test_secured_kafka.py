@@ -9,11 +9,13 @@ One broker for the module (it starts in about ten seconds); each test has its ow
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ from conftest import (
 from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
 
 from devtools.apache_kafka import ApacheKafkaBroker
+from service.commands.reclassify import run_reclassify
+from service.config.commands import ReclassifySettings
+from service.feedback.dataset import Source, build_dataset
 from service.kafka.acls import Mode, Operation, Resource, bound
 
 pytestmark = pytest.mark.kafka
@@ -92,7 +97,7 @@ def names(topics: Topics) -> dict[str, str]:
     }
 
 
-async def produce(bootstrap: str, pki: Pki, topic: str, records: list[Record]) -> None:
+async def produce(bootstrap: str, pki: Pki, topic: str, records: Sequence[Record]) -> None:
     """Produce as the super user, every record acknowledged."""
     producer = AIOKafkaProducer(**admin_kwargs(bootstrap, pki), acks="all")
     await producer.start()
@@ -259,3 +264,134 @@ async def test_refused_credentials_are_named_and_retried_and_lose_nothing(
     async with running_service(serve_settings(secured, topics, model_dir, pki), predictor):
         ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(records))
         assert sorted(set(ids)) == sorted(key.decode() for key, _ in records if key)
+
+
+def _sample(registry: Any, name: str, **labels: str) -> float:
+    return float(registry.get_sample_value(f"article_classifier_{name}", labels) or 0.0)
+
+
+async def test_the_feedback_consumer_works_with_exactly_the_documented_acls(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """With serve's and the feedback consumer's ACLs, a verdict counts and invalid feedback
+    is dead-lettered."""
+    resources = names(topics)
+    acl_admin.create_topics({resources["--feedback-topic"]: 1})
+    acl_admin.grant(bound(Mode.SERVE, resources) + bound(Mode.FEEDBACK, resources))
+    section = predictor.sections[0]
+    verdict = {
+        "article_id": "fb-1",
+        "model_version": predictor.version,
+        "editor": "ed-1",
+        "corrected_at": "2026-11-20T08:00:00Z",
+        "predicted_section": section,
+        "section": section,
+    }
+    feedback = [(b"fb-1", json.dumps(verdict).encode()), (b"fb-bad", b"{not json")]
+    await produce(secured.bootstrap_servers, pki, resources["--feedback-topic"], feedback)
+    settings = serve_settings(
+        secured, topics, model_dir, pki, feedback_topic=resources["--feedback-topic"]
+    )
+    async with running_service(settings, predictor) as service:
+        registry = service.registry
+        await wait_for(
+            lambda: (
+                _sample(registry, "corrections_total", model_version=predictor.version) == 1
+                and _sample(registry, "feedback_records_total") == len(feedback)
+            ),
+            timeout_s=60,
+        )
+        assert _sample(registry, "feedback_consumer_running") == 1
+    consumer = AIOKafkaConsumer(
+        topics.dead_letter,
+        **admin_kwargs(secured.bootstrap_servers, pki),
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        fetched = await consumer.getmany(timeout_ms=10_000)
+        keys = [record.key for records in fetched.values() for record in records]
+    finally:
+        await consumer.stop()
+    assert keys == [b"fb-bad"]
+
+
+async def test_reclassify_works_with_exactly_the_documented_acls(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """With reclassify's ACLs (its own --group-id), the whole range is replayed."""
+    resources = {**names(topics), "--group-id": f"{topics.group}-replay"}
+    acl_admin.grant(bound(Mode.RECLASSIFY, resources))
+    records = article_records(15, prefix="replay")
+    await produce(secured.bootstrap_servers, pki, topics.input, records)
+    service = serve_settings(secured, topics, model_dir, pki)
+    shared = {
+        name: value
+        for name, value in service.model_dump().items()
+        if name in ReclassifySettings.model_fields
+    }
+    settings = ReclassifySettings(
+        **{**shared, "from_beginning": True, "replay_group_id": resources["--group-id"]}
+    )
+    status = await run_reclassify(
+        settings, stop=asyncio.Event(), predictor=predictor, stderr=io.StringIO()
+    )
+    assert status == 0
+    ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(records))
+    assert sorted(ids) == sorted(key.decode() for key, _ in records if key)
+
+
+async def test_dataset_reads_topics_with_exactly_the_documented_acls(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    tmp_path: Path,
+) -> None:
+    """With dataset's two Read ACLs, the feedback and articles topics are read to their
+    end and joined."""
+    resources = names(topics)
+    acl_admin.create_topics({resources["--feedback"]: 1})
+    acl_admin.grant(bound(Mode.DATASET, resources))
+    article = {"article_id": "d-1", "event_id": "e-1", "title": "Rates", "body": "The bank."}
+    verdict = {
+        "article_id": "d-1",
+        "model_version": predictor.version,
+        "editor": "ed-1",
+        "corrected_at": "2026-11-20T08:00:00Z",
+        "section": predictor.sections[0],
+    }
+    await produce(
+        secured.bootstrap_servers,
+        pki,
+        resources["--feedback"],
+        [(b"d-1", json.dumps(verdict).encode())],
+    )
+    await produce(
+        secured.bootstrap_servers,
+        pki,
+        resources["--articles"],
+        [(b"d-1", json.dumps(article).encode())],
+    )
+    connection = serve_settings(secured, topics, model_dir, pki)
+    report = await build_dataset(
+        [Source(topic=resources["--feedback"])],
+        [Source(topic=resources["--articles"])],
+        tmp_path / "corrections.jsonl",
+        bootstrap_servers=secured.bootstrap_servers,
+        connection=connection,
+        timeout_s=20,
+    )
+    assert report.joined == 1
