@@ -131,3 +131,29 @@ ACLS: Mapping[Mode, tuple[Acl, ...]] = {
 def bound(mode: Mode, names: Mapping[str, str]) -> list[BoundAcl]:
     """``mode``'s ACLs on the resources ``names`` gives (option -> value)."""
     return [acl.bind(names) for acl in ACLS[mode]]
+
+
+def table_rows() -> list[str]:
+    """The Markdown rows of ``docs/security.md``'s ACL table, one per ACL."""
+    return [
+        f"| `{mode}` | {acl.resource} | `{acl.name}` | {acl.operation} | {acl.pattern}"
+        f" | {acl.why} |"
+        for mode, acls in ACLS.items()
+        for acl in acls
+    ]
+
+
+def summary_rows() -> list[str]:
+    """The Markdown rows of the README's ACL summary, one per mode."""
+    rows = []
+    for mode, acls in ACLS.items():
+        grouped: dict[tuple[Resource, str, Pattern], list[str]] = {}
+        for acl in acls:
+            grouped.setdefault((acl.resource, acl.name, acl.pattern), []).append(acl.operation)
+        parts = [
+            f"{'+'.join(operations)} on {resource} `{name}`"
+            + (" (prefixed)" if pattern is Pattern.PREFIXED else "")
+            for (resource, name, pattern), operations in grouped.items()
+        ]
+        rows.append(f"| `{mode}` | {'; '.join(parts)} |")
+    return rows
