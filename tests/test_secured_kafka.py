@@ -112,13 +112,13 @@ async def read_ids(
     bootstrap: str, pki: Pki, topic: str, expected: int, *, timeout_s: float = 60.0
 ) -> list[str]:
     """The article ids on ``topic`` (read as the super user, from the beginning) once at
-    least ``expected`` arrived or at the deadline."""
+    least ``expected`` distinct ones arrived or at the deadline."""
     consumer = AIOKafkaConsumer(topic, **admin_kwargs(bootstrap, pki), auto_offset_reset="earliest")
     await consumer.start()
     try:
         ids: list[str] = []
         deadline = time.monotonic() + timeout_s
-        while len(ids) < expected and time.monotonic() < deadline:
+        while len(set(ids)) < expected and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 ids.extend(json.loads(record.value)["article_id"] for record in records)
         return ids
@@ -395,3 +395,33 @@ async def test_dataset_reads_topics_with_exactly_the_documented_acls(
         timeout_s=20,
     )
     assert report.joined == 1
+
+
+async def test_a_write_acl_revoked_while_running_loses_nothing(
+    secured: ApacheKafkaBroker,
+    pki: Pki,
+    acl_admin: AclAdmin,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Write on the output revoked mid-run: the refusal names it, the records in flight are
+    not committed, and once granted again every input arrives."""
+    acls = bound(Mode.SERVE, names(topics))
+    write = next(
+        acl for acl in acls if acl.operation is Operation.WRITE and acl.name == topics.output
+    )
+    acl_admin.grant(acls)
+    first = article_records(10, prefix="before")
+    second = article_records(40, prefix="after")
+    await produce(secured.bootstrap_servers, pki, topics.input, first)
+    async with running_service(serve_settings(secured, topics, model_dir, pki), predictor) as svc:
+        assert len(await read_ids(secured.bootstrap_servers, pki, topics.output, 10)) >= 10
+        acl_admin.revoke([write])
+        await produce(secured.bootstrap_servers, pki, topics.input, second)
+        await refused_until(svc, caplog, f"Write on topic {topics.output!r} denied", count=2)
+        acl_admin.grant([write])
+        expected = sorted(key.decode() for key, _ in [*first, *second] if key)
+        ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(expected))
+        assert sorted(set(ids)) == expected
