@@ -103,3 +103,12 @@ async def test_a_batch_future_failing_unawaited_logs_nothing(
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         gc.collect()
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_the_admin_clients_wording_of_a_denied_group_is_reduced_to_its_name() -> None:
+    """aiokafka's admin client puts a sentence around the group id; the refusal names the
+    group alone."""
+    error = GroupAuthorizationFailedError("Unable to get coordinator id for my-group")
+    denied = authorization(error)
+    assert denied is not None
+    assert denied.resource == "my-group"

@@ -35,7 +35,7 @@ from conftest import (
 from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
 
 from devtools.apache_kafka import ApacheKafkaBroker
-from service.commands.reclassify import run_reclassify
+from service.commands.reclassify import ReplayError, run_reclassify
 from service.config.commands import ReclassifySettings
 from service.feedback.dataset import Source, build_dataset
 from service.kafka.acls import Mode, Operation, Resource, bound
@@ -277,12 +277,15 @@ async def test_the_feedback_consumer_works_with_exactly_the_documented_acls(
     topics: Topics,
     model_dir: Path,
     predictor: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """With serve's and the feedback consumer's ACLs, a verdict counts and invalid feedback
-    is dead-lettered."""
+    """Without its group's ACL the feedback consumer names it; with serve's and its own
+    ACLs, a verdict counts and invalid feedback is dead-lettered."""
     resources = names(topics)
     acl_admin.create_topics({resources["--feedback-topic"]: 1})
-    acl_admin.grant(bound(Mode.SERVE, resources) + bound(Mode.FEEDBACK, resources))
+    feedback_acls = bound(Mode.FEEDBACK, resources)
+    group = next(acl for acl in feedback_acls if acl.resource is Resource.GROUP)
+    acl_admin.grant(bound(Mode.SERVE, resources) + [a for a in feedback_acls if a != group])
     section = predictor.sections[0]
     verdict = {
         "article_id": "fb-1",
@@ -299,6 +302,10 @@ async def test_the_feedback_consumer_works_with_exactly_the_documented_acls(
     )
     async with running_service(settings, predictor) as service:
         registry = service.registry
+        # Without its group's ACL the feedback consumer names it and retries.
+        await wait_for(lambda: bool(refusals(caplog)), timeout_s=30)
+        assert f"Read on group '{topics.group}.feedback' denied" in refusals(caplog)[0].getMessage()
+        acl_admin.grant([group])
         await wait_for(
             lambda: (
                 _sample(registry, "corrections_total", model_version=predictor.version) == 1
@@ -329,9 +336,12 @@ async def test_reclassify_works_with_exactly_the_documented_acls(
     model_dir: Path,
     predictor: Any,
 ) -> None:
-    """With reclassify's ACLs (its own --group-id), the whole range is replayed."""
+    """Without its group's ACL reclassify stops naming it; with reclassify's ACLs (its own
+    --group-id) the whole range is replayed."""
     resources = {**names(topics), "--group-id": f"{topics.group}-replay"}
-    acl_admin.grant(bound(Mode.RECLASSIFY, resources))
+    acls = bound(Mode.RECLASSIFY, resources)
+    group = next(acl for acl in acls if acl.resource is Resource.GROUP)
+    acl_admin.grant([acl for acl in acls if acl != group])
     records = article_records(15, prefix="replay")
     await produce(secured.bootstrap_servers, pki, topics.input, records)
     service = serve_settings(secured, topics, model_dir, pki)
@@ -343,6 +353,11 @@ async def test_reclassify_works_with_exactly_the_documented_acls(
     settings = ReclassifySettings(
         **{**shared, "from_beginning": True, "replay_group_id": resources["--group-id"]}
     )
+    with pytest.raises(ReplayError, match=f"Read on group '{group.name}' denied"):
+        await run_reclassify(
+            settings, stop=asyncio.Event(), predictor=predictor, stderr=io.StringIO()
+        )
+    acl_admin.grant([group])
     status = await run_reclassify(
         settings, stop=asyncio.Event(), predictor=predictor, stderr=io.StringIO()
     )

@@ -52,7 +52,7 @@ from service.core.records import ArticlePredictor, BatchObserver, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
 from service.http.api import ApiServer
 from service.http.server import HealthServer
-from service.kafka.access import raise_denied
+from service.kafka.access import access_backoff, access_restart, raise_denied
 from service.kafka.clients import (
     make_consumer,
     make_producer,
@@ -81,9 +81,6 @@ EXIT_DRAIN_TIMEOUT = 1
 EXIT_CONFIG = 2
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
-#: A refused login or ACL: fixed by a person, so retried less often, up to twice a minute.
-_ACCESS_BACKOFF_INITIAL_S = 1.0
-_ACCESS_BACKOFF_MAX_S = 30.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
 #: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
 _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
@@ -314,9 +311,7 @@ class _AccessState:
     def __init__(self, health: Health) -> None:
         self._health = health
         self._denied: AccessDenied | None = None
-        # Not reset when a session starts: a denied write fails every session right after
-        # its start. A refusal a while after the last one starts the delays over.
-        self.backoff = Backoff(_ACCESS_BACKOFF_INITIAL_S, _ACCESS_BACKOFF_MAX_S, full_jitter=False)
+        self.backoff = access_backoff()
 
     def restart(self, metrics: ServiceMetrics) -> Restart:
         def denied(error: Exception) -> None:
@@ -328,17 +323,7 @@ class _AccessState:
             self._health.broker_error = str(error.denied)
             self._health.broker_reachable = error.denied.reason is AccessReason.AUTHORIZATION_FAILED
 
-        return Restart(
-            (AccessDeniedError,),
-            "access_denied",
-            self.backoff,
-            message=lambda error: f"the broker refused the service: {error}",
-            then=denied,
-            details=lambda error: (
-                error.denied.fields() if isinstance(error, AccessDeniedError) else {}
-            ),
-            quiet_reset_s=2 * _ACCESS_BACKOFF_MAX_S,
-        )
+        return access_restart(self.backoff, then=denied)
 
     def started(self) -> None:
         if self._denied is not None and self._denied.operation == "Write":

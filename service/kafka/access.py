@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -28,14 +28,18 @@ from aiokafka.errors import (
 from cryptography import x509
 
 from service.config.options import KafkaConnection, SecurityProtocol
+from service.core.backoff import Backoff
 from service.core.errors import AccessDenied, AccessDeniedError, AccessReason
 from service.kafka.acls import Operation, Resource
 from service.kafka.clients import security_kwargs
+from service.kafka.supervisor import Restart
 
 logger = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 10.0
-_HINT = "grant it (docs/security.md lists the ACLs of each mode); the service resumes by itself"
+_HINT = "grant it (docs/security.md lists the ACLs of each mode)"
+#: How aiokafka's admin client words a group it may not find the coordinator of.
+_COORDINATOR_PREFIX = "Unable to get coordinator id for "
 
 
 def _denied(operation: Operation, resource: Resource, name: str) -> AccessDenied:
@@ -68,7 +72,7 @@ def _authorization_one(error: BaseException, outputs: Sequence[str]) -> AccessDe
         operation = Operation.WRITE if name in outputs else Operation.READ
         return _denied(operation, Resource.TOPIC, name)
     if isinstance(error, GroupAuthorizationFailedError):
-        return _denied(Operation.READ, Resource.GROUP, name)
+        return _denied(Operation.READ, Resource.GROUP, name.removeprefix(_COORDINATOR_PREFIX))
     if isinstance(error, TransactionalIdAuthorizationFailed):
         return _denied(Operation.WRITE, Resource.TRANSACTIONAL_ID, name or "(the prefix)")
     if isinstance(error, ClusterAuthorizationFailedError):
@@ -169,3 +173,29 @@ async def raise_denied(
     denied = await explain(error, settings, outputs)
     if denied is not None:
         raise AccessDeniedError(denied) from error
+
+
+#: A refused login or ACL is fixed by a person: retried less often, up to twice a minute.
+ACCESS_BACKOFF_INITIAL_S = 1.0
+ACCESS_BACKOFF_MAX_S = 30.0
+
+
+def access_backoff() -> Backoff:
+    """The delays between sessions the broker refused; equal jitter, so they surely grow."""
+    return Backoff(ACCESS_BACKOFF_INITIAL_S, ACCESS_BACKOFF_MAX_S, full_jitter=False)
+
+
+def access_restart(backoff: Backoff, *, then: Callable[[Exception], None] | None = None) -> Restart:
+    """The restart of a session the broker refused: one log line naming the refusal (its
+    reason code, operation and resource as fields), a backoff no session start resets
+    (a denied write fails each session right after its start) that starts over after a
+    quiet spell."""
+    return Restart(
+        (AccessDeniedError,),
+        "access_denied",
+        backoff,
+        message=lambda error: f"the broker refused the service: {error}",
+        then=then,
+        details=lambda error: error.denied.fields() if isinstance(error, AccessDeniedError) else {},
+        quiet_reset_s=2 * ACCESS_BACKOFF_MAX_S,
+    )
