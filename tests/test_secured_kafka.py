@@ -188,13 +188,19 @@ async def refused_until(
 
 
 @pytest.mark.parametrize(
-    ("resource", "operation", "option"),
+    ("mode", "resource", "operation", "option"),
     [
-        (Resource.GROUP, Operation.READ, "--group-id"),
-        (Resource.TOPIC, Operation.READ, "--input-topic"),
-        (Resource.TOPIC, Operation.WRITE, "--output-topic"),
+        (Mode.SERVE, Resource.GROUP, Operation.READ, "--group-id"),
+        (Mode.SERVE, Resource.TOPIC, Operation.READ, "--input-topic"),
+        (Mode.SERVE, Resource.TOPIC, Operation.WRITE, "--output-topic"),
+        (
+            Mode.SERVE_EXACTLY_ONCE,
+            Resource.TRANSACTIONAL_ID,
+            Operation.WRITE,
+            "--transactional-id-prefix",
+        ),
     ],
-    ids=["group-read", "input-read", "output-write"],
+    ids=["group-read", "input-read", "output-write", "exactly-once-transactional-id"],
 )
 async def test_a_missing_acl_is_named_retried_and_loses_nothing(
     secured: ApacheKafkaBroker,
@@ -203,6 +209,7 @@ async def test_a_missing_acl_is_named_retried_and_loses_nothing(
     topics: Topics,
     model_dir: Path,
     predictor: Any,
+    mode: Mode,
     resource: Resource,
     operation: Operation,
     option: str,
@@ -210,7 +217,7 @@ async def test_a_missing_acl_is_named_retried_and_loses_nothing(
 ) -> None:
     """Without one of its ACLs serve says which operation on which resource was denied (log
     and /readyz), retries with growing delays, and once granted delivers every input."""
-    acls = bound(Mode.SERVE, names(topics))
+    acls = bound(mode, names(topics))
     withheld = next(
         acl
         for acl in acls
@@ -219,8 +226,14 @@ async def test_a_missing_acl_is_named_retried_and_loses_nothing(
     acl_admin.grant([acl for acl in acls if acl != withheld])
     records = article_records(12, prefix=operation.value.lower())
     await produce(secured.bootstrap_servers, pki, topics.input, records)
-    async with running_service(serve_settings(secured, topics, model_dir, pki), predictor) as svc:
-        expected = f"authorization_failed: {operation} on {resource} {withheld.name!r} denied"
+    guarantee = "exactly-once" if mode is Mode.SERVE_EXACTLY_ONCE else "at-least-once"
+    settings = serve_settings(secured, topics, model_dir, pki, processing_guarantee=guarantee)
+    async with running_service(settings, predictor) as svc:
+        # A transactional id is the prefix followed by the input partition.
+        name = (
+            f"'{withheld.name}" if resource is Resource.TRANSACTIONAL_ID else f"{withheld.name!r}"
+        )
+        expected = f"authorization_failed: {operation} on {resource} {name}"
         body = await refused_until(svc, caplog, expected)
         assert body["checks"]["broker_reachable"]
         acl_admin.grant([withheld])

@@ -288,7 +288,7 @@ async def _sessions(
                 half_open=breaker.half_open,
                 on_breaker_closed=breaker.closed,
             )
-        except (KafkaError, DeliveryError, OSError) as error:
+        except _BROKER_ERRORS as error:
             await raise_denied(error, settings, (settings.output_topic, settings.dead_letter_topic))
             raise
 
