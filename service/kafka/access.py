@@ -36,7 +36,8 @@ from service.kafka.supervisor import Restart
 
 logger = logging.getLogger(__name__)
 
-_PROBE_TIMEOUT_S = 10.0
+#: Bounds the extra connection (a shutdown waits for it at most this long).
+_PROBE_TIMEOUT_S = 5.0
 _HINT = "grant it (docs/security.md lists the ACLs of each mode)"
 #: How aiokafka's admin client words a group it may not find the coordinator of.
 _COORDINATOR_PREFIX = "Unable to get coordinator id for "
@@ -163,6 +164,8 @@ async def explain(
         return found
     if not isinstance(error, KafkaConnectionError):
         return None
+    if settings.security_protocol is SecurityProtocol.PLAINTEXT:
+        return None  # nothing to refuse: the broker is down or unreachable
     return certificate_problem(settings) or await login_problem(settings)
 
 
