@@ -37,7 +37,7 @@ from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
 from devtools.apache_kafka import ApacheKafkaBroker
 from service.commands.reclassify import ReplayError, run_reclassify
 from service.config.commands import ReclassifySettings
-from service.feedback.dataset import Source, build_dataset
+from service.feedback.dataset import DatasetError, Source, build_dataset
 from service.kafka.acls import Mode, Operation, Resource, bound
 
 pytestmark = pytest.mark.kafka
@@ -388,11 +388,13 @@ async def test_dataset_reads_topics_with_exactly_the_documented_acls(
     predictor: Any,
     tmp_path: Path,
 ) -> None:
-    """With dataset's two Read ACLs, the feedback and articles topics are read to their
-    end and joined."""
+    """Without Read on a topic dataset names it; with its two Read ACLs the feedback and
+    articles topics are read to their end and joined."""
     resources = names(topics)
     acl_admin.create_topics({resources["--feedback"]: 1})
-    acl_admin.grant(bound(Mode.DATASET, resources))
+    acls = bound(Mode.DATASET, resources)
+    articles_read = next(acl for acl in acls if acl.name == resources["--articles"])
+    acl_admin.grant([acl for acl in acls if acl != articles_read])
     article = {"article_id": "d-1", "event_id": "e-1", "title": "Rates", "body": "The bank."}
     verdict = {
         "article_id": "d-1",
@@ -414,6 +416,17 @@ async def test_dataset_reads_topics_with_exactly_the_documented_acls(
         [(b"d-1", json.dumps(article).encode())],
     )
     connection = serve_settings(secured, topics, model_dir, pki)
+    denied = f"authorization_failed: Read on topic '{topics.output}' denied"
+    with pytest.raises(DatasetError, match=denied):
+        await build_dataset(
+            [Source(topic=resources["--feedback"])],
+            [Source(topic=resources["--articles"])],
+            tmp_path / "refused.jsonl",
+            bootstrap_servers=secured.bootstrap_servers,
+            connection=connection,
+            timeout_s=5,
+        )
+    acl_admin.grant([articles_read])
     report = await build_dataset(
         [Source(topic=resources["--feedback"])],
         [Source(topic=resources["--articles"])],

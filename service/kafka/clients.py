@@ -297,17 +297,23 @@ async def missing_topics(settings: ServeSettings, topics: Sequence[str]) -> list
         await client.bootstrap()
         listed = (await client.fetch_all_metadata()).topics()
         unlisted = [topic for topic in topics if topic not in listed]
-        if unlisted:
-            # Metadata of all topics leaves out those the principal may not describe;
-            # asked by name, the broker says which are not authorized.
-            answer = await client.send(client.get_random_node(), MetadataRequest(unlisted))
-            for topic_data in answer.topics:
-                error_code, topic = topic_data[0], topic_data[1]
-                if error_code == TopicAuthorizationFailedError.errno:
-                    raise TopicAuthorizationFailedError(topic)
+        await raise_unauthorized(client, unlisted)
         return unlisted
     finally:
         await client.close()
+
+
+async def raise_unauthorized(client: AIOKafkaClient, topics: Sequence[str]) -> None:
+    """``TopicAuthorizationFailedError`` for the first of ``topics`` the principal may not
+    describe. Metadata of all topics leaves those out as if they did not exist; asked by
+    name, the broker says which are not authorized."""
+    if not topics:
+        return
+    answer = await client.send(client.get_random_node(), MetadataRequest(list(topics)))
+    for topic_data in answer.topics:
+        error_code, topic = topic_data[0], topic_data[1]
+        if error_code == TopicAuthorizationFailedError.errno:
+            raise TopicAuthorizationFailedError(topic)
 
 
 async def start_unless_stopped(
