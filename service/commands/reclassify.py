@@ -47,6 +47,7 @@ from service.core.errors import (
     ServiceError,
 )
 from service.http.server import HealthServer
+from service.kafka.access import access_backoff, access_restart, authorization, raise_denied
 from service.kafka.clients import (
     client_options,
     make_consumer,
@@ -270,6 +271,10 @@ async def _retrying(call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await call()
         except KafkaError as error:
+            denied = authorization(error)
+            if denied is not None:
+                # A person has to grant it: a clear error now, not a wait.
+                raise ReplayError(f"the broker refused the replay's plan: {denied}") from error
             if not error.retriable or time.monotonic() > deadline:
                 raise ReplayError(f"the broker did not answer: {error!r}") from error
             delay = backoff.delay()
@@ -348,6 +353,7 @@ async def _sessions(
     message = "replay session failed; resuming from the last commit"
     supervisor = Supervisor(
         [
+            access_restart(access_backoff(), then=lambda error: _refused(health, error)),
             Restart((GroupJoinStuckError,), "group_join_stuck", backoff, message=message),
             Restart(_RECOVERABLE, "broker", backoff, message=message),
         ],
@@ -357,6 +363,15 @@ async def _sessions(
     )
 
     async def session() -> bool:
+        try:
+            await run_session()
+        except _RECOVERABLE as error:
+            outputs = (service.output_topic, service.dead_letter_topic)
+            await raise_denied(error, service, outputs)
+            raise
+        return True
+
+    async def run_session() -> None:
         await _session(
             settings,
             service,
@@ -370,12 +385,17 @@ async def _sessions(
             observers=observers,
             on_started=backoff.reset,
         )
-        return True
 
     # A session that ends with the range unfinished (and no stop) is followed by another.
     while not stop.is_set() and not progress.all_done():
         await supervisor.run(session, until=progress.all_done)
     return progress.all_done()
+
+
+def _refused(health: Health, error: Exception) -> None:
+    """Show the broker's refusal on /readyz (with --metrics-port)."""
+    health.access_denied = str(error)
+    health.broker_error = str(error)
 
 
 async def _session(

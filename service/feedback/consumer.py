@@ -37,6 +37,7 @@ from service.core.deadletter import VALUE_DROPPED_HEADER, dead_letter_headers
 from service.core.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
 from service.core.headers import Header
 from service.feedback.quality import QualityTracker, manifest_labels
+from service.kafka.access import access_backoff, access_restart, raise_denied
 from service.kafka.clients import (
     client_options,
     make_producer,
@@ -90,6 +91,7 @@ class FeedbackConsumer:
         restarts = self._metrics.feedback_session_restarts
         supervisor = Supervisor(
             [
+                access_restart(access_backoff()),
                 Restart(
                     (MissingTopicError,),
                     "missing_topic",
@@ -117,7 +119,16 @@ class FeedbackConsumer:
             context={"topic": self._topic},
             log=logger,
         )
-        await supervisor.run(lambda: self._session(stop, on_started=backoff.reset))
+        outputs = (self._settings.dead_letter_topic,)
+
+        async def session() -> None:
+            try:
+                await self._session(stop, on_started=backoff.reset)
+            except _BROKER_ERRORS as error:
+                await raise_denied(error, self._settings, outputs)
+                raise
+
+        await supervisor.run(session)
 
     async def _session(self, stop: asyncio.Event, *, on_started: Callable[[], None]) -> None:
         missing = await missing_topics(self._settings, [self._topic])

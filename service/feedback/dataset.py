@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from schemas import (
@@ -37,7 +37,8 @@ from schemas import (
     decode_feedback,
 )
 from service.config.options import KafkaConnection
-from service.kafka.clients import client_options, security_kwargs
+from service.kafka.access import authorization, explain
+from service.kafka.clients import client_options, raise_unauthorized, security_kwargs
 
 _SHOWN_PROBLEMS = 10
 _DECLARED = tuple(name for name in ArticleEvent.model_fields if name != "schema_version")
@@ -276,10 +277,13 @@ async def _topic_records(
         await asyncio.wait_for(consumer.start(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as error:
         await consumer.stop()
+        denied = None if connection is None else await explain(error, connection)
+        if denied is not None:
+            raise DatasetError(f"broker {bootstrap_servers} refused: {denied}") from error
         raise DatasetError(f"broker {bootstrap_servers} unreachable: {error!r}") from error
     try:
         if not await _exists(consumer, topic, min(timeout_s, _METADATA_WAIT_S)):
-            raise DatasetError(f"{topic}: no such file, and no such topic on {bootstrap_servers}")
+            raise await _unlisted(consumer, topic, bootstrap_servers)
         # Subscribed without a group, the consumer is assigned every partition once the
         # topic's metadata arrives (Apache Kafka sends none unasked).
         consumer.subscribe([topic])
@@ -309,6 +313,16 @@ async def _topic_records(
                     del targets[tp]
     finally:
         await consumer.stop()
+
+
+async def _unlisted(consumer: AIOKafkaConsumer, topic: str, bootstrap_servers: str) -> DatasetError:
+    """Why the broker does not list ``topic``: the principal may not describe it, or it
+    does not exist."""
+    try:
+        await raise_unauthorized(consumer._client, [topic])
+    except TopicAuthorizationFailedError as error:
+        return DatasetError(f"{topic}: {authorization(error)}")
+    return DatasetError(f"{topic}: no such file, and no such topic on {bootstrap_servers}")
 
 
 async def _exists(consumer: AIOKafkaConsumer, topic: str, wait_s: float) -> bool:

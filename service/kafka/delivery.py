@@ -160,7 +160,9 @@ class ExactlyOnce:
             # auto_offset_reset=earliest for a partition without a committed offset
             beginnings = await self._consumer.beginning_offsets(unset) if unset else {}
         except (KafkaError, DeliveryError) as error:
-            self._fail(BrokerUnavailableError(f"exactly-once assignment failed: {error!r}"))
+            failure = BrokerUnavailableError(f"exactly-once assignment failed: {error!r}")
+            failure.__cause__ = error  # a refused transactional id is named from the cause
+            self._fail(failure)
             return
         # Records fetched before this point were dropped (``admit``): fetch again. No await
         # from the seeks to the gate opening: the fetch stage sees both or neither.

@@ -94,7 +94,8 @@ class PartitionTransactions:
                 self._partitions[tp] = result
         if failure is not None:
             detail = "timed out" if isinstance(failure, TimeoutError) else repr(failure)
-            raise DeliveryError(f"a transactional producer did not start: {detail}")
+            # Chained: a refused transactional id is named from the cause.
+            raise DeliveryError(f"a transactional producer did not start: {detail}") from failure
         if new:
             logger.info(
                 "transactional producers started; earlier owners fenced",
