@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.kafka_jars import DEFAULT_KAFKA_VERSION, classpath, fetch_kafka, require_tools
@@ -54,6 +55,28 @@ def _cluster_id() -> str:
             return text
 
 
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A secured listener instead of PLAINTEXT: SASL_SSL with SCRAM-SHA-512 and mutual TLS
+    for clients, SSL (mutual TLS) between broker and controller, and the StandardAuthorizer
+    denying whatever no ACL allows. The certificates are PEM files: ``keystore`` holds the
+    broker's private key (unencrypted PKCS#8) followed by its certificate chain; the
+    certificate must name 127.0.0.1 and its subject is the broker's principal on the
+    controller listener (``User:<subject>``, a super user)."""
+
+    ca_file: Path
+    keystore: Path
+    broker_subject: str
+    #: SCRAM-SHA-512 users created when the log directory is formatted, name -> password.
+    users: dict[str, str] = field(default_factory=dict)
+    #: The super user of the brokers' own SASL connections (one of ``users``).
+    super_user: str = "admin"
+
+    @property
+    def super_users(self) -> str:
+        return f"User:{self.super_user};User:{self.broker_subject}"
+
+
 class ApacheKafkaBroker(ManagedBroker):
     """``with ApacheKafkaBroker(data_dir=...) as broker:`` Apache Kafka on
     ``broker.bootstrap_servers``.
@@ -73,7 +96,9 @@ class ApacheKafkaBroker(ManagedBroker):
         start_timeout_s: float = 120.0,
         stop_timeout_s: float = 30.0,
         log_file: Path | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
+        self.security = security
         self.port = port if port is not None else free_port()
         self.advertised_port = advertised_port if advertised_port is not None else self.port
         self.version = version
@@ -84,6 +109,7 @@ class ApacheKafkaBroker(ManagedBroker):
         self._stop_timeout_s = stop_timeout_s
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -124,6 +150,7 @@ class ApacheKafkaBroker(ManagedBroker):
         config = self._write_config()
         if not (self.log_dir / "meta.properties").exists():
             self._format(config)
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         log = self.log_file.open("ab")
         try:
             self._process = subprocess.Popen(
@@ -135,7 +162,7 @@ class ApacheKafkaBroker(ManagedBroker):
         finally:
             log.close()
         deadline = time.monotonic() + self._start_timeout_s
-        while not _answers_metadata(f"{_HOST}:{self.port}"):
+        while not self._ready():
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self.stop()
@@ -154,18 +181,62 @@ class ApacheKafkaBroker(ManagedBroker):
             extra={"bootstrap_servers": self.bootstrap_servers, "kafka_version": self.version},
         )
 
+    def _ready(self) -> bool:
+        """Whether the broker answers: a metadata request on the plain listener; the log
+        line of a started server on a secured one (no credentials needed to tell)."""
+        if self.security is None:
+            return _answers_metadata(f"{_HOST}:{self.port}")
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_start)
+            return b"Kafka Server started" in log.read()
+
     def _write_config(self) -> Path:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
-        settings = {
+        settings = {**self._common_settings(), **self._listener_settings()}
+        config = self.data_dir / "server.properties"
+        config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return config
+
+    def _listener_settings(self) -> dict[str, str]:
+        controller = f"CONTROLLER://{_HOST}:{self._controller_port}"
+        if self.security is None:
+            return {
+                "listeners": f"PLAINTEXT://{_HOST}:{self.port},{controller}",
+                "advertised.listeners": f"PLAINTEXT://{_HOST}:{self.advertised_port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            }
+        security = self.security
+        password = security.users[security.super_user]
+        return {
+            "listeners": f"SASL_SSL://{_HOST}:{self.port},{controller}",
+            "advertised.listeners": f"SASL_SSL://{_HOST}:{self.advertised_port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{security.super_user}" password="{password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(security.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(security.ca_file),
+            "ssl.client.auth": "required",
+            # Kafka applies ssl.client.auth to a SASL_SSL listener only listener-prefixed.
+            "listener.name.sasl_ssl.ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": security.super_users,
+        }
+
+    def _common_settings(self) -> dict[str, str]:
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{_HOST}:{self._controller_port}",
-            "listeners": f"PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:"
-            f"{self._controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{_HOST}:{self.advertised_port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dir),
             # Topics are created on purpose (tests, kafka-init in compose), never by a typo.
             "auto.create.topics.enable": "false",
@@ -191,15 +262,12 @@ class ApacheKafkaBroker(ManagedBroker):
             # One node: nothing to hand leadership to, so skip the wait at shutdown.
             "controlled.shutdown.enable": "false",
         }
-        config = self.data_dir / "server.properties"
-        config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
-        return config
 
     def _format(self, config: Path) -> None:
         result = subprocess.run(
             self.java_command(
                 "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                "--cluster-id", _cluster_id(), "--config", str(config),
+                "--cluster-id", _cluster_id(), "--config", str(config), *self._scram_users(),
             ),
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
@@ -208,6 +276,15 @@ class ApacheKafkaBroker(ManagedBroker):
                 f"formatting {self.log_dir} failed (status {result.returncode}):\n"
                 + (result.stdout + result.stderr)[-3000:]
             )
+
+    def _scram_users(self) -> list[str]:
+        """``--add-scram`` arguments creating the SCRAM-SHA-512 users at format time."""
+        users = {} if self.security is None else self.security.users
+        return [
+            argument
+            for name, password in users.items()
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

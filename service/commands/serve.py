@@ -43,6 +43,9 @@ from service.commands.wiring import (
 from service.config.commands import ServeSettings
 from service.core.backoff import Backoff
 from service.core.errors import (
+    AccessDenied,
+    AccessDeniedError,
+    AccessReason,
     BreakerOpenError,
     BrokerUnavailableError,
     DeliveryError,
@@ -54,6 +57,7 @@ from service.core.records import ArticlePredictor, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
 from service.http.api import ApiServer
 from service.http.server import HealthServer
+from service.kafka.access import raise_denied
 from service.kafka.clients import (
     make_consumer,
     make_producer,
@@ -82,6 +86,9 @@ EXIT_DRAIN_TIMEOUT = 1
 EXIT_CONFIG = 2
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
+#: A refused login or ACL: fixed by a person, so retried less often, up to twice a minute.
+_ACCESS_BACKOFF_INITIAL_S = 1.0
+_ACCESS_BACKOFF_MAX_S = 30.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
 #: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
 _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
@@ -264,8 +271,9 @@ async def _sessions(
     breaker = _BreakerState(
         Backoff(settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False)
     )
+    access = _AccessState(health)
     supervisor = Supervisor(
-        _restarts(backoff, breaker, metrics, health),
+        [access.restart(metrics), *_restarts(backoff, breaker, metrics, health)],
         stop=stop,
         count=lambda cause: metrics.session_restarts.labels(cause).inc(),
         fatal=(TransactionsUnsupportedError,),
@@ -273,18 +281,26 @@ async def _sessions(
         log=logger,
     )
 
+    def started() -> None:
+        backoff.reset()
+        access.started()
+
     async def session() -> bool:
-        return await _session(
-            settings,
-            classifier=classifier,
-            stop=stop,
-            metrics=metrics,
-            health=health,
-            observers=observers,
-            on_started=backoff.reset,
-            half_open=breaker.half_open,
-            on_breaker_closed=breaker.closed,
-        )
+        try:
+            return await _session(
+                settings,
+                classifier=classifier,
+                stop=stop,
+                metrics=metrics,
+                health=health,
+                observers=observers,
+                on_started=started,
+                half_open=breaker.half_open,
+                on_breaker_closed=breaker.closed,
+            )
+        except (KafkaError, DeliveryError, OSError) as error:
+            await raise_denied(error, settings, (settings.output_topic, settings.dead_letter_topic))
+            raise
 
     try:
         drained = await supervisor.run(session)
@@ -295,6 +311,47 @@ async def _sessions(
     if drained is None or drained:
         return EXIT_OK
     return EXIT_DRAIN_TIMEOUT
+
+
+class _AccessState:
+    """The broker's last refusal, shown on ``/readyz`` until it is shown to be lifted: a
+    session that starts proves the login and the consumer's ACLs, a delivered batch the
+    producer's (the pipeline clears it then)."""
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+        self._denied: AccessDenied | None = None
+        # Not reset when a session starts: a denied write fails every session right after
+        # its start. A refusal a while after the last one starts the delays over.
+        self.backoff = Backoff(_ACCESS_BACKOFF_INITIAL_S, _ACCESS_BACKOFF_MAX_S, full_jitter=False)
+
+    def restart(self, metrics: ServiceMetrics) -> Restart:
+        def denied(error: Exception) -> None:
+            if not isinstance(error, AccessDeniedError):  # pragma: no cover
+                return
+            self._denied = error.denied
+            metrics.broker_errors.inc()
+            self._health.access_denied = str(error.denied)
+            self._health.broker_error = str(error.denied)
+            self._health.broker_reachable = error.denied.reason is AccessReason.AUTHORIZATION_FAILED
+
+        return Restart(
+            (AccessDeniedError,),
+            "access_denied",
+            self.backoff,
+            message=lambda error: f"the broker refused the service: {error}",
+            then=denied,
+            details=lambda error: (
+                error.denied.fields() if isinstance(error, AccessDeniedError) else {}
+            ),
+            quiet_reset_s=2 * _ACCESS_BACKOFF_MAX_S,
+        )
+
+    def started(self) -> None:
+        if self._denied is not None and self._denied.operation == "Write":
+            return
+        self._denied = None
+        self._health.access_denied = None
 
 
 class _BreakerState:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 
 class ServiceError(Exception):
     """Root of the errors the service raises on purpose."""
@@ -56,3 +59,49 @@ class MissingTopicError(ServiceError):
             f"topic {names} does not exist on the broker; create it (the service does not"
             " create topics) and the service starts consuming by itself"
         )
+
+
+class AccessReason(StrEnum):
+    """Why the broker refused the service: the reason code of an ``AccessDenied``."""
+
+    #: SASL refused the user name or password.
+    AUTHENTICATION_FAILED = "authentication_failed"
+    #: The TLS handshake failed on the client's certificate (expired, not yet valid,
+    #: not trusted by the broker).
+    TLS_CLIENT_CERTIFICATE = "tls_client_certificate"
+    #: Authenticated, but no ACL allows an operation the service needs.
+    AUTHORIZATION_FAILED = "authorization_failed"
+
+
+@dataclass(frozen=True)
+class AccessDenied:
+    """The broker's refusal as a value: the reason code and what was refused (for an
+    authorization failure: the operation, the resource type and its name)."""
+
+    reason: AccessReason
+    detail: str
+    operation: str | None = None
+    resource_type: str | None = None
+    resource: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+    def fields(self) -> dict[str, str]:
+        """The log fields: the reason code and, when known, what was denied."""
+        named = {
+            "reason": self.reason.value,
+            "operation": self.operation,
+            "resource_type": self.resource_type,
+            "resource": self.resource,
+        }
+        return {key: value for key, value in named.items() if value is not None}
+
+
+class AccessDeniedError(ServiceError):
+    """The broker refused the service's credentials or an operation: not ready, retried
+    after a growing delay (credentials, certificates and ACLs get fixed while it waits)."""
+
+    def __init__(self, denied: AccessDenied) -> None:
+        self.denied = denied
+        super().__init__(str(denied))

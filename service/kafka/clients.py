@@ -25,10 +25,11 @@ from typing import Any
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.producer.transaction_manager import TransactionManager
 from aiokafka.protocol.admin import ApiVersionRequest
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from service.config.commands import (
@@ -293,12 +294,22 @@ async def missing_topics(settings: ServeSettings, topics: Sequence[str]) -> list
 
     Checked before subscribing: a consumer subscribed to a topic that does not exist waits
     inside ``start()`` for the request timeout (40 s), deaf to a shutdown, and aiokafka logs
-    an error every retry. A broker that cannot be reached raises."""
+    an error every retry. A broker that cannot be reached raises; a topic the service may not
+    describe (no ACL) raises ``TopicAuthorizationFailedError`` naming it, not "missing"."""
     client = AIOKafkaClient(**security_kwargs(settings), client_id=f"{settings.client_id}-meta")
     try:
         await client.bootstrap()
         listed = (await client.fetch_all_metadata()).topics()
-        return [topic for topic in topics if topic not in listed]
+        unlisted = [topic for topic in topics if topic not in listed]
+        if unlisted:
+            # Metadata of all topics leaves out those the principal may not describe;
+            # asked by name, the broker says which are not authorized.
+            answer = await client.send(client.get_random_node(), MetadataRequest(unlisted))
+            for topic_data in answer.topics:
+                error_code, topic = topic_data[0], topic_data[1]
+                if error_code == TopicAuthorizationFailedError.errno:
+                    raise TopicAuthorizationFailedError(topic)
+        return unlisted
     finally:
         await client.close()
 

@@ -372,6 +372,8 @@ class Pipeline:
             if self._delivery.commits_offsets:  # else committed in its transactions
                 self._uncommitted.update(completed)
                 await self._commit()
+            # Delivered and committed: whatever the broker refused before is allowed now.
+            self._health.access_denied = None
             self._slots.release()
             self._started.pop(batch.id, None)
             self._timed_out.discard(batch.id)

@@ -81,6 +81,17 @@ class Sent:
     #: Where each of ``items`` stood in the records given to ``publish``.
     positions: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        # The batches queued behind one that failed are never confirmed when the session
+        # ends on that failure: their errors (a revoked ACL fails them all) are seen here,
+        # so asyncio does not log "Future exception was never retrieved" for each.
+        self.future.add_done_callback(_seen)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
 
 class BatchPublisher:
     """Queues outgoing records on a started producer; ``confirm`` awaits them."""

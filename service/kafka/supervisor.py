@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,7 +44,19 @@ class Restart:
     then: Callable[[Exception], None] | None = None
     #: Extra log fields, given the error.
     details: Callable[[Exception], Mapping[str, Any]] | None = None
+    #: A failure this long after the previous one of its kind starts the delays over (for
+    #: a backoff no session start resets).
+    quiet_reset_s: float | None = None
     _said: bool = field(default=False, init=False, repr=False)
+    _last_s: float | None = field(default=None, init=False, repr=False)
+
+    def next_delay(self, now_s: float) -> float:
+        """The wait before the next session; the backoff starts over after a quiet spell."""
+        quiet = self.quiet_reset_s
+        if quiet is not None and self._last_s is not None and now_s - self._last_s > quiet:
+            self.backoff.reset()
+        self._last_s = now_s
+        return self.backoff.delay()
 
     def log(self, log: logging.Logger, error: Exception, fields: Mapping[str, Any]) -> None:
         """One log line for this failure."""
@@ -94,7 +107,7 @@ class Supervisor:
                 restart = self._restart_for(error)
                 if restart is None:
                     raise
-                delay = restart.backoff.delay()
+                delay = restart.next_delay(time.monotonic())
                 self._count(restart.cause)
                 if restart.then is not None:
                     restart.then(error)

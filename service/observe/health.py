@@ -32,6 +32,8 @@ class Health:
     model_sha256: str | None = None
     #: Topics the session needs that the broker does not have (it waits for them).
     missing_topics: tuple[str, ...] = ()
+    #: Why the broker refused the service (reason code and what was denied), else None.
+    access_denied: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -41,6 +43,7 @@ class Health:
             "consumer_in_group": self.assignment is not Assignment.STOPPED,
             "breaker_closed": self.breaker_open is None,
             "topics_exist": not self.missing_topics,
+            "access_granted": self.access_denied is None,
         }
 
     def is_ready(self) -> bool:
@@ -58,6 +61,7 @@ class Health:
             "broker_error": self.broker_error,
             "breaker": self.breaker_open,
             "missing_topics": list(self.missing_topics),
+            "access_denied": self.access_denied,
             "model": None
             if self.model_name is None
             else {
