@@ -56,6 +56,19 @@ def _cluster_id() -> str:
 
 
 @dataclass(frozen=True)
+class OAuthValidation:
+    """OAUTHBEARER beside SCRAM on the SASL_SSL listener: tokens are JWTs checked against the
+    signing keys at ``jwks_url`` (Kafka's ``OAuthBearerValidatorCallbackHandler``), their
+    ``sub`` claim is the principal. With ``reauth_ms``, a connection whose token expired is
+    closed by the broker (KIP-368) after at most that long."""
+
+    jwks_url: str
+    audience: str
+    issuer: str
+    reauth_ms: int = 0
+
+
+@dataclass(frozen=True)
 class BrokerSecurity:
     """A secured listener instead of PLAINTEXT: SASL_SSL with SCRAM-SHA-512 and mutual TLS
     for clients, SSL (mutual TLS) between broker and controller, and the StandardAuthorizer
@@ -71,10 +84,36 @@ class BrokerSecurity:
     users: dict[str, str] = field(default_factory=dict)
     #: The super user of the brokers' own SASL connections (one of ``users``).
     super_user: str = "admin"
+    #: Also accept OAUTHBEARER tokens on the SASL_SSL listener.
+    oauth: OAuthValidation | None = None
 
     @property
     def super_users(self) -> str:
         return f"User:{self.super_user};User:{self.broker_subject}"
+
+
+_OAUTH_ALLOWED_URLS = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
+_OAUTH_VALIDATOR = (
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+)
+
+
+def _oauth_settings(oauth: OAuthValidation | None) -> dict[str, str]:
+    """The listener's OAUTHBEARER settings (none without ``oauth``)."""
+    if oauth is None:
+        return {}
+    prefix = "listener.name.sasl_ssl.oauthbearer."
+    return {
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512,OAUTHBEARER",
+        f"{prefix}sasl.server.callback.handler.class": _OAUTH_VALIDATOR,
+        f"{prefix}sasl.jaas.config": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ;"
+        ),
+        "sasl.oauthbearer.jwks.endpoint.url": oauth.jwks_url,
+        "sasl.oauthbearer.expected.audience": oauth.audience,
+        "sasl.oauthbearer.expected.issuer": oauth.issuer,
+        "connections.max.reauth.ms": str(oauth.reauth_ms),
+    }
 
 
 class ApacheKafkaBroker(ManagedBroker):
@@ -134,8 +173,11 @@ class ApacheKafkaBroker(ManagedBroker):
 
     def java_command(self, main_class: str, *args: str, heap: str = "-Xmx256m") -> list[str]:
         """``java -cp <kafka jars> main_class args``: the console tools of this version."""
+        oauth = self.security.oauth if self.security is not None else None
+        # Kafka 4 fetches OAuth URLs only when this system property allows them.
+        allowed = [f"-D{_OAUTH_ALLOWED_URLS}={oauth.jwks_url}"] if oauth is not None else []
         return [
-            "java", heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            "java", heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true", *allowed,
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             "-cp", classpath(self.version), main_class, *args,
         ]  # fmt: skip
@@ -229,6 +271,7 @@ class ApacheKafkaBroker(ManagedBroker):
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found": "false",
             "super.users": security.super_users,
+            **_oauth_settings(security.oauth),
         }
 
     def _common_settings(self) -> dict[str, str]:

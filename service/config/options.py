@@ -111,6 +111,7 @@ class SaslMechanism(StrEnum):
     PLAIN = "PLAIN"
     SCRAM_SHA_256 = "SCRAM-SHA-256"
     SCRAM_SHA_512 = "SCRAM-SHA-512"
+    OAUTHBEARER = "OAUTHBEARER"
 
 
 class LogLevel(StrEnum):
@@ -188,6 +189,27 @@ def _default_of(name: str) -> Any:
     return None
 
 
+def _key_value_pairs(text: str) -> dict[str, str]:
+    """``key=value,key=value`` as a mapping (blanks around keys and values removed)."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    bad = [key for key, sep, _ in pairs if not sep]
+    if bad:
+        raise ValueError(f"{bad[0].strip()!r} is not key=value")
+    return {key.strip(): raw.strip() for key, _, raw in pairs}
+
+
+def _string_pairs(value: Any) -> Any:
+    """A JSON object or ``key=value`` pairs of text, such as the SASL extensions."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("{") else _key_value_pairs(text)
+    return value
+
+
+#: ``key=value,...`` or a JSON object of text values.
+StringPairs = Annotated[dict[str, str], NoDecode, BeforeValidator(_string_pairs)]
+
+
 def _client_options(value: Any) -> Any:
     """``--kafka-client-options`` from a JSON object or comma-separated ``key=value`` pairs;
     every key must be an aiokafka client setting the service leaves open, and a value must
@@ -197,11 +219,7 @@ def _client_options(value: Any) -> Any:
         if text.startswith("{"):
             value = json.loads(text)
         else:
-            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
-            bad = [key for key, sep, _ in pairs if not sep]
-            if bad:
-                raise ValueError(f"{bad[0].strip()!r} is not key=value")
-            value = {key.strip(): _scalar(raw.strip()) for key, _, raw in pairs}
+            value = {key: _scalar(raw) for key, raw in _key_value_pairs(text).items()}
     if not isinstance(value, Mapping):
         return value
     for key, item in value.items():
@@ -248,6 +266,43 @@ class KafkaConnection(BaseModel):
         default=None,
         description="SASL password (or a file: ARTICLE_CLASSIFIER_SASL_PLAIN_PASSWORD_FILE)",
     )
+    sasl_oauthbearer_token_endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OAUTHBEARER: the OAuth 2 token endpoint; tokens are fetched with the "
+        "client credentials grant and renewed before they expire",
+    )
+    sasl_oauthbearer_client_id: SecretStr | None = Field(
+        default=None,
+        description="OAUTHBEARER client id (or a file: "
+        "ARTICLE_CLASSIFIER_SASL_OAUTHBEARER_CLIENT_ID_FILE)",
+    )
+    sasl_oauthbearer_client_secret: SecretStr | None = Field(
+        default=None,
+        description="OAUTHBEARER client secret (or a file: "
+        "ARTICLE_CLASSIFIER_SASL_OAUTHBEARER_CLIENT_SECRET_FILE)",
+    )
+    sasl_oauthbearer_scope: str | None = Field(
+        default=None, description="OAUTHBEARER: the scope to ask the token endpoint for"
+    )
+    sasl_oauthbearer_extensions: StringPairs = Field(
+        default_factory=dict,
+        json_schema_extra=shown_as("K=V,..."),
+        description="OAUTHBEARER SASL extensions, e.g. Confluent Cloud's "
+        "logicalCluster=lkc-1,identityPoolId=pool-1",
+    )
+    sasl_oauthbearer_token_endpoint_cafile: Path | None = Field(
+        default=None,
+        description="CA bundle to verify the token endpoint (default: the system's)",
+    )
+    sasl_oauthbearer_token_provider: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        json_schema_extra=shown_as("MODULE:CALLABLE"),
+        description="OAUTHBEARER: a token provider plug-in instead of the token endpoint, "
+        "e.g. for Amazon MSK IAM; called with no arguments, it returns an aiokafka "
+        "AbstractTokenProvider",
+    )
     ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (PEM)")
     ssl_keyfile: Path | None = Field(default=None, description="client private key (PEM)")
@@ -269,12 +324,33 @@ class KafkaConnection(BaseModel):
 
     @model_validator(mode="after")
     def _sasl_credentials(self) -> KafkaConnection:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_plain_username and self.sasl_plain_password
-        ):
+        if not self.security_protocol.startswith("SASL"):
+            return self
+        if self.sasl_mechanism is SaslMechanism.OAUTHBEARER:
+            return self._oauthbearer_credentials()
+        if not (self.sasl_mechanism and self.sasl_plain_username and self.sasl_plain_password):
             raise ValueError(
                 f"security protocol {self.security_protocol} needs --sasl-mechanism, "
                 "--sasl-plain-username and --sasl-plain-password"
+            )
+        return self
+
+    def _oauthbearer_credentials(self) -> KafkaConnection:
+        endpoint = self.sasl_oauthbearer_token_endpoint_url
+        if self.sasl_oauthbearer_token_provider is not None:
+            if endpoint is not None:
+                raise ValueError(
+                    "--sasl-oauthbearer-token-provider and "
+                    "--sasl-oauthbearer-token-endpoint-url exclude each other"
+                )
+            return self
+        if not (
+            endpoint and self.sasl_oauthbearer_client_id and self.sasl_oauthbearer_client_secret
+        ):
+            raise ValueError(
+                "--sasl-mechanism OAUTHBEARER needs --sasl-oauthbearer-token-endpoint-url, "
+                "--sasl-oauthbearer-client-id and --sasl-oauthbearer-client-secret "
+                "(or --sasl-oauthbearer-token-provider)"
             )
         return self
 

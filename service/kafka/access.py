@@ -27,11 +27,12 @@ from aiokafka.errors import (
 )
 from cryptography import x509
 
-from service.config.options import KafkaConnection, SecurityProtocol
+from service.config.options import KafkaConnection, SaslMechanism, SecurityProtocol
 from service.core.backoff import Backoff
 from service.core.errors import AccessDenied, AccessDeniedError, AccessReason
 from service.kafka.acls import Operation, Resource
 from service.kafka.clients import security_kwargs
+from service.kafka.oauth import TokenEndpointError
 from service.kafka.supervisor import Restart
 
 logger = logging.getLogger(__name__)
@@ -135,13 +136,22 @@ async def login_problem(settings: KafkaConnection) -> AccessDenied | None:
                 sasl_mechanism=kwargs.get("sasl_mechanism"),
                 sasl_plain_username=kwargs.get("sasl_plain_username"),
                 sasl_plain_password=kwargs.get("sasl_plain_password"),
+                sasl_oauth_token_provider=kwargs.get("sasl_oauth_token_provider"),
             ),
             _PROBE_TIMEOUT_S,
         )
+    except TokenEndpointError as error:
+        detail = error.args[0] if error.args else error
+        return AccessDenied(AccessReason.AUTHENTICATION_FAILED, f"SASL OAUTHBEARER: {detail}")
     except SaslAuthenticationFailed as error:
+        who = (
+            "with the token endpoint's token"
+            if settings.sasl_mechanism is SaslMechanism.OAUTHBEARER
+            else f"of {settings.sasl_plain_username!r}"
+        )
         return AccessDenied(
             AccessReason.AUTHENTICATION_FAILED,
-            f"SASL {settings.sasl_mechanism} login of {settings.sasl_plain_username!r}"
+            f"SASL {settings.sasl_mechanism} login {who}"
             f" refused: {error.args[0] if error.args else error}",
         )
     except ssl.SSLError as error:

@@ -39,9 +39,11 @@ from service.config.commands import (
 from service.config.options import (
     CompressionType,
     KafkaConnection,
+    SaslMechanism,
     SecurityProtocol,
     client_keywords,
 )
+from service.kafka.oauth import token_provider
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ def security_kwargs(settings: KafkaConnection) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = settings.sasl_plain_username
         if settings.sasl_plain_password is not None:
             kwargs["sasl_plain_password"] = settings.sasl_plain_password.get_secret_value()
+        if settings.sasl_mechanism is SaslMechanism.OAUTHBEARER:
+            kwargs["sasl_oauth_token_provider"] = token_provider(settings)
     return kwargs
 
 
