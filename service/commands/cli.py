@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
 from model import ArtifactTrustError, ModelError
+from service.auth.tokens import TokenFileError
 from service.commands.offline import (
     run_classify,
     run_compare,
@@ -255,7 +256,7 @@ class BinaryStream:
 def _exit_status_for(error: Exception) -> int | None:
     """Expected failures get a one-line message and a status; anything else is a bug."""
 
-    if isinstance(error, ConfigError | ArtifactTrustError):
+    if isinstance(error, ConfigError | ArtifactTrustError | TokenFileError):
         # Not the artifact the deployment trusts: a configuration problem, never retried.
         return EXIT_USAGE
     if isinstance(error, ModelError | OSError | ReplayError | DatasetError):

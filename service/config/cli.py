@@ -91,6 +91,7 @@ _GROUP_ORDER = {
             "Circuit breaker",
             "Model rollout",
             "Suggest API",
+            "Authentication",
             "Editor feedback",
             "Observability",
         )

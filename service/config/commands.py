@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from service.config.options import (
+    ApiAuth,
     ArticleTopics,
     Batching,
     Breaker,
@@ -179,6 +180,7 @@ class ServeSettings(
     Delivery,
     Rollout,
     SuggestApi,
+    ApiAuth,
     Feedback,
     PipelineSettings,
 ):

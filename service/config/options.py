@@ -656,6 +656,19 @@ class SuggestApi(BaseModel):
     )
 
 
+class ApiAuth(BaseModel):
+    """Authentication"""
+
+    #: Off by default, for a port on 127.0.0.1 behind what authenticates the CMS; the
+    #: service logs a warning when the suggest API (or the desk) listens without it.
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="file of bearer tokens, one a line (TOKEN or USER:TOKEN, # comments), read "
+        "again when it changes: requests without one of them get 401 (default: no "
+        "authentication)",
+    )
+
+
 class Feedback(BaseModel):
     """Editor feedback"""
 

@@ -1,0 +1,1 @@
+"""Bearer tokens read from a file, and the ASGI middleware that asks for one."""
