@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas.api import ApiError
-from service.auth.tokens import TokenFile, TokenFileError, parse_tokens
 from service.config.commands import ServeSettings
 from service.core.records import Topics
 from service.http.api import ApiServer
 from service.http.openapi import build_openapi
 from service.models.workers import ThreadClassifier
+from service.web.tokens import TokenFile, TokenFileError, parse_tokens
 
 ALICE = "alice-token-0123456789abcdef"
 OLD = "old-token-0123456789abcdef"

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
 from model import ArtifactTrustError, ModelError
-from service.auth.tokens import TokenFileError
+from service.commands.desk import desk
 from service.commands.offline import (
     run_classify,
     run_compare,
@@ -40,6 +40,7 @@ from service.config.commands import (
     TrainSettings,
 )
 from service.feedback.dataset import DatasetError, run_dataset
+from service.web.tokens import TokenFileError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -96,6 +97,15 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Verify the artifact, then write model.json.sig (a detached Ed25519 signature of "
         "model.json, which lists every data file's sha256) into it. Deployments check it with "
         "--model-public-key.",
+    ),
+    "desk": (
+        "run the editors' desk (web): live feed, review queue, verdicts, quality",
+        "Serve the editors' desk over HTTP: the recently classified articles as they arrive, "
+        "a review queue ordered by the model's doubt, each article with the terms behind its "
+        "labels, one-action verdicts published as ArticleFeedback events, and the agreement "
+        "between editors and the model. Reads the classified and feedback topics; needs no "
+        "model. Editors sign in with a token of --api-tokens-file, or an authenticating proxy "
+        "names them in --desk-user-header.",
     ),
     "keygen": (
         "make an Ed25519 key pair for signing model artifacts",
@@ -228,6 +238,7 @@ _RUNNERS: dict[str, Callable[[Any], int]] = {
     "reclassify": reclassify,
     "sign": _sign,
     "keygen": _keygen,
+    "desk": desk,
 }
 
 

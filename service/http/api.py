@@ -35,15 +35,15 @@ from starlette.types import ASGIApp
 
 from schemas import RecordLimits
 from schemas.api import MAX_EXPLAIN, ApiError, ApiErrorReason, ApiProblem
-from service.auth.bearer import BearerAuth
-from service.auth.tokens import TokenFile
 from service.config.commands import ServeSettings
 from service.core.errors import WorkerUnstableError
 from service.core.records import Outgoing
 from service.http.api_request import Events, parse_events
 from service.http.openapi import CLASSIFY_PATH, OPENAPI_PATH, render_openapi
-from service.http.server import HttpServer
 from service.models.workers import BatchClassifier
+from service.web.bearer import BearerAuth
+from service.web.server import HttpServer
+from service.web.tokens import TokenFile
 
 logger = logging.getLogger(__name__)
 

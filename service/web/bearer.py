@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth.tokens import Identity, TokenFile
+from service.web.tokens import Identity, TokenFile
 
 REALM = "article-classifier"
 IDENTITY_KEY = "identity"

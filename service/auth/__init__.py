@@ -1,1 +1,0 @@
-"""Bearer tokens read from a file, and the ASGI middleware that asks for one."""
