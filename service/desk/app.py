@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -328,42 +328,25 @@ class DeskApp:
 
     # -- verdicts ---------------------------------------------------------------------
 
-    async def verdict(self, request: Request) -> Response:
-        user = self._who(request)
-        if isinstance(user, Response):
-            return user
+    def _poster(self, request: Request) -> str | Response:
+        """The editor of a POST from the desk's own pages."""
         if not _same_origin(request):
             return PlainTextResponse("cross-site request refused\n", status_code=403)
+        return self._who(request)
+
+    async def verdict(self, request: Request) -> Response:
+        user = self._poster(request)
+        if isinstance(user, Response):
+            return user
         article = self._state.article(request.path_params["article_id"])
         if article is None:
             return PlainTextResponse("no such article on the desk\n", status_code=404)
-        form = await request.form()
-        predicted_tags = article.tag_labels
-        if form.get("action") == "accept":
-            section, tags = article.section, list(predicted_tags)
-        else:
-            new_section = str(form.get("new_section") or "").strip()
-            section = new_section or str(form.get("section") or "").strip() or article.section
-            kept = [str(tag) for tag in form.getlist("tag")]
-            added = [t.strip() for t in str(form.get("add") or "").split(",") if t.strip()]
-            tags = list(dict.fromkeys([*kept, *added]))
-        try:
-            feedback = ArticleFeedback(
-                article_id=article.article_id,
-                event_id=article.event_id,
-                model_version=article.model_version,
-                predicted_section=article.section,
-                predicted_tags=predicted_tags,
-                section=section,
-                tags=tags,
-                editor=user or None,
-                corrected_at=datetime.now(UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"),
-            )
-        except ValidationError as error:
-            problem = "; ".join(e["msg"] for e in error.errors())
-            return self._article_page(article, user, error=f"Not sent: {problem}")
+        form = await _form(request)
+        if form is None:
+            return PlainTextResponse("send the verdict as a form, under 64 KiB\n", status_code=400)
+        feedback = _verdict(article, form, user)
+        if isinstance(feedback, str):
+            return self._article_page(article, user, error=f"Not sent: {feedback}")
         try:
             await self._publish(feedback)
         except Exception as error:
@@ -400,7 +383,7 @@ class DeskApp:
         )
 
     async def signin(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request) or _Form({})
         next_path = _local(str(form.get("next") or "/"))
         tokens = self._auth.tokens
         identity = tokens.identify(str(form.get("token") or "")) if tokens else None
@@ -453,6 +436,63 @@ class DeskApp:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+_MAX_FORM_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    """An ``application/x-www-form-urlencoded`` body (the desk's forms send nothing else)."""
+
+    fields: dict[str, list[str]]
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self.fields.get(name, ()))
+
+
+async def _form(request: Request) -> _Form | None:
+    """The form, or None when it is not URL-encoded or is over the limit."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            return None
+    return _Form(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _verdict(article: DeskArticle, form: _Form, user: str) -> ArticleFeedback | str:
+    """The ArticleFeedback of a verdict form (final labels, with what the model said), or
+    what is wrong with it."""
+    predicted_tags = article.tag_labels
+    if form.get("action") == "accept":
+        section, tags = article.section, list(predicted_tags)
+    else:
+        new_section = (form.get("new_section") or "").strip()
+        section = new_section or (form.get("section") or "").strip() or article.section
+        added = [t.strip() for t in (form.get("add") or "").split(",") if t.strip()]
+        tags = list(dict.fromkeys([*form.getlist("tag"), *added]))
+    try:
+        return ArticleFeedback(
+            article_id=article.article_id,
+            event_id=article.event_id,
+            model_version=article.model_version,
+            predicted_section=article.section,
+            predicted_tags=predicted_tags,
+            section=section,
+            tags=tags,
+            editor=user or None,
+            corrected_at=datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+        )
+    except ValidationError as error:
+        return "; ".join(str(e["msg"]) for e in error.errors())
 
 
 def _event(name: str, html: str) -> bytes:
