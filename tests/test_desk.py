@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from desk_browser import classified_event
 from prometheus_client import CollectorRegistry
 
+from devtools.browser import classified_event
 from schemas import ArticleFeedback, ClassifiedArticleEvent
 from service.desk.app import SESSION_COOKIE, DeskApp, DeskAuth
 from service.desk.pages import highlight

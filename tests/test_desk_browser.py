@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from conftest import Broker, consume, demo_texts, produce
-from desk_browser import (
+
+from devtools.browser import (
     REQUIRE_BROWSER,
     DeskThread,
     browser_missing,
     chromium,
     classified_event,
 )
-
 from devtools.tansu import ensure_topics
 from schemas import ArticleFeedback
 from service.config.commands import DeskSettings

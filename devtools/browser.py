@@ -1,6 +1,6 @@
-"""Helpers of the desk's browser tests and of the screenshot script: a headless Debian
-chromium driven by Selenium through /usr/bin/chromedriver (nothing is downloaded), the
-desk in a thread of its own, and classified events to publish."""
+"""For the desk's browser tests and its screenshot (``python -m devtools.desk_screenshot``):
+a headless Debian chromium driven by Selenium through /usr/bin/chromedriver (nothing is
+downloaded), the desk in a thread of its own, and classified events to publish."""
 
 from __future__ import annotations
 
