@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import serve_settings
 from prometheus_client import CollectorRegistry
 
 from schemas.api import ApiError
-from service.config.commands import ServeSettings
+from service.config.commands import ConfigError, ServeSettings
 from service.core.records import Topics
 from service.http.api import ApiServer
 from service.http.openapi import build_openapi
@@ -125,3 +126,9 @@ def test_the_openapi_document_declares_the_bearer_scheme() -> None:
     operation = document["paths"]["/v1/classify"]["post"]
     assert "401" in operation["responses"]
     assert {"bearerTokens": []} in operation["security"]
+
+
+def test_an_unreadable_tokens_file_stops_the_start(tmp_path: Path) -> None:
+    """A tokens file that is not there is a configuration error naming the option."""
+    with pytest.raises(ConfigError, match="--api-tokens-file="):
+        serve_settings("--model", "m", "--api-tokens-file", str(tmp_path / "missing"))

@@ -157,7 +157,8 @@ def test_articles_appear_in_the_feed_as_they_are_published(
 
 def test_the_queue_puts_the_least_sure_first(desk: Desk, browser: Any) -> None:
     """Three articles whose smallest margins are 0.9, 0.1 (a section at 0.55) and 0.04 (a
-    tag at 0.52) are listed least sure first."""
+    tag at 0.52) are listed least sure first; j/k move through the queue, Enter opens, and
+    on an article's page j/k go to the next and previous article of the queue."""
     tag = uuid.uuid4().hex[:6]
     sure, unsure, tag_edge = f"sure-{tag}", f"unsure-{tag}", f"edge-{tag}"
     desk.publish(
@@ -176,6 +177,21 @@ def test_the_queue_puts_the_least_sure_first(desk: Desk, browser: Any) -> None:
     _until(browser, ordered, "the three articles did not reach the queue")
     ids = [i for i in _ids(browser, "queue") if i in {sure, unsure, tag_edge}]
     assert ids == [tag_edge, unsure, sure]
+
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415
+
+    queue = _ids(browser, "queue")
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("j", "j", "k")
+    selected = browser.find_elements(By.CSS_SELECTOR, "#queue [data-row].sel")
+    assert [row.get_attribute("data-id") for row in selected] == [queue[0]]
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    _until(browser, lambda d: d.current_url.endswith(f"/articles/{queue[0]}"), "Enter")
+    browser.find_element(By.TAG_NAME, "body").send_keys("j")
+    _until(browser, lambda d: d.current_url.endswith(f"/articles/{queue[1]}"), "j: next")
+    browser.find_element(By.TAG_NAME, "body").send_keys("k")
+    _until(browser, lambda d: d.current_url.endswith(f"/articles/{queue[0]}"), "k: previous")
 
 
 def test_a_correction_is_published_and_moves_the_quality_view(

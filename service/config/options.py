@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -667,6 +668,14 @@ class ApiAuth(BaseModel):
         "again when it changes: requests without one of them get 401 (default: no "
         "authentication)",
     )
+
+    @model_validator(mode="after")
+    def _tokens_readable(self) -> ApiAuth:
+        """Checked at start, before anything is loaded; its lines when a server starts."""
+        path = self.api_tokens_file
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise ValueError(f"--api-tokens-file={str(path)!r}: not a readable file")
+        return self
 
 
 class Feedback(BaseModel):
