@@ -71,23 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arrivals", type=int, default=20000)
     parser.add_argument("--feeds", type=int, default=10)
     args = parser.parse_args(argv)
-    baseline = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import resource, service.commands.cli; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout.strip()
-    # The console script imports every command's module, the model package (scikit-learn)
-    # included, even for `desk`, which never loads a model.
+    # VmHWM of the child itself: ru_maxrss would count this (larger) process, forked from.
+    probe = (
+        "import sys, service.commands.cli; "
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], "
+        "'sklearn' in sys.modules)"
+    )
+    peak_kib, sklearn = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
     print(
         f"process importing the command line (as `article-classifier desk` does): peak RSS "
-        f"{float(baseline):.1f} MiB"
+        f"{int(peak_kib) / 1024:.1f} MiB (scikit-learn loaded: {sklearn})"
     )
 
     import tempfile  # noqa: PLC0415

@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
-from model.trust import normalize_sha256
 from schemas import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_EVENT_BYTES,
@@ -74,8 +73,16 @@ def _rate(value: Any) -> Any:
     return value.strip().removesuffix("/s") if isinstance(value, str) else value
 
 
+def _normalize_sha256(value: str) -> str:
+    # Imported when a digest is given: importing the model package loads scikit-learn,
+    # which commands that never load a model (the desk) should not pay for.
+    from model.trust import normalize_sha256  # noqa: PLC0415
+
+    return normalize_sha256(value)
+
+
 #: A sha256 digest: 64 hex digits, any letter case, held in lower case.
-Sha256 = Annotated[str, AfterValidator(normalize_sha256)]
+Sha256 = Annotated[str, AfterValidator(_normalize_sha256)]
 #: A point in time given as RFC 3339 with an offset or epoch ms, held as epoch ms.
 EpochMs = Annotated[int, BeforeValidator(_timestamp)]
 #: A rate given as ``N`` or ``N/s``.
