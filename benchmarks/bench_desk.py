@@ -9,7 +9,8 @@
    its browser (what the SSE stream of each feed does).
 3. Reading a page: the review queue (sorting the N articles) and the feed (the newest 200).
 4. The process: peak RSS of a Python that imports the command line (what
-   ``article-classifier desk`` loads before it starts).
+   ``article-classifier desk`` loads before it starts), and the RSS of a real
+   ``article-classifier desk`` once it holds the N articles, read from an embedded broker.
 
 Usage: ``PYTHONPATH=. python benchmarks/bench_desk.py [--data ../shared/data/bbc-news/train.jsonl]
 [--max-articles 2000] [--arrivals 20000] [--feeds 10]``.
@@ -21,10 +22,12 @@ import argparse
 import asyncio
 import gc
 import json
+import socket
 import subprocess
 import sys
 import time
 import tracemalloc
+import urllib.request
 from pathlib import Path
 
 from model import Predictor, load_labelled, save_artifact, train
@@ -150,7 +153,71 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(20):
         state.feed(Filters(query="profit"))
     print(f"feed with a headline search: {(time.perf_counter() - begun) / 20 * 1e3:.2f} ms")
+    rss_kib = _desk_process_rss(values[:n])
+    print(
+        f"an `article-classifier desk` process holding {n} articles: RSS {rss_kib / 1024:.1f} MiB"
+    )
     return 0
+
+
+def _desk_process_rss(values: list[bytes]) -> int:
+    """The RSS (KiB) of a desk process once it holds ``values`` (published to a broker)."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    from devtools.tansu import EmbeddedBroker, ensure_topics  # noqa: PLC0415
+
+    async def publish(servers: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=20)
+        await producer.start()
+        try:
+            sent = [await producer.send("articles.classified", value) for value in values]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    with EmbeddedBroker() as broker:
+        servers = broker.bootstrap_servers
+        asyncio.run(ensure_topics(servers, {"articles.classified": 3, "articles.feedback": 1}))
+        asyncio.run(publish(servers))
+        port = str(_free_port())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "desk", "--bootstrap-servers", servers,
+             "--desk-port", port, "--desk-max-articles", str(len(values)),
+             "--log-level", "ERROR"],
+            cwd=ROOT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if _held(port) >= len(values):
+                    break
+                time.sleep(0.5)
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            return int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+            )
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def _held(port: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("article_classifier_desk_articles "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 if __name__ == "__main__":
