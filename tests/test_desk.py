@@ -208,3 +208,23 @@ async def test_a_verdict_form_becomes_one_feedback_naming_the_editor(
     assert "Not sent" in worse.text
     assert len(sent) == 2
     assert json.loads(sent[1].model_dump_json())["section"] == "business"
+
+
+def test_the_desk_command_loads_no_model_code() -> None:
+    """`article-classifier desk` imports neither the model package nor scikit-learn: the
+    command line imports each command's code only when that command runs."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys, service.commands.cli, service.commands.desk; "
+        "print(sorted(m for m in ('model', 'sklearn', 'numpy', 'scipy') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
