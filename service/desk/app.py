@@ -225,7 +225,7 @@ class DeskApp:
         return response
 
     def _page(self, title: str, body: str, user: str, status: int = 200) -> HTMLResponse:
-        html = pages.layout(title, body, user=user or None, queue=len(self._state.queue()))
+        html = pages.layout(title, body, user=user or None, queue=self._state.waiting())
         return HTMLResponse(html, status_code=status, headers=_NO_STORE)
 
     # -- pages ------------------------------------------------------------------------

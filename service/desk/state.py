@@ -231,6 +231,10 @@ class DeskState:
         waiting.sort(key=lambda a: (a.doubt, -a.seq))
         return waiting
 
+    def waiting(self) -> int:
+        """How many articles the queue holds (without sorting them)."""
+        return sum(1 for article_id in self._articles if article_id not in self._judged)
+
     def judged_by(self, article_id: str) -> str | None:
         """Who judged the article last (``""`` when the verdict named nobody)."""
         return self._judged.get(article_id)
