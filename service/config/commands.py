@@ -46,6 +46,7 @@ from service.config.options import (
     PerSecond,
     RecordCaps,
     Rollout,
+    SectionFloor,
     ServiceGroup,
     SuggestApi,
     flag,
@@ -146,6 +147,7 @@ class PipelineSettings(
     ArticleTopics,
     GroupTiming,
     ModelTrust,
+    SectionFloor,
     ModelRunning,
     Explaining,
     RecordCaps,
@@ -406,8 +408,14 @@ class EvaluateSettings(ModelTrust, CommandSettings):
     )
     skip_invalid: bool = Field(default=False, description="skip and count invalid lines")
 
+    @model_validator(mode="after")
+    def _one_model(self) -> EvaluateSettings:
+        if self.language_models:
+            raise ValueError("evaluate scores one model: give --model DIR once")
+        return self
 
-class ClassifySettings(ModelTrust, Explaining, RecordCaps, CommandSettings):
+
+class ClassifySettings(ModelTrust, SectionFloor, Explaining, RecordCaps, CommandSettings):
     """``classify``"""
 
     own_group: ClassVar[str] = "Files"
