@@ -44,6 +44,7 @@ class ApiErrorReason(StrEnum):
     EXPLANATIONS_UNAVAILABLE = "explanations_unavailable"
     REQUEST_TOO_LARGE = "request_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
     OVER_CAPACITY = "over_capacity"
     UNAVAILABLE = "unavailable"
     NOT_FOUND = "not_found"

@@ -435,7 +435,7 @@ def test_the_openapi_document_is_checked_in_and_current() -> None:
     document = json.loads(render_openapi())
     assert document["openapi"].startswith("3.1")
     operation = document["paths"]["/v1/classify"]["post"]
-    assert set(operation["responses"]) == {"200", "413", "415", "422", "429", "500", "503"}
+    assert set(operation["responses"]) == {"200", "401", "413", "415", "422", "429", "500", "503"}
     event_schema = document["components"]["schemas"]["ArticleEvent"]
     assert event_schema["required"] == ["article_id"]
 

@@ -38,6 +38,10 @@ schema = schemathesis.openapi.from_path(DOCUMENT, config=_CONFIG)
 _START_TIMEOUT_S = 60.0
 
 
+#: The API runs with a tokens file, as a deployment should; every request carries the token.
+_TOKEN = "schemathesis-token-0123456789"
+
+
 @pytest.fixture(scope="module")
 def api_url(
     broker: Broker, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -52,10 +56,15 @@ def api_url(
         )
     )
     settings = make_settings(broker.bootstrap_servers, topics, model_dir)
-    log = tmp_path_factory.mktemp("schemathesis") / "service.log"
+    directory = tmp_path_factory.mktemp("schemathesis")
+    log = directory / "service.log"
+    tokens = directory / "api-tokens"
+    tokens.write_text(f"schemathesis:{_TOKEN}\n")
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [*service_command(settings), "--api-port", "0"], stdout=sink, stderr=sink
+            [*service_command(settings), "--api-port", "0", "--api-tokens-file", str(tokens)],
+            stdout=sink,
+            stderr=sink,
         )
     try:
         port = _api_port(log, process)
@@ -102,4 +111,6 @@ def _answers(port: int, path: str) -> bool:
 def test_the_api_keeps_its_openapi_promises(case: schemathesis.Case[Any], api_url: str) -> None:
     """Generated requests get documented status codes, content types and bodies; none is a
     server error; invalid ones are refused with a 4xx."""
-    case.call_and_validate(base_url=api_url, timeout=30)
+    case.call_and_validate(
+        base_url=api_url, timeout=30, headers={"Authorization": f"Bearer {_TOKEN}"}
+    )

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,9 +185,16 @@ def test_compose_file_is_valid() -> None:
 
 
 def test_compose_defines_the_stack() -> None:
-    """The Compose stack has Kafka, the topic job, the classifier, Prometheus and Grafana."""
+    """The Compose stack has Kafka, the topic job, the classifier, Prometheus, and Grafana
+    and the editors' desk each behind a profile of their own."""
     services = _run([*_compose(), "--file", str(COMPOSE), "config", "--services"]).stdout.split()
-    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "kafka-init", "classifier", "prometheus", "grafana", "desk"}
+    profiles = {
+        name: service.get("profiles")
+        for name, service in yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"].items()
+    }
+    assert profiles["desk"] == ["desk"]
+    assert profiles["grafana"] == ["dashboards"]
 
 
 def test_compose_publishes_ports_on_loopback_only() -> None:

@@ -14,18 +14,6 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, Any
 
-from model import ArtifactTrustError, ModelError
-from service.commands.offline import (
-    run_classify,
-    run_compare,
-    run_evaluate,
-    run_keygen,
-    run_sign,
-    run_train,
-)
-from service.commands.reclassify import ReplayError, reclassify
-from service.commands.serve import serve
-from service.commands.wiring import trust_policy
 from service.config.cli import add_command, parse_settings
 from service.config.commands import (
     COMMANDS,
@@ -33,12 +21,19 @@ from service.config.commands import (
     CompareSettings,
     ConfigError,
     DatasetSettings,
+    DeskSettings,
     EvaluateSettings,
     KeygenSettings,
+    ReclassifySettings,
+    ServeSettings,
     SignSettings,
     TrainSettings,
 )
-from service.feedback.dataset import DatasetError, run_dataset
+from service.web.tokens import TokenFileError
+
+# Each command's code is imported when that command runs: the model package loads
+# scikit-learn, NumPy and SciPy (about 100 MiB), which `desk` never needs.
+# ruff: noqa: PLC0415
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -96,6 +91,15 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "model.json, which lists every data file's sha256) into it. Deployments check it with "
         "--model-public-key.",
     ),
+    "desk": (
+        "run the editors' desk (web): live feed, review queue, verdicts, quality",
+        "Serve the editors' desk over HTTP: the recently classified articles as they arrive, "
+        "a review queue ordered by the model's doubt, each article with the terms behind its "
+        "labels, one-action verdicts published as ArticleFeedback events, and the agreement "
+        "between editors and the model. Reads the classified and feedback topics; needs no "
+        "model. Editors sign in with a token of --api-tokens-file, or an authenticating proxy "
+        "names them in --desk-user-header.",
+    ),
     "keygen": (
         "make an Ed25519 key pair for signing model artifacts",
         "Write model-signing-key.pem (private, mode 0600; keep it off the serving hosts) and "
@@ -143,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(settings: TrainSettings) -> int:
+    from service.commands.offline import run_train
+
     return run_train(
         settings.data,
         settings.artifact_out,
@@ -155,6 +161,9 @@ def _train(settings: TrainSettings) -> int:
 
 
 def _evaluate(settings: EvaluateSettings) -> int:
+    from service.commands.offline import run_evaluate
+    from service.commands.wiring import trust_policy
+
     return run_evaluate(
         settings.model,
         settings.data,
@@ -166,6 +175,9 @@ def _evaluate(settings: EvaluateSettings) -> int:
 
 
 def _classify(settings: ClassifySettings) -> int:
+    from service.commands.offline import run_classify
+    from service.commands.wiring import trust_policy
+
     policy = trust_policy(settings)
     trust = policy.for_model(settings.model)
     languages = [
@@ -192,6 +204,8 @@ def _classify(settings: ClassifySettings) -> int:
 
 
 def _compare(settings: CompareSettings) -> int:
+    from service.commands.offline import run_compare
+
     return run_compare(
         settings.models,
         settings.data,
@@ -203,6 +217,8 @@ def _compare(settings: CompareSettings) -> int:
 
 
 def _dataset(settings: DatasetSettings) -> int:
+    from service.feedback.dataset import run_dataset
+
     return run_dataset(
         settings.feedback,
         settings.articles,
@@ -216,11 +232,33 @@ def _dataset(settings: DatasetSettings) -> int:
 
 
 def _sign(settings: SignSettings) -> int:
+    from service.commands.offline import run_sign
+
     return run_sign(settings.model, settings.signing_key, stdout=sys.stdout)
 
 
 def _keygen(settings: KeygenSettings) -> int:
+    from service.commands.offline import run_keygen
+
     return run_keygen(settings.keys_out, stdout=sys.stdout)
+
+
+def _serve(settings: ServeSettings) -> int:
+    from service.commands.serve import serve
+
+    return serve(settings)
+
+
+def _reclassify(settings: ReclassifySettings) -> int:
+    from service.commands.reclassify import reclassify
+
+    return reclassify(settings)
+
+
+def _desk(settings: DeskSettings) -> int:
+    from service.commands.desk import desk
+
+    return desk(settings)
 
 
 #: Each command's runner takes the settings its class parses (COMMANDS pairs them).
@@ -229,11 +267,12 @@ _RUNNERS: dict[str, Callable[[Any], int]] = {
     "evaluate": _evaluate,
     "classify": _classify,
     "compare": _compare,
-    "serve": serve,
+    "serve": _serve,
     "dataset": _dataset,
-    "reclassify": reclassify,
+    "reclassify": _reclassify,
     "sign": _sign,
     "keygen": _keygen,
+    "desk": _desk,
 }
 
 
@@ -262,9 +301,24 @@ class BinaryStream:
 def _exit_status_for(error: Exception) -> int | None:
     """Expected failures get a one-line message and a status; anything else is a bug."""
 
-    if isinstance(error, ConfigError | ArtifactTrustError):
-        # Not the artifact the deployment trusts: a configuration problem, never retried.
+    if isinstance(error, ConfigError | TokenFileError):
         return EXIT_USAGE
-    if isinstance(error, ModelError | OSError | ReplayError | DatasetError):
+    if isinstance(error, OSError):
         return EXIT_FAILURE
+    # The other expected errors come from modules only the command that raised them loaded.
+    if "model" in sys.modules:
+        from model import ArtifactTrustError, ModelError
+
+        if isinstance(error, ArtifactTrustError):
+            # Not the artifact the deployment trusts: a configuration problem, never retried.
+            return EXIT_USAGE
+        if isinstance(error, ModelError):
+            return EXIT_FAILURE
+    for module, name in (
+        ("service.commands.reclassify", "ReplayError"),
+        ("service.feedback.dataset", "DatasetError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return EXIT_FAILURE
     return None

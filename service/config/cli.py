@@ -95,6 +95,7 @@ _GROUP_ORDER = {
             "Circuit breaker",
             "Model rollout",
             "Suggest API",
+            "Authentication",
             "Editor feedback",
             "Observability",
         )

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from service.config.options import (
+    ApiAuth,
     ArticleTopics,
     Batching,
     Breaker,
@@ -35,6 +36,7 @@ from service.config.options import (
     Feedback,
     GroupTiming,
     KafkaConnection,
+    LogLevel,
     MetricsPort,
     ModelRunning,
     ModelTrust,
@@ -181,6 +183,7 @@ class ServeSettings(
     Delivery,
     Rollout,
     SuggestApi,
+    ApiAuth,
     Feedback,
     PipelineSettings,
 ):
@@ -299,6 +302,62 @@ class ReclassifySettings(PipelineSettings):
             raise ValueError("--until-timestamp must be after --from-timestamp")
         if self.reason and not self.from_dead_letters:
             raise ValueError("--reason only applies with --from-dead-letters")
+        return self
+
+
+class DeskSettings(KafkaConnection, ApiAuth, CommandSettings):
+    """``desk``: the editors' web desk; Kafka and HTTP only, no model."""
+
+    own_group: ClassVar[str] = "Desk"
+
+    output_topic: str = Field(
+        default="articles.classified",
+        min_length=1,
+        max_length=249,
+        description="topic of ClassifiedArticleEvents",
+    )
+    feedback_topic: str = Field(
+        default="articles.feedback",
+        min_length=1,
+        max_length=249,
+        description="topic of ArticleFeedback events: read for what was judged, written with "
+        "each verdict",
+    )
+    desk_host: str = Field(
+        default="127.0.0.1", min_length=1, description="interface of the desk's HTTP server"
+    )
+    desk_port: int = Field(
+        default=8090, ge=0, le=65535, description="port of the desk (0: any free)"
+    )
+    desk_max_articles: int = Field(
+        default=2000,
+        ge=10,
+        le=200_000,
+        description="recent classified articles kept in memory (the feed and the queue)",
+    )
+    desk_max_verdicts: int = Field(
+        default=5000,
+        ge=10,
+        le=1_000_000,
+        description="recent verdicts kept for the quality view",
+    )
+    desk_user_header: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="trust this request header (e.g. X-Forwarded-User) as the signed-in editor, "
+        "set by an authenticating proxy in front of the desk (default: off)",
+    )
+    desk_secure_cookie: bool = Field(
+        default=False,
+        description="mark the session cookie Secure (the desk is reached over HTTPS)",
+    )
+    log_level: LogLevel = Field(default=LogLevel.INFO, description="log level")
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> DeskSettings:
+        if self.output_topic == self.feedback_topic:
+            raise ValueError("--output-topic and --feedback-topic must differ")
         return self
 
 
@@ -451,4 +510,5 @@ COMMANDS: dict[str, type[CommandSettings]] = {
     "reclassify": ReclassifySettings,
     "sign": SignSettings,
     "keygen": KeygenSettings,
+    "desk": DeskSettings,
 }

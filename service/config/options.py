@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -23,8 +24,6 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
-from model.languages import primary_subtag
-from model.trust import normalize_sha256
 from schemas import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_EVENT_BYTES,
@@ -74,8 +73,23 @@ def _rate(value: Any) -> Any:
     return value.strip().removesuffix("/s") if isinstance(value, str) else value
 
 
+def _primary_subtag(tag: str) -> str | None:
+    # Imported when a language model is configured (the model package: see below).
+    from model.languages import primary_subtag  # noqa: PLC0415
+
+    return primary_subtag(tag)
+
+
+def _normalize_sha256(value: str) -> str:
+    # Imported when a digest is given: importing the model package loads scikit-learn,
+    # which commands that never load a model (the desk) should not pay for.
+    from model.trust import normalize_sha256  # noqa: PLC0415
+
+    return normalize_sha256(value)
+
+
 #: A sha256 digest: 64 hex digits, any letter case, held in lower case.
-Sha256 = Annotated[str, AfterValidator(normalize_sha256)]
+Sha256 = Annotated[str, AfterValidator(_normalize_sha256)]
 #: A point in time given as RFC 3339 with an offset or epoch ms, held as epoch ms.
 EpochMs = Annotated[int, BeforeValidator(_timestamp)]
 #: A rate given as ``N`` or ``N/s``.
@@ -456,7 +470,7 @@ def _language_models(values: Any) -> Any:
         key = key.strip().lower()
         if sep and key == DEFAULT_MODEL_KEY:
             defaults.append(directory)
-        elif sep and primary_subtag(key) == key:
+        elif sep and _primary_subtag(key) == key:
             if key in languages:
                 raise ValueError(f"--model {key}=...: the language {key!r} is given twice")
             languages[key] = directory
@@ -798,6 +812,27 @@ class SuggestApi(BaseModel):
         le=1024,
         description="API requests handled at once; more are refused with 429",
     )
+
+
+class ApiAuth(BaseModel):
+    """Authentication"""
+
+    #: Off by default, for a port on 127.0.0.1 behind what authenticates the CMS; the
+    #: service logs a warning when the suggest API (or the desk) listens without it.
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="file of bearer tokens, one a line (TOKEN or USER:TOKEN, # comments), read "
+        "again when it changes: requests without one of them get 401 (default: no "
+        "authentication)",
+    )
+
+    @model_validator(mode="after")
+    def _tokens_readable(self) -> ApiAuth:
+        """Checked at start, before anything is loaded; its lines when a server starts."""
+        path = self.api_tokens_file
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise ValueError(f"--api-tokens-file={str(path)!r}: not a readable file")
+        return self
 
 
 class Feedback(BaseModel):

@@ -21,15 +21,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from schemas import ArticleFeedback
+from service.core.verdicts import (
+    AGREED,
+    CORRECTED,
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    NO_VERSION,
+    TRUE_POSITIVE,
+    score_verdict,
+)
 from service.observe.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
 OTHER_LABEL = "_other"
-NO_VERSION = "none"
 DEFAULT_MAX_VERSIONS = 5
-AGREED, CORRECTED = "agreed", "corrected"
-TRUE_POSITIVE, FALSE_POSITIVE, FALSE_NEGATIVE = "true_positive", "false_positive", "false_negative"
+__all__ = [
+    "AGREED",
+    "CORRECTED",
+    "FALSE_NEGATIVE",
+    "FALSE_POSITIVE",
+    "NO_VERSION",
+    "TRUE_POSITIVE",
+    "QualityTracker",
+    "manifest_labels",
+]
 
 
 class QualityTracker:
@@ -67,26 +83,19 @@ class QualityTracker:
 
     def record(self, feedback: ArticleFeedback) -> None:
         """Count one verdict under the model version the editor saw."""
-        version = feedback.model_version or NO_VERSION
+        scored = score_verdict(feedback)
+        version = scored.version
         section_series, tag_series = self._touch(version)
         self._metrics.corrections.labels(version).inc()
-        predicted, final = feedback.predicted_section, feedback.section
-        if predicted is not None and final is not None:
+        if scored.section is not None:
+            predicted, outcome = scored.section
             label = predicted if predicted in self._sections else OTHER_LABEL
-            outcome = AGREED if predicted == final else CORRECTED
             section_series.add((label, outcome))
             self._metrics.feedback_sections.labels(version, label, outcome).inc()
-        if feedback.predicted_tags is not None and feedback.tags is not None:
-            given, kept = set(feedback.predicted_tags), set(feedback.tags)
-            for tags, outcome in (
-                (given & kept, TRUE_POSITIVE),
-                (given - kept, FALSE_POSITIVE),
-                (kept - given, FALSE_NEGATIVE),
-            ):
-                for tag in tags:
-                    label = tag if tag in self._tags else OTHER_LABEL
-                    tag_series.add((label, outcome))
-                    self._metrics.feedback_tags.labels(version, label, outcome).inc()
+        for tag, outcome in scored.tags:
+            label = tag if tag in self._tags else OTHER_LABEL
+            tag_series.add((label, outcome))
+            self._metrics.feedback_tags.labels(version, label, outcome).inc()
 
     def _touch(self, version: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         series = self._versions.get(version)

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from schemas import RecordLimits
 from schemas.api import MAX_EXPLAIN, ApiError, ApiErrorReason, ApiProblem
@@ -39,8 +41,10 @@ from service.core.headers import Header
 from service.core.records import Outgoing
 from service.http.api_request import Events, parse_events
 from service.http.openapi import CLASSIFY_PATH, OPENAPI_PATH, render_openapi
-from service.http.server import HttpServer
 from service.models.workers import BatchClassifier
+from service.web.bearer import BearerAuth
+from service.web.server import HttpServer
+from service.web.tokens import TokenFile
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +367,26 @@ async def _http_error(request: Request, error: HTTPException) -> Response:
     return _error(error.status_code, reason, message, dict(error.headers or {}))
 
 
+def authenticated(app: ASGIApp, tokens_file: Path | None, *, name: str) -> ASGIApp:
+    """``app`` behind bearer tokens from ``tokens_file`` (``/openapi.json`` stays open),
+    or ``app`` itself, with a warning, when there is no file."""
+    if tokens_file is None:
+        logger.warning(
+            "the %s accepts requests without authentication (no --api-tokens-file): keep its "
+            "port where only trusted clients reach it",
+            name,
+            extra={"server": name},
+        )
+        return app
+    tokens = TokenFile(tokens_file)
+    logger.info("bearer tokens required", extra={"server": name, "path": str(tokens_file)})
+
+    def refuse(message: str) -> Response:
+        return _error(401, ApiErrorReason.UNAUTHORIZED, message)
+
+    return BearerAuth(app, tokens, refuse=refuse, open_paths={OPENAPI_PATH})
+
+
 class ApiServer(HttpServer):
     """The API port: ``async with`` starts and stops it."""
 
@@ -382,7 +406,7 @@ class ApiServer(HttpServer):
             metrics=ApiMetrics(registry),
         )
         super().__init__(
-            api.app(),
+            authenticated(api.app(), settings.api_tokens_file, name="suggest API"),
             settings.api_host,
             settings.api_port,
             name="api",

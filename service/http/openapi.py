@@ -24,6 +24,7 @@ OPENAPI_PATH = "/openapi.json"
 DOCUMENT = Path(__file__).resolve().parents[2] / "schemas" / "openapi" / "classify-api.v1.json"
 _REF = "#/components/schemas/{model}"
 _API_VERSION = "1.0.0"
+_SCHEME = "bearerTokens"
 
 _DESCRIPTION = """\
 Suggestions for an article while it is being written: the section and tags the service's \
@@ -53,6 +54,7 @@ def _classify_operation() -> dict[str, Any]:
             "ClassifyResult in the same order. All or nothing: when any event of a list is "
             "refused, the answer is an error naming each refused event by its index."
         ),
+        "security": [{}, {_SCHEME: []}],
         "parameters": [
             {
                 "name": "explain",
@@ -79,6 +81,19 @@ def _classify_operation() -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {"anyOf": [result, {"type": "array", "items": result, **batch}]}
+                    }
+                },
+            },
+            "401": {
+                **_error_response(
+                    "unauthorized: the service runs with --api-tokens-file and the request has "
+                    "no Authorization: Bearer header, or its token is not in the file."
+                ),
+                "headers": {
+                    "WWW-Authenticate": {
+                        "description": 'Bearer realm="article-classifier", with '
+                        'error="invalid_token" when a token was given',
+                        "schema": {"type": "string"},
                     }
                 },
             },
@@ -140,7 +155,18 @@ def build_openapi() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": definitions["$defs"]},
+        "components": {
+            "schemas": definitions["$defs"],
+            "securitySchemes": {
+                _SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of the tokens of --api-tokens-file "
+                    "(ARTICLE_CLASSIFIER_API_TOKENS_FILE), when the service runs with one; "
+                    "without it the API needs no token.",
+                }
+            },
+        },
     }
 
 
