@@ -489,8 +489,9 @@ class ModelTrust(BaseModel):
 
     model: Path = Field(
         json_schema_extra={"metavar": "[LANG=]DIR", "repeat": True},
-        description="model artifact directory (article-classifier train); repeat as LANG=DIR for "
-        "one model per language, the plain DIR (or default=DIR) answering the rest",
+        description="model artifact directory (article-classifier train; no model is built "
+        "in); repeat as LANG=DIR for one model per language, the plain DIR (or default=DIR) "
+        "answering the rest",
     )
     #: Set from ``--model LANG=DIR`` values only (no flag or variable of its own).
     language_models: tuple[tuple[str, Path], ...] = Field(
