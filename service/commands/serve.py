@@ -43,6 +43,7 @@ from service.core.errors import (
     DeliveryError,
     GroupJoinStuckError,
     MissingTopicError,
+    RegistryUnavailableError,
     TransactionsUnsupportedError,
 )
 from service.core.records import ArticlePredictor, BatchObserver, ShadowBatch
@@ -58,6 +59,7 @@ from service.kafka.clients import (
     transactions_unsupported,
 )
 from service.kafka.pipeline import Pipeline
+from service.kafka.registry import RegistryFraming, build_registry_framing
 from service.kafka.shadow import ShadowPublisher
 from service.kafka.supervisor import Restart, Supervisor
 from service.kafka.transactions import PartitionTransactions
@@ -114,9 +116,12 @@ async def run_service(
         rollout=settings,
         on_shadow=shadow.on_batch if settings.shadow_model is not None else None,
     )
+    framing = build_registry_framing(settings)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
         stack.push_async_callback(shadow.close)
+        if framing is not None:
+            stack.push_async_callback(framing.client.close)
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -160,6 +165,7 @@ async def run_service(
             metrics=metrics,
             health=health,
             batch_observers=batch_observers,
+            framing=framing,
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
@@ -244,6 +250,7 @@ async def _sessions(
     metrics: ServiceMetrics,
     health: Health,
     batch_observers: tuple[BatchObserver, ...],
+    framing: RegistryFraming | None = None,
 ) -> int:
     """Run consumer-group sessions until stopped, restarting after any failure.
 
@@ -277,6 +284,7 @@ async def _sessions(
             on_started=backoff.reset,
             half_open=breaker.half_open,
             on_breaker_closed=breaker.closed,
+            framing=framing,
         )
 
     try:
@@ -344,6 +352,12 @@ def _restarts(
             then=breaker.opened,
         ),
         Restart(
+            (RegistryUnavailableError,),
+            "schema_registry",
+            backoff,
+            message=str,
+        ),
+        Restart(
             _BROKER_ERRORS,
             "broker",
             backoff,
@@ -371,12 +385,15 @@ async def _session(
     on_started: Callable[[], None] = lambda: None,
     half_open: bool = False,
     on_breaker_closed: Callable[[], None] | None = None,
+    framing: RegistryFraming | None = None,
 ) -> bool:
     """One producer + consumer pair; True when it stopped after a complete drain."""
     missing = await missing_topics(settings, [settings.input_topic])
     if missing:
         raise MissingTopicError(missing)
     health.missing_topics = ()
+    if framing is not None:
+        await framing.start()
     async with AsyncExitStack() as stack:
         stack.callback(_mark_stopped, health)
         producer = None
@@ -413,6 +430,7 @@ async def _session(
             half_open=half_open,
             on_breaker_closed=on_breaker_closed,
             transactions=transactions,
+            framing=framing,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
         join_bound_s = settings.group_join_bound_s

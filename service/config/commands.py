@@ -44,6 +44,7 @@ from service.config.options import (
     PerSecond,
     RecordCaps,
     Rollout,
+    SchemaRegistry,
     ServiceGroup,
     SuggestApi,
     flag,
@@ -180,6 +181,7 @@ class ServeSettings(
     Rollout,
     SuggestApi,
     Feedback,
+    SchemaRegistry,
     PipelineSettings,
 ):
     """``serve``: everything the long-running service honours."""

@@ -56,3 +56,9 @@ class MissingTopicError(ServiceError):
             f"topic {names} does not exist on the broker; create it (the service does not"
             " create topics) and the service starts consuming by itself"
         )
+
+
+class RegistryUnavailableError(ServiceError):
+    """The Schema Registry did not answer, or refused a request it should have granted
+    (authentication, a schema it will not register): the session ends and is retried from
+    the last commit after a growing delay, so no record is dead-lettered for it."""

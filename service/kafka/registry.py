@@ -1,0 +1,321 @@
+"""The Schema Registry on the input and the output (``--registry-input``, ``--registry-output``).
+
+The input's schema ids are checked against the registry once per id: the answer (allowed,
+unknown, or under no allowed subject) is kept in a dict, so a batch costs one dict lookup
+per record once its ids are known. An unknown id is asked again after
+``NEGATIVE_TTL_S`` (a schema registered a moment ago on a lagging replica is not refused
+for good). The output's JSON Schema is registered once, at the first session's start, and
+every output is framed with its id.
+
+The registry being unreachable never dead-letters an article: the lookup raises
+``RegistryUnavailableError``, the session ends without committing the batch, and the
+supervisor starts a new one from the last commit after a growing delay.
+
+The REST calls are those of Confluent's API, which Apicurio Registry also serves (under
+``/apis/ccompat/v7``): ``GET /schemas/ids/{id}/versions`` and ``POST
+/subjects/{subject}/versions``. httpx makes them on the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from schemas.article import SCHEMA_VERSION
+from service.config.commands import ServeSettings
+from service.config.options import RegistryInput
+from service.core.classify import dead_letter
+from service.core.deadletter import DeadLetterReason
+from service.core.errors import RegistryUnavailableError
+from service.core.framing import FramingError, Unframed, frame, unframe
+from service.core.records import BatchResult, InputRecord, Outgoing
+
+logger = logging.getLogger(__name__)
+
+#: How long an id the registry did not know (or knew under no allowed subject) stays refused
+#: before it is asked again.
+NEGATIVE_TTL_S = 60.0
+_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+OUTPUT_SCHEMA_FILE = f"classified-article-event.v{SCHEMA_VERSION}.json"
+
+
+def output_schema() -> str:
+    """The output's JSON Schema as checked in (``schemas/json/``), the text registered."""
+    return resources.files("schemas").joinpath("json", OUTPUT_SCHEMA_FILE).read_text("utf-8")
+
+
+class RegistryClient:
+    """The two calls of the Confluent-compatible REST API the service makes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url + "/",
+            auth=auth,
+            headers={"Accept": _CONTENT_TYPE, **(headers or {})},
+            verify=verify,
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    async def subjects_of(self, schema_id: int) -> list[str] | None:
+        """The subjects ``schema_id`` is registered under; None when the registry does not
+        know the id."""
+        response = await self._request("GET", f"schemas/ids/{schema_id}/versions")
+        if response.status_code == httpx.codes.NOT_FOUND:
+            return None
+        body = self._json(response, f"schema id {schema_id}")
+        return [str(item["subject"]) for item in body if isinstance(item, dict)]
+
+    async def register(self, subject: str, schema: str) -> int:
+        """Register ``schema`` (a JSON Schema) under ``subject``: its id (the same id again
+        when it is registered already)."""
+        response = await self._request(
+            "POST",
+            f"subjects/{quote(subject, safe='')}/versions",
+            content=json.dumps({"schemaType": "JSON", "schema": schema}),
+            headers={"Content-Type": _CONTENT_TYPE},
+        )
+        body = self._json(response, f"registering subject {subject!r}")
+        return int(body["id"])
+
+    async def close(self) -> None:
+        """Close the connections; safe to call twice."""
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise RegistryUnavailableError(
+                f"Schema Registry {self.url}: {method} {path} failed: {error!r}"
+            ) from error
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError as error:
+                raise RegistryUnavailableError(
+                    f"Schema Registry {self.url}: {what}: the answer is not JSON"
+                ) from error
+        raise RegistryUnavailableError(
+            f"Schema Registry {self.url}: {what}: status {response.status_code}: "
+            f"{response.text[:300]}"
+        )
+
+
+class Classifier(Protocol):
+    """What the framing needs of ``service.models.workers.BatchClassifier``."""
+
+    async def classify(self, records: Sequence[InputRecord]) -> BatchResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    """An input record with its value's framing taken off (what the model sees)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    reason: DeadLetterReason
+    message: str
+    until: float
+
+
+class RegistryFraming:
+    """Checks and strips the input's schema ids and frames the outputs, around the
+    classifier (the pipeline's classify stage calls ``classify``)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        *,
+        input_mode: RegistryInput,
+        allowed_subjects: Sequence[str],
+        output_subject: str | None,
+        dead_letter_topic: str,
+    ) -> None:
+        self.client = client
+        self._input = input_mode
+        self._allowed = frozenset(allowed_subjects)
+        self._output_subject = output_subject
+        self._dead_letter_topic = dead_letter_topic
+        #: Per schema id: None when allowed, else why refused (and until when).
+        self._known: dict[int, _Refusal | None] = {}
+        self.output_id: int | None = None
+
+    async def start(self) -> None:
+        """Register the output schema (once; later sessions reuse its id)."""
+        if self._output_subject is None or self.output_id is not None:
+            return
+        self.output_id = await self.client.register(self._output_subject, output_schema())
+        logger.info(
+            "output schema registered",
+            extra={"subject": self._output_subject, "schema_id": self.output_id},
+        )
+
+    async def classify(self, records: Sequence[Any], classifier: Classifier) -> BatchResult:
+        """Dead-letter the records whose schema id is missing, unknown or not allowed,
+        classify the others without their framing, frame the outputs; input order kept."""
+        refused: dict[tuple[int, int], Outgoing] = {}
+        passed: list[Any] = []
+        for record in records:
+            refusal = await self._admit(record, passed)
+            if refusal is not None:
+                refused[record.partition, record.offset] = dead_letter(
+                    record, self._dead_letter_topic, refusal.reason, refusal.message
+                )
+        result = await classifier.classify(passed) if passed else BatchResult()
+        produced: dict[tuple[int, int], list[Outgoing]] = {}
+        for item in result.outgoing:
+            produced.setdefault((item.source_partition, item.source_offset), []).append(item)
+        outgoing: list[Outgoing] = []
+        for record in records:
+            key = (record.partition, record.offset)
+            if key in refused:
+                outgoing.append(refused[key])
+                continue
+            outgoing.extend(self._reframe(item, record) for item in produced.pop(key, ()))
+        for rest in produced.values():
+            outgoing.extend(rest)
+        result.outgoing = outgoing
+        return result
+
+    async def _admit(self, record: Any, passed: list[Any]) -> _Refusal | None:
+        if self._input is RegistryInput.OFF:
+            passed.append(record)
+            return None
+        framing = unframe(record.value, record.headers or ())
+        if isinstance(framing, Unframed):
+            if self._input is RegistryInput.OPTIONAL:
+                passed.append(record)
+                return None
+            return _Refusal(
+                DeadLetterReason.SCHEMA_ID_MISSING,
+                "value has no schema id: neither the magic byte 0 and a 4-byte id before the "
+                "JSON nor a __value_schema_id header",
+                0.0,
+            )
+        if isinstance(framing, FramingError):
+            return _Refusal(framing.reason, framing.message, 0.0)
+        refusal = await self._verdict(framing.schema_id)
+        if refusal is None:
+            passed.append(
+                _Payload(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.timestamp,
+                    record.key,
+                    framing.payload,
+                )
+            )
+        return refusal
+
+    async def _verdict(self, schema_id: int) -> _Refusal | None:
+        if schema_id in self._known:
+            known = self._known[schema_id]
+            if known is None or known.until > time.monotonic():
+                return known
+        subjects = await self.client.subjects_of(schema_id)
+        until = time.monotonic() + NEGATIVE_TTL_S
+        verdict: _Refusal | None
+        if subjects is None:
+            verdict = _Refusal(
+                DeadLetterReason.SCHEMA_ID_UNKNOWN,
+                f"schema id {schema_id} is not in the Schema Registry",
+                until,
+            )
+        elif self._allowed.isdisjoint(subjects):
+            shown = ", ".join(sorted(subjects)[:5]) or "no subject"
+            verdict = _Refusal(
+                DeadLetterReason.SCHEMA_SUBJECT_REFUSED,
+                f"schema id {schema_id} is registered under {shown}, none of the allowed "
+                f"subjects ({', '.join(sorted(self._allowed))})",
+                until,
+            )
+        else:
+            verdict = None
+        self._known[schema_id] = verdict
+        logger.info(
+            "input schema id checked",
+            extra={
+                "schema_id": schema_id,
+                "subjects": subjects,
+                "reason": None if verdict is None else verdict.reason.value,
+            },
+        )
+        return verdict
+
+    def _reframe(self, item: Outgoing, record: Any) -> Outgoing:
+        if item.reason is not None:
+            # A dead letter carries the record as received, framing included.
+            return dataclasses.replace(item, value=record.value)
+        if self.output_id is None or item.value is None:
+            return item
+        return dataclasses.replace(item, value=frame(self.output_id, item.value))
+
+
+def build_registry_framing(settings: ServeSettings) -> RegistryFraming | None:
+    """The framing ``settings`` ask for, or None without ``--registry-input`` or
+    ``--registry-output``."""
+    if settings.schema_registry_url is None or not (
+        settings.registry_output or settings.registry_input is not RegistryInput.OFF
+    ):
+        return None
+    auth: httpx.Auth | None = None
+    headers: dict[str, str] = {}
+    if settings.schema_registry_username is not None:
+        password = settings.schema_registry_password
+        auth = httpx.BasicAuth(
+            settings.schema_registry_username,
+            password.get_secret_value() if password is not None else "",
+        )
+    if settings.schema_registry_token is not None:
+        headers["Authorization"] = f"Bearer {settings.schema_registry_token.get_secret_value()}"
+    verify: ssl.SSLContext | bool = True
+    if settings.schema_registry_cafile is not None:
+        verify = ssl.create_default_context(cafile=str(settings.schema_registry_cafile))
+    client = RegistryClient(
+        settings.schema_registry_url,
+        auth=auth,
+        headers=headers,
+        verify=verify,
+        timeout_s=settings.schema_registry_timeout_s,
+    )
+    return RegistryFraming(
+        client,
+        input_mode=settings.registry_input,
+        allowed_subjects=settings.registry_input_subjects or [f"{settings.input_topic}-value"],
+        output_subject=(settings.registry_output_subject or f"{settings.output_topic}-value")
+        if settings.registry_output
+        else None,
+        dead_letter_topic=settings.dead_letter_topic,
+    )

@@ -1,0 +1,218 @@
+"""Schema Registry framing without a registry: the wire format, the id checks and their
+cache, the outputs' framing, and the options (a registry faked with httpx's MockTransport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from conftest import serve_settings
+
+from schemas import Classification, LabelScore, ModelRef
+from service.config.commands import ServeSettings
+from service.config.options import RegistryInput
+from service.core.classify import classify_batch
+from service.core.deadletter import DeadLetterReason
+from service.core.errors import RegistryUnavailableError
+from service.core.framing import (
+    VALUE_SCHEMA_ID_HEADER,
+    Framed,
+    FramingError,
+    Unframed,
+    frame,
+    unframe,
+)
+from service.core.records import BatchResult, InputRecord, Topics
+from service.kafka.registry import (
+    RegistryClient,
+    RegistryFraming,
+    build_registry_framing,
+    output_schema,
+)
+
+ARTICLE = json.dumps({"article_id": "a-1", "title": "Rates held", "body": "The bank"}).encode()
+
+
+@dataclass(frozen=True)
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class _Predictor:
+    name = "fake"
+    version = "1"
+
+    def predict(self, articles: Sequence[Any]) -> list[Classification]:
+        return [
+            Classification(
+                section=LabelScore(label="business", score=0.9),
+                tags=[],
+                model=ModelRef(name="fake", version="1"),
+            )
+            for _ in articles
+        ]
+
+
+class _Classifier:
+    def __init__(self) -> None:
+        self.seen: list[bytes | None] = []
+
+    async def classify(self, records: Sequence[InputRecord]) -> BatchResult:
+        self.seen.extend(record.value for record in records)
+        return classify_batch(
+            records, _Predictor(), topics=Topics("out", "dlq"), max_event_bytes=1 << 20
+        )
+
+
+class _Registry:
+    """A fake Confluent API: ids -> subjects; counts the lookups."""
+
+    def __init__(self, subjects: dict[int, list[str]]) -> None:
+        self.subjects = subjects
+        self.lookups: list[int] = []
+        self.registered: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path.removeprefix("/api")
+        if request.method == "POST" and path.startswith("/subjects/"):
+            self.registered.append((path.split("/")[2], json.loads(request.content)))
+            return httpx.Response(200, json={"id": 42})
+        schema_id = int(path.split("/")[3])
+        self.lookups.append(schema_id)
+        if schema_id not in self.subjects:
+            return httpx.Response(404, json={"error_code": 40403, "message": "not found"})
+        versions = [{"subject": s, "version": 1} for s in self.subjects[schema_id]]
+        return httpx.Response(200, json=versions)
+
+
+def _framing(
+    registry: _Registry, mode: RegistryInput = RegistryInput.REQUIRED, *, output: bool = True
+) -> RegistryFraming:
+    client = RegistryClient("http://registry/api", transport=httpx.MockTransport(registry))
+    return RegistryFraming(
+        client,
+        input_mode=mode,
+        allowed_subjects=["articles-value"],
+        output_subject="out-value" if output else None,
+        dead_letter_topic="dlq",
+    )
+
+
+def _records(*values: bytes | tuple[bytes, Sequence[tuple[str, bytes]]]) -> list[_Record]:
+    records = []
+    for offset, value in enumerate(values):
+        payload, headers = value if isinstance(value, tuple) else (value, ())
+        records.append(_Record("articles", 0, offset, 0, b"k", payload, headers))
+    return records
+
+
+def test_unframe_reads_the_prefix_then_the_header() -> None:
+    """The magic byte and 4-byte id come off the value; a __value_schema_id header wins
+    and leaves the value whole, as confluent-kafka's dual deserialiser reads them."""
+    assert unframe(frame(7, ARTICLE)) == Framed(7, ARTICLE)
+    assert unframe(ARTICLE) == Unframed()
+    assert unframe(ARTICLE, [(VALUE_SCHEMA_ID_HEADER, frame(9, b""))]) == Framed(9, ARTICLE)
+    short = unframe(b"\x00\x00\x01")
+    assert isinstance(short, FramingError)
+    assert short.reason is DeadLetterReason.SCHEMA_ID_MISSING
+    guid = unframe(ARTICLE, [(VALUE_SCHEMA_ID_HEADER, b"\x01" + bytes(16))])
+    assert isinstance(guid, FramingError)
+    assert guid.reason is DeadLetterReason.SCHEMA_ID_UNKNOWN
+
+
+async def test_ids_are_checked_once_and_refusals_dead_lettered_in_order() -> None:
+    """An allowed id is classified without its prefix and the output framed with the
+    registered id; unknown ids, ids of other subjects and unframed values are dead letters
+    carrying the original value; each id is asked once."""
+    registry = _Registry({1: ["articles-value"], 2: ["other-value"]})
+    framing = _framing(registry)
+    await framing.start()
+    await framing.start()  # a later session reuses the id
+    assert [subject for subject, _ in registry.registered] == ["out-value"]
+    assert registry.registered[0][1] == {"schemaType": "JSON", "schema": output_schema()}
+    classifier = _Classifier()
+    records = _records(
+        frame(1, ARTICLE), frame(3, ARTICLE), ARTICLE, frame(2, ARTICLE), frame(1, b"{")
+    )
+    result = await framing.classify(records, classifier)
+    assert classifier.seen == [ARTICLE, b"{"]
+    out = result.outgoing
+    assert [item.source_offset for item in out] == [0, 1, 2, 3, 4]
+    assert [item.reason for item in out] == [
+        None,
+        DeadLetterReason.SCHEMA_ID_UNKNOWN,
+        DeadLetterReason.SCHEMA_ID_MISSING,
+        DeadLetterReason.SCHEMA_SUBJECT_REFUSED,
+        DeadLetterReason.INVALID_JSON,
+    ]
+    assert out[0].value is not None
+    assert out[0].value[:5] == frame(42, b"")
+    assert json.loads(out[0].value[5:])["classification"]["section"]["label"] == "business"
+    assert [item.value for item in out[1:]] == [record.value for record in records[1:]]
+    await framing.classify(_records(frame(1, ARTICLE), frame(3, ARTICLE)), classifier)
+    assert sorted(registry.lookups) == [1, 2, 3]
+
+
+async def test_optional_input_reads_unframed_values_as_json() -> None:
+    """--registry-input optional classifies a plain JSON value as it is."""
+    framing = _framing(_Registry({}), RegistryInput.OPTIONAL, output=False)
+    result = await framing.classify(_records(ARTICLE), _Classifier())
+    assert [item.reason for item in result.outgoing] == [None]
+    assert result.outgoing[0].value is not None
+    assert result.outgoing[0].value.startswith(b"{")
+
+
+async def test_an_unreachable_registry_raises_instead_of_dead_lettering() -> None:
+    """A lookup the registry does not answer ends the batch with RegistryUnavailableError
+    (the session restarts from the last commit): no article becomes a dead letter."""
+    registry = _Registry({1: ["articles-value"]})
+    registry.down = True
+    with pytest.raises(RegistryUnavailableError, match="connection refused"):
+        await _framing(registry).classify(_records(frame(1, ARTICLE)), _Classifier())
+
+
+def test_registry_options_need_a_url_and_one_kind_of_credentials() -> None:
+    """--registry-input/--registry-output need --schema-registry-url; basic auth and a
+    bearer token exclude each other; the subjects default to the TopicNameStrategy."""
+    with pytest.raises(ValueError, match="need --schema-registry-url"):
+        serve_settings("--model", "m", "--registry-output")
+    with pytest.raises(ValueError, match="not both"):
+        serve_settings(
+            "--model", "m", "--schema-registry-url", "http://r", "--schema-registry-token", "t",
+            "--schema-registry-username", "u",
+        )  # fmt: skip
+    settings = serve_settings(
+        "--model", "m", "--registry-input", "required", "--registry-output",
+        env={"ARTICLE_CLASSIFIER_SCHEMA_REGISTRY_URL": "http://registry:8081"},
+    )  # fmt: skip
+    assert isinstance(settings, ServeSettings)
+    framing = build_registry_framing(settings)
+    assert framing is not None
+    assert framing.client.url == "http://registry:8081"
+    assert framing._allowed == {"articles-value"}
+    assert framing._output_subject == "articles.classified-value"
+
+
+def test_registry_password_comes_from_a_file(tmp_path: Any) -> None:
+    """The basic-auth password, like the other secrets, may come from a _FILE variable."""
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    settings = serve_settings(
+        "--model", "m", "--schema-registry-url", "https://r", "--schema-registry-username", "u",
+        env={"ARTICLE_CLASSIFIER_SCHEMA_REGISTRY_PASSWORD_FILE": str(secret)},
+    )  # fmt: skip
+    assert settings.schema_registry_password is not None
+    assert settings.schema_registry_password.get_secret_value() == "s3cret"
