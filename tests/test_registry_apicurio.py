@@ -1,0 +1,149 @@
+"""The Schema Registry wire format end to end: a real Apicurio Registry (its Confluent-
+compatible API) beside a real Apache Kafka, confluent-kafka's JSONSerializer producing the
+input and its JSONDeserializer reading the service's output.
+
+One registry for the module (started once, about 15 s). Without Java or Maven the module is
+skipped with the reason, unless REQUIRE_APACHE_KAFKA=1 (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.common.serde import SchemaId
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from conftest import REQUIRE_APACHE_KAFKA, Broker, Topics, make_settings, running_service, settle
+
+from devtools.apicurio import ApicurioRegistry
+from devtools.apicurio import require_tools as require_apicurio_tools
+from devtools.kafka_jars import ToolMissingError
+from schemas.generate import render_schemas
+from service.core.framing import VALUE_SCHEMA_ID_HEADER, frame
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.parametrize("broker_engine", ["apache-kafka"], indirect=True),
+]
+
+ARTICLE_SCHEMA = render_schemas()["article-event.v1.json"]
+
+
+@pytest.fixture(scope="module")
+def apicurio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApicurioRegistry]:
+    """One Apicurio Registry (in-memory storage) for the module."""
+    try:
+        require_apicurio_tools()
+    except ToolMissingError as error:
+        if REQUIRE_APACHE_KAFKA:
+            pytest.fail(f"{error} (REQUIRE_APACHE_KAFKA=1)")
+        pytest.skip(str(error))
+    log = tmp_path_factory.mktemp("apicurio") / "apicurio.log"
+    with ApicurioRegistry(log_file=log) as registry:
+        # Shown with -s: how long the registry took to start on this machine.
+        print(f"apicurio {registry.version} ready in {registry.startup_s:.1f} s")
+        yield registry
+
+
+def _article(index: int) -> dict[str, Any]:
+    return {
+        "article_id": f"r-{index}",
+        "title": "Central bank holds interest rates as inflation cools",
+        "body": "The central bank kept its benchmark rate unchanged on Thursday.",
+    }
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, Any, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, key=key, value=value, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def _header(record: Any, name: str) -> str:
+    value: bytes = dict(record.headers)[name]
+    return value.decode()
+
+
+async def test_confluent_clients_round_trip_through_apicurio(
+    apicurio: ApicurioRegistry,
+    broker: Broker,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """JSONSerializer's framed input (and an id in the __value_schema_id header) is
+    classified; the output is registered under <output-topic>-value and JSONDeserializer reads
+    it; an unframed value, an unknown id and an id of another subject are dead letters with
+    their reasons, carrying the original bytes."""
+    with SchemaRegistryClient({"url": apicurio.ccompat_url}) as client:
+        await _round_trip(client, broker, topics, model_dir, predictor, apicurio.ccompat_url)
+
+
+async def _round_trip(
+    client: SchemaRegistryClient,
+    broker: Broker,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+    registry_url: str,
+) -> None:
+    serializer = JSONSerializer(ARTICLE_SCHEMA, client, conf={"auto.register.schemas": True})
+    context = SerializationContext(topics.input, MessageField.VALUE)
+    framed = [serializer(_article(index), context) for index in range(3)]
+    assert framed[0][0] == 0
+    input_id = int.from_bytes(framed[0][1:5], "big")
+    other_id = client.register_schema(
+        f"{topics.input}-other", Schema(render_schemas()["labelled-article.v1.json"], "JSON")
+    )
+    plain = json.dumps(_article(9)).encode()
+    in_header = [(VALUE_SCHEMA_ID_HEADER, SchemaId("JSON", input_id).id_to_bytes())]
+    records: list[tuple[bytes, Any, Any]] = [
+        *[(f"r-{i}".encode(), value, None) for i, value in enumerate(framed)],
+        (b"r-3", plain, in_header),
+        (b"r-4", plain, None),
+        (b"r-5", frame(987_654, plain), None),
+        (b"r-6", frame(other_id, plain), None),
+    ]
+    await _produce(broker.bootstrap_servers, topics.input, records)
+    settings = make_settings(
+        broker.bootstrap_servers,
+        topics,
+        model_dir,
+        schema_registry_url=registry_url,
+        registry_input="required",
+        registry_output=True,
+    )
+    async with running_service(settings, predictor):
+        outputs = await settle(broker.bootstrap_servers, topics.output, 4)
+        dead = await settle(broker.bootstrap_servers, topics.dead_letter, 3)
+
+    registered = client.get_latest_version(f"{topics.output}-value").schema_id
+    assert registered is not None
+    assert {record.value[:5] for record in outputs} == {frame(registered, b"")}
+    deserializer = JSONDeserializer(None, schema_registry_client=client)
+    out_context = SerializationContext(topics.output, MessageField.VALUE)
+    events = {
+        event["article_id"]: event
+        for event in (deserializer(record.value, out_context) for record in outputs)
+    }
+    assert sorted(events) == ["r-0", "r-1", "r-2", "r-9"]
+    assert all(event["classification"]["section"]["label"] for event in events.values())
+    reasons = {record.key: _header(record, "error.reason") for record in dead}
+    assert reasons == {
+        b"r-4": "schema_id_missing",
+        b"r-5": "schema_id_unknown",
+        b"r-6": "schema_subject_refused",
+    }
+    by_key = {record.key: record.value for record in dead}
+    assert by_key[b"r-5"] == frame(987_654, plain)
+    assert str(other_id) in _header(next(r for r in dead if r.key == b"r-6"), "error.message")
