@@ -19,11 +19,21 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.common.serde import SchemaId
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import REQUIRE_APACHE_KAFKA, Broker, Topics, make_settings, running_service, settle
+from conftest import (
+    REQUIRE_APACHE_KAFKA,
+    Broker,
+    Topics,
+    http_get,
+    make_settings,
+    running_service,
+    settle,
+    wait_for,
+)
 
 from devtools.apicurio import ApicurioRegistry
 from devtools.apicurio import require_tools as require_apicurio_tools
 from devtools.kafka_jars import ToolMissingError
+from devtools.tansu import free_port
 from schemas.generate import render_schemas
 from service.core.framing import VALUE_SCHEMA_ID_HEADER, frame
 
@@ -147,3 +157,53 @@ async def _round_trip(
     by_key = {record.key: record.value for record in dead}
     assert by_key[b"r-5"] == frame(987_654, plain)
     assert str(other_id) in _header(next(r for r in dead if r.key == b"r-6"), "error.message")
+
+
+async def test_an_unreachable_registry_loses_no_article(
+    apicurio: ApicurioRegistry,
+    broker: Broker,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """With the registry unreachable, framed articles are neither classified nor
+    dead-lettered: the session restarts (cause schema_registry) and commits nothing, so a
+    service that reaches the registry later classifies every one of them."""
+    with SchemaRegistryClient({"url": apicurio.ccompat_url}) as client:
+        input_id = client.register_schema(f"{topics.input}-value", Schema(ARTICLE_SCHEMA, "JSON"))
+    plain = [json.dumps(_article(index)).encode() for index in range(5)]
+    await _produce(
+        broker.bootstrap_servers,
+        topics.input,
+        [(f"r-{i}".encode(), frame(input_id, value), None) for i, value in enumerate(plain)],
+    )
+    nowhere = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    down = make_settings(
+        broker.bootstrap_servers,
+        topics,
+        model_dir,
+        schema_registry_url=nowhere,
+        registry_input="required",
+    )
+    restarts = "article_classifier_session_restarts_total"
+    async with running_service(down, predictor) as service:
+        await wait_for(
+            lambda: service.registry.get_sample_value(restarts, {"cause": "schema_registry"}),
+            timeout_s=60,
+        )
+        status, _ = await http_get(service.port, "/readyz")
+        assert status == 503
+    assert await settle(broker.bootstrap_servers, topics.dead_letter, 0, quiet_s=0.5) == []
+    assert await settle(broker.bootstrap_servers, topics.output, 0, quiet_s=0.5) == []
+    up = make_settings(
+        broker.bootstrap_servers,
+        topics,
+        model_dir,
+        schema_registry_url=apicurio.ccompat_url,
+        registry_input="required",
+    )
+    async with running_service(up, predictor):
+        outputs = await settle(broker.bootstrap_servers, topics.output, 5)
+    assert sorted(json.loads(record.value)["article_id"] for record in outputs) == [
+        f"r-{i}" for i in range(5)
+    ]

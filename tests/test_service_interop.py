@@ -101,6 +101,7 @@ async def test_health_readiness_and_metrics_over_http(
             "consumer_in_group": True,
             "breaker_closed": True,
             "topics_exist": True,
+            "schema_registry_reachable": True,
         }
         assert (await http_get(svc.port, "/nope"))[0] == 404
         deadline = time.monotonic() + 10

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -122,6 +123,7 @@ async def run_service(
         stack.push_async_callback(shadow.close)
         if framing is not None:
             stack.push_async_callback(framing.client.close)
+            framing.on_answer = functools.partial(setattr, health, "registry_error", None)
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -323,6 +325,9 @@ def _restarts(
         health.broker_error = None
         health.missing_topics = tuple(getattr(error, "topics", ()))
 
+    def registry_failed(error: Exception) -> None:
+        health.registry_error = str(error)
+
     def broker_failed(error: Exception) -> None:
         metrics.broker_errors.inc()
         health.broker_reachable = False
@@ -356,6 +361,7 @@ def _restarts(
             "schema_registry",
             backoff,
             message=str,
+            then=registry_failed,
         ),
         Restart(
             _BROKER_ERRORS,

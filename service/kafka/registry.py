@@ -23,7 +23,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -170,12 +170,15 @@ class RegistryFraming:
         #: Per schema id: None when allowed, else why refused (and until when).
         self._known: dict[int, _Refusal | None] = {}
         self.output_id: int | None = None
+        #: Called after each answer of the registry (readiness clears its error).
+        self.on_answer: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         """Register the output schema (once; later sessions reuse its id)."""
         if self._output_subject is None or self.output_id is not None:
             return
         self.output_id = await self.client.register(self._output_subject, output_schema())
+        self.on_answer()
         logger.info(
             "output schema registered",
             extra={"subject": self._output_subject, "schema_id": self.output_id},
@@ -245,6 +248,7 @@ class RegistryFraming:
             if known is None or known.until > time.monotonic():
                 return known
         subjects = await self.client.subjects_of(schema_id)
+        self.on_answer()
         until = time.monotonic() + NEGATIVE_TTL_S
         verdict: _Refusal | None
         if subjects is None:

@@ -32,6 +32,8 @@ class Health:
     model_sha256: str | None = None
     #: Topics the session needs that the broker does not have (it waits for them).
     missing_topics: tuple[str, ...] = ()
+    #: Why the Schema Registry last failed to answer (``--schema-registry-url``), else None.
+    registry_error: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -41,6 +43,7 @@ class Health:
             "consumer_in_group": self.assignment is not Assignment.STOPPED,
             "breaker_closed": self.breaker_open is None,
             "topics_exist": not self.missing_topics,
+            "schema_registry_reachable": self.registry_error is None,
         }
 
     def is_ready(self) -> bool:
@@ -58,6 +61,7 @@ class Health:
             "broker_error": self.broker_error,
             "breaker": self.breaker_open,
             "missing_topics": list(self.missing_topics),
+            "registry_error": self.registry_error,
             "model": None
             if self.model_name is None
             else {
