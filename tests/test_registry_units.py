@@ -216,3 +216,34 @@ def test_registry_password_comes_from_a_file(tmp_path: Any) -> None:
     )  # fmt: skip
     assert settings.schema_registry_password is not None
     assert settings.schema_registry_password.get_secret_value() == "s3cret"
+
+
+async def test_refused_ids_are_asked_again_after_their_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown id is not refused for good: past NEGATIVE_TTL_S the registry is asked
+    again (a schema registered meanwhile is then accepted); an allowed id is never asked
+    again."""
+    monkeypatch.setattr("service.kafka.registry.NEGATIVE_TTL_S", 0.0)
+    registry = _Registry({1: ["articles-value"]})
+    framing = _framing(registry, output=False)
+    first = await framing.classify(_records(frame(1, ARTICLE), frame(5, ARTICLE)), _Classifier())
+    assert [item.reason for item in first.outgoing] == [None, DeadLetterReason.SCHEMA_ID_UNKNOWN]
+    registry.subjects[5] = ["articles-value"]
+    again = await framing.classify(_records(frame(1, ARTICLE), frame(5, ARTICLE)), _Classifier())
+    assert [item.reason for item in again.outgoing] == [None, None]
+    assert sorted(registry.lookups) == [1, 5, 5]
+
+
+async def test_output_only_frames_outputs_and_leaves_dead_letters_as_received() -> None:
+    """--registry-output without --registry-input: plain JSON in, framed outputs out, dead
+    letters as received; the registry is never asked about input ids."""
+    registry = _Registry({})
+    framing = _framing(registry, RegistryInput.OFF)
+    await framing.start()
+    result = await framing.classify(_records(ARTICLE, b"not json"), _Classifier())
+    assert [item.reason for item in result.outgoing] == [None, DeadLetterReason.INVALID_JSON]
+    assert result.outgoing[0].value is not None
+    assert result.outgoing[0].value.startswith(frame(42, b"{"))
+    assert result.outgoing[1].value == b"not json"
+    assert registry.lookups == []

@@ -37,7 +37,7 @@ from service.config.options import RegistryInput
 from service.core.classify import dead_letter
 from service.core.deadletter import DeadLetterReason
 from service.core.errors import RegistryUnavailableError
-from service.core.framing import FramingError, Unframed, frame, unframe
+from service.core.framing import Framed, FramingError, Unframed, frame, unframe
 from service.core.records import BatchResult, InputRecord, Outgoing
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,10 @@ class _Refusal:
     until: float
 
 
+#: Not in the cache yet: ask the registry.
+_ASK = _Refusal(DeadLetterReason.SCHEMA_ID_UNKNOWN, "", 0.0)
+
+
 class RegistryFraming:
     """Checks and strips the input's schema ids and frames the outputs, around the
     classifier (the pipeline's classify stage calls ``classify``)."""
@@ -186,11 +190,24 @@ class RegistryFraming:
 
     async def classify(self, records: Sequence[Any], classifier: Classifier) -> BatchResult:
         """Dead-letter the records whose schema id is missing, unknown or not allowed,
-        classify the others without their framing, frame the outputs; input order kept."""
+        classify the others without their framing, frame the outputs; input order kept.
+
+        The registry is asked only about ids this process has not seen (each once per
+        batch); every other record costs a dict lookup."""
+        if self._input is RegistryInput.OFF:
+            result = await classifier.classify(records)
+            result.outgoing = [self._reframe(item, None) for item in result.outgoing]
+            return result
+        framings = [unframe(record.value, record.headers or ()) for record in records]
+        now = time.monotonic()
+        for schema_id in {item.schema_id for item in framings if isinstance(item, Framed)}:
+            known = self._known.get(schema_id, _ASK)
+            if known is _ASK or (known is not None and known.until <= now):
+                self._known[schema_id] = await self._verdict(schema_id)
         refused: dict[tuple[int, int], Outgoing] = {}
         passed: list[Any] = []
-        for record in records:
-            refusal = await self._admit(record, passed)
+        for record, framing in zip(records, framings, strict=True):
+            refusal = self._admit(record, framing, passed)
             if refusal is not None:
                 refused[record.partition, record.offset] = dead_letter(
                     record, self._dead_letter_topic, refusal.reason, refusal.message
@@ -211,11 +228,9 @@ class RegistryFraming:
         result.outgoing = outgoing
         return result
 
-    async def _admit(self, record: Any, passed: list[Any]) -> _Refusal | None:
-        if self._input is RegistryInput.OFF:
-            passed.append(record)
-            return None
-        framing = unframe(record.value, record.headers or ())
+    def _admit(
+        self, record: Any, framing: Framed | Unframed | FramingError, passed: list[Any]
+    ) -> _Refusal | None:
         if isinstance(framing, Unframed):
             if self._input is RegistryInput.OPTIONAL:
                 passed.append(record)
@@ -228,7 +243,7 @@ class RegistryFraming:
             )
         if isinstance(framing, FramingError):
             return _Refusal(framing.reason, framing.message, 0.0)
-        refusal = await self._verdict(framing.schema_id)
+        refusal = self._known[framing.schema_id]
         if refusal is None:
             passed.append(
                 _Payload(
@@ -243,10 +258,7 @@ class RegistryFraming:
         return refusal
 
     async def _verdict(self, schema_id: int) -> _Refusal | None:
-        if schema_id in self._known:
-            known = self._known[schema_id]
-            if known is None or known.until > time.monotonic():
-                return known
+        """Ask the registry about ``schema_id``: None when allowed, else why refused."""
         subjects = await self.client.subjects_of(schema_id)
         self.on_answer()
         until = time.monotonic() + NEGATIVE_TTL_S
@@ -267,7 +279,6 @@ class RegistryFraming:
             )
         else:
             verdict = None
-        self._known[schema_id] = verdict
         logger.info(
             "input schema id checked",
             extra={
@@ -281,7 +292,7 @@ class RegistryFraming:
     def _reframe(self, item: Outgoing, record: Any) -> Outgoing:
         if item.reason is not None:
             # A dead letter carries the record as received, framing included.
-            return dataclasses.replace(item, value=record.value)
+            return item if record is None else dataclasses.replace(item, value=record.value)
         if self.output_id is None or item.value is None:
             return item
         return dataclasses.replace(item, value=frame(self.output_id, item.value))
