@@ -247,3 +247,33 @@ async def test_output_only_frames_outputs_and_leaves_dead_letters_as_received() 
     assert result.outgoing[0].value.startswith(frame(42, b"{"))
     assert result.outgoing[1].value == b"not json"
     assert registry.lookups == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--schema-registry-username", "svc", "--schema-registry-password", "pw"),
+         "Basic c3ZjOnB3"),
+        (("--schema-registry-token", "tok"), "Bearer tok"),
+    ],
+)  # fmt: skip
+async def test_registry_requests_carry_the_credentials(
+    flags: tuple[str, ...], expected: str
+) -> None:
+    """Basic auth or a bearer token goes with every registry request."""
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(200, json={"id": 3})
+
+    settings = serve_settings(
+        "--model", "m", "--schema-registry-url", "https://registry.example/api",
+        "--registry-output", *flags,
+    )  # fmt: skip
+    framing = build_registry_framing(settings, transport=httpx.MockTransport(answer))
+    assert framing is not None
+    await framing.start()
+    await framing.client.close()
+    assert framing.output_id == 3
+    assert seen == [expected]

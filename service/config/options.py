@@ -697,13 +697,11 @@ class SchemaRegistry(BaseModel):
     )
     schema_registry_password: SecretStr | None = Field(
         default=None,
-        description="Schema Registry basic-auth password "
-        "(or a file: ARTICLE_CLASSIFIER_SCHEMA_REGISTRY_PASSWORD_FILE)",
+        description="Schema Registry basic-auth password",
     )
     schema_registry_token: SecretStr | None = Field(
         default=None,
-        description="Schema Registry bearer token "
-        "(or a file: ARTICLE_CLASSIFIER_SCHEMA_REGISTRY_TOKEN_FILE)",
+        description="Schema Registry bearer token, instead of basic auth",
     )
     schema_registry_cafile: Path | None = Field(
         default=None, description="CA bundle to verify the Schema Registry's certificate"

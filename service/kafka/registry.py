@@ -298,9 +298,11 @@ class RegistryFraming:
         return dataclasses.replace(item, value=frame(self.output_id, item.value))
 
 
-def build_registry_framing(settings: ServeSettings) -> RegistryFraming | None:
+def build_registry_framing(
+    settings: ServeSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> RegistryFraming | None:
     """The framing ``settings`` ask for, or None without ``--registry-input`` or
-    ``--registry-output``."""
+    ``--registry-output``. ``transport`` replaces the network (tests)."""
     if settings.schema_registry_url is None or not (
         settings.registry_output or settings.registry_input is not RegistryInput.OFF
     ):
@@ -324,6 +326,7 @@ def build_registry_framing(settings: ServeSettings) -> RegistryFraming | None:
         headers=headers,
         verify=verify,
         timeout_s=settings.schema_registry_timeout_s,
+        transport=transport,
     )
     return RegistryFraming(
         client,
