@@ -3,7 +3,11 @@ cache, the outputs' framing, and the options (a registry faked with httpx's Mock
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import ipaddress
 import json
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import serve_settings
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from schemas import Classification, LabelScore, ModelRef
 from service.config.commands import ServeSettings
@@ -277,3 +285,87 @@ async def test_registry_requests_carry_the_credentials(
     await framing.client.close()
     assert framing.output_id == 3
     assert seen == [expected]
+
+
+def _loopback_cert(directory: Any) -> tuple[Any, Any]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "registry.key", directory / "registry.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+async def test_an_https_registry_is_verified_with_the_given_ca(tmp_path: Any) -> None:
+    """--schema-registry-cafile verifies an https registry with a private CA; without it
+    the same registry is refused (RegistryUnavailableError, not a dead letter)."""
+    key, cert = _loopback_cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    body = b'{"id": 7}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in request.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")),
+                0,
+            )  # fmt: skip
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the client that does not trust the certificate hangs up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    try:
+        for cafile, works in ((str(cert), True), (None, False)):
+            flags = ("--schema-registry-cafile", cafile) if cafile else ()
+            settings = serve_settings(
+                "--model", "m", "--schema-registry-url", url, "--registry-output", *flags
+            )
+            framing = build_registry_framing(settings)
+            assert framing is not None
+            try:
+                if works:
+                    await framing.start()
+                    assert framing.output_id == 7
+                else:
+                    with pytest.raises(RegistryUnavailableError, match="CERTIFICATE_VERIFY"):
+                        await framing.start()
+            finally:
+                await framing.client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
