@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import Classification, LabelScore, ModelRef
 from service.config.commands import ServeSettings
@@ -369,3 +371,52 @@ async def test_an_https_registry_is_verified_with_the_given_ca(tmp_path: Any) ->
     finally:
         server.close()
         await server.wait_closed()
+
+
+_HEADER_VALUES = st.one_of(
+    st.binary(max_size=20),
+    st.integers(0, 2**32 - 1).map(lambda schema_id: frame(schema_id, b"")),
+)
+_VALUES = st.one_of(
+    st.binary(max_size=64),
+    st.tuples(st.sampled_from([1, 2, 3, 2**32 - 1]), st.binary(max_size=32)).map(
+        lambda pair: frame(*pair)
+    ),
+    st.just(frame(1, ARTICLE)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            _VALUES,
+            st.lists(st.tuples(st.sampled_from([VALUE_SCHEMA_ID_HEADER, "x"]), _HEADER_VALUES),
+                     max_size=2),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([RegistryInput.REQUIRED, RegistryInput.OPTIONAL]),
+)  # fmt: skip
+def test_any_framing_gives_one_outcome_per_record_in_order(
+    values: list[tuple[bytes, list[tuple[str, bytes]]]], mode: RegistryInput
+) -> None:
+    """Whatever the bytes and headers, each record yields exactly one output or dead letter,
+    in input order; a dead letter carries the value as received."""
+    registry = _Registry({1: ["articles-value"], 2: ["other-value"]})
+    records = _records(*values)
+
+    async def run() -> BatchResult:
+        framing = _framing(registry, mode)
+        await framing.start()
+        return await framing.classify(records, _Classifier())
+
+    result = asyncio.run(run())
+    assert [item.source_offset for item in result.outgoing] == list(range(len(records)))
+    for record, item in zip(records, result.outgoing, strict=True):
+        if item.reason is not None:
+            assert item.value == record.value
+        else:
+            assert item.value is not None
+            assert item.value.startswith(frame(42, b"{"))
