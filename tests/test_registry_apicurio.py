@@ -133,9 +133,24 @@ async def _round_trip(
         registry_input="required",
         registry_output=True,
     )
-    async with running_service(settings, predictor):
+    async with running_service(settings, predictor) as service:
         outputs = await settle(broker.bootstrap_servers, topics.output, 4)
         dead = await settle(broker.bootstrap_servers, topics.dead_letter, 3)
+        requests = {
+            (request, outcome): service.registry.get_sample_value(
+                "article_classifier_schema_registry_requests_total",
+                {"request": request, "outcome": outcome},
+            )
+            for request in ("lookup", "register")
+            for outcome in ("ok", "error")
+        }
+    # One lookup per distinct input id (its own, the unknown one, the other subject's).
+    assert requests == {
+        ("register", "ok"): 1.0,
+        ("register", "error"): None,
+        ("lookup", "ok"): 3.0,
+        ("lookup", "error"): None,
+    }
 
     registered = client.get_latest_version(f"{topics.output}-value").schema_id
     assert registered is not None

@@ -124,6 +124,9 @@ async def run_service(
         if framing is not None:
             stack.push_async_callback(framing.client.close)
             framing.on_answer = functools.partial(setattr, health, "registry_error", None)
+            framing.on_request = lambda request, outcome: metrics.schema_registry_requests.labels(
+                request, outcome
+            ).inc()
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health

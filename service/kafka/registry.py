@@ -18,12 +18,13 @@ The REST calls are those of Confluent's API, which Apicurio Registry also serves
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -176,12 +177,16 @@ class RegistryFraming:
         self.output_id: int | None = None
         #: Called after each answer of the registry (readiness clears its error).
         self.on_answer: Callable[[], None] = lambda: None
+        #: Called with (request, outcome) for each request: "lookup" or "register", and
+        #: "ok" or "error" (the metrics count them).
+        self.on_request: Callable[[str, str], None] = lambda request, outcome: None
 
     async def start(self) -> None:
         """Register the output schema (once; later sessions reuse its id)."""
         if self._output_subject is None or self.output_id is not None:
             return
-        self.output_id = await self.client.register(self._output_subject, output_schema())
+        async with self._counted("register"):
+            self.output_id = await self.client.register(self._output_subject, output_schema())
         self.on_answer()
         logger.info(
             "output schema registered",
@@ -259,7 +264,8 @@ class RegistryFraming:
 
     async def _verdict(self, schema_id: int) -> _Refusal | None:
         """Ask the registry about ``schema_id``: None when allowed, else why refused."""
-        subjects = await self.client.subjects_of(schema_id)
+        async with self._counted("lookup"):
+            subjects = await self.client.subjects_of(schema_id)
         self.on_answer()
         until = time.monotonic() + NEGATIVE_TTL_S
         verdict: _Refusal | None
@@ -288,6 +294,15 @@ class RegistryFraming:
             },
         )
         return verdict
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, request: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except RegistryUnavailableError:
+            self.on_request(request, "error")
+            raise
+        self.on_request(request, "ok")
 
     def _reframe(self, item: Outgoing, record: Any) -> Outgoing:
         if item.reason is not None:
