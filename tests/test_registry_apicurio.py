@@ -8,6 +8,8 @@ skipped with the reason, unless REQUIRE_APACHE_KAFKA=1 (CI), where it fails inst
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,8 @@ from devtools.apicurio import require_tools as require_apicurio_tools
 from devtools.kafka_jars import ToolMissingError
 from devtools.tansu import free_port
 from schemas.generate import render_schemas
+from service.commands.reclassify import run_reclassify
+from service.config.commands import ReclassifySettings
 from service.core.framing import VALUE_SCHEMA_ID_HEADER, frame
 
 pytestmark = [
@@ -222,3 +226,50 @@ async def test_an_unreachable_registry_loses_no_article(
     assert sorted(json.loads(record.value)["article_id"] for record in outputs) == [
         f"r-{i}" for i in range(5)
     ]
+
+
+async def test_reclassify_replays_a_framed_input(
+    apicurio: ApicurioRegistry,
+    broker: Broker,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """reclassify honours the same options: a framed input topic is replayed to framed
+    outputs that JSONDeserializer reads."""
+    with SchemaRegistryClient({"url": apicurio.ccompat_url}) as client:
+        serializer = JSONSerializer(ARTICLE_SCHEMA, client, conf={"auto.register.schemas": True})
+        context = SerializationContext(topics.input, MessageField.VALUE)
+        await _produce(
+            broker.bootstrap_servers,
+            topics.input,
+            [(f"r-{i}".encode(), serializer(_article(i), context), None) for i in range(6)],
+        )
+        live = make_settings(broker.bootstrap_servers, topics, model_dir)
+        shared = {
+            name: value
+            for name, value in live.model_dump().items()
+            if name in ReclassifySettings.model_fields
+        }
+        settings = ReclassifySettings(
+            **{
+                **shared,
+                "from_beginning": True,
+                "replay_group_id": f"{topics.group}-replay",
+                "schema_registry_url": apicurio.ccompat_url,
+                "registry_input": "required",
+                "registry_output": True,
+            }
+        )
+        status = await asyncio.wait_for(
+            run_reclassify(
+                settings, stop=asyncio.Event(), predictor=predictor, stderr=io.StringIO()
+            ),
+            120,
+        )
+        assert status == 0
+        outputs = await settle(broker.bootstrap_servers, topics.output, 6)
+        deserializer = JSONDeserializer(None, schema_registry_client=client)
+        out_context = SerializationContext(topics.output, MessageField.VALUE)
+        events = [deserializer(record.value, out_context) for record in outputs]
+    assert sorted(event["article_id"] for event in events) == [f"r-{i}" for i in range(6)]

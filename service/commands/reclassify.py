@@ -39,6 +39,7 @@ from service.core.errors import (
     BrokerUnavailableError,
     DeliveryError,
     GroupJoinStuckError,
+    RegistryUnavailableError,
     ServiceError,
 )
 from service.core.records import BatchObserver
@@ -51,6 +52,7 @@ from service.kafka.clients import (
     topic_message_limits,
 )
 from service.kafka.pipeline import Pipeline
+from service.kafka.registry import RegistryFraming, build_registry_framing
 from service.kafka.replay_gate import Progress, RateLimit, ReplayGate
 from service.kafka.replay_range import (
     PartitionRange,
@@ -136,8 +138,13 @@ async def run_reclassify(
     registry = registry if registry is not None else CollectorRegistry()
     metrics, health, batch_observers = build_observers(registry, settings)
     classifier = build_classifier(settings, trust_policy(settings), predictor=predictor)
+    # Built from the live topics: the allowed input subject stays <input-topic>-value when
+    # --from-dead-letters reads the dead letters of that input.
+    framing = build_registry_framing(settings)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
+        if framing is not None:
+            stack.push_async_callback(framing.client.close)
         if settings.replay_metrics_port is not None:
             await stack.enter_async_context(
                 HealthServer(
@@ -183,6 +190,7 @@ async def run_reclassify(
             metrics=metrics,
             health=health,
             batch_observers=batch_observers,
+            framing=framing,
         )
         state = "done" if done else "interrupted; run the same command again to resume"
         print(f"reclassify: {state}: {progress.render()}", file=stderr, flush=True)
@@ -328,6 +336,7 @@ async def _sessions(
     metrics: ServiceMetrics,
     health: Health,
     batch_observers: tuple[BatchObserver, ...],
+    framing: RegistryFraming | None = None,
 ) -> bool:
     """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
     failed session restarts from the last commit after a jittered backoff."""
@@ -337,6 +346,7 @@ async def _sessions(
     supervisor = Supervisor(
         [
             Restart((GroupJoinStuckError,), "group_join_stuck", backoff, message=message),
+            Restart((RegistryUnavailableError,), "schema_registry", backoff, message=str),
             Restart(_RECOVERABLE, "broker", backoff, message=message),
         ],
         stop=stop,
@@ -357,6 +367,7 @@ async def _sessions(
             health=health,
             batch_observers=batch_observers,
             on_started=backoff.reset,
+            framing=framing,
         )
         return True
 
@@ -379,6 +390,7 @@ async def _session(
     health: Health,
     batch_observers: tuple[BatchObserver, ...],
     on_started: Any,
+    framing: RegistryFraming | None = None,
 ) -> bool:
     async with AsyncExitStack() as stack:
         stack.callback(setattr, health, "assignment", Assignment.STOPPED)
@@ -386,6 +398,8 @@ async def _session(
         stack.push_async_callback(_close, producer)
         await producer.start()
         limits = await _limits(service)
+        if framing is not None:
+            await framing.start()
         consumer = make_consumer(service)
         stack.push_async_callback(_close, consumer)
         finished = asyncio.Event()
@@ -408,6 +422,7 @@ async def _session(
             observers=batch_observers,
             limits=limits,
             bounds=gate,
+            framing=framing,
         )
         consumer.subscribe([service.input_topic], listener=pipeline.listener())
         await consumer.start()

@@ -212,7 +212,7 @@ class ServeSettings(
         return f"{prefix}-{topic}-{partition}"
 
 
-class ReclassifySettings(PipelineSettings):
+class ReclassifySettings(SchemaRegistry, PipelineSettings):
     """``reclassify``: the pipeline's options plus the replay's own. Its group and metrics
     port have variables of their own (``..._REPLAY_GROUP_ID``, ``..._REPLAY_METRICS_PORT``),
     so the live service's in the same environment never reach a replay."""

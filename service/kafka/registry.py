@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from schemas.article import SCHEMA_VERSION
-from service.config.commands import ServeSettings
+from service.config.commands import ReclassifySettings, ServeSettings
 from service.config.options import RegistryInput
 from service.core.classify import dead_letter
 from service.core.deadletter import DeadLetterReason
@@ -314,7 +314,9 @@ class RegistryFraming:
 
 
 def build_registry_framing(
-    settings: ServeSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: ServeSettings | ReclassifySettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> RegistryFraming | None:
     """The framing ``settings`` ask for, or None without ``--registry-input`` or
     ``--registry-output``. ``transport`` replaces the network (tests)."""
