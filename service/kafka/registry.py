@@ -19,7 +19,6 @@ The REST calls are those of Confluent's API, which Apicurio Registry also serves
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import ssl
@@ -307,10 +306,24 @@ class RegistryFraming:
     def _reframe(self, item: Outgoing, record: Any) -> Outgoing:
         if item.reason is not None:
             # A dead letter carries the record as received, framing included.
-            return item if record is None else dataclasses.replace(item, value=record.value)
+            return item if record is None else _with_value(item, record.value)
         if self.output_id is None or item.value is None:
             return item
-        return dataclasses.replace(item, value=frame(self.output_id, item.value))
+        return _with_value(item, frame(self.output_id, item.value))
+
+
+def _with_value(item: Outgoing, value: bytes | None) -> Outgoing:
+    """``item`` with another value (once per record: cheaper than ``dataclasses.replace``)."""
+    return Outgoing(
+        topic=item.topic,
+        key=item.key,
+        value=value,
+        headers=item.headers,
+        source_partition=item.source_partition,
+        source_offset=item.source_offset,
+        source_timestamp_ms=item.source_timestamp_ms,
+        reason=item.reason,
+    )
 
 
 def build_registry_framing(
