@@ -190,8 +190,9 @@ async def test_an_unreachable_registry_raises_instead_of_dead_lettering() -> Non
     (the session restarts from the last commit): no article becomes a dead letter."""
     registry = _Registry({1: ["articles-value"]})
     registry.down = True
+    records = _records(frame(1, ARTICLE), frame(2, ARTICLE), frame(3, ARTICLE))
     with pytest.raises(RegistryUnavailableError, match="connection refused"):
-        await _framing(registry).classify(_records(frame(1, ARTICLE)), _Classifier())
+        await _framing(registry).classify(records, _Classifier())
 
 
 def test_registry_options_need_a_url_and_one_kind_of_credentials() -> None:
@@ -420,3 +421,14 @@ def test_any_framing_gives_one_outcome_per_record_in_order(
         else:
             assert item.value is not None
             assert item.value.startswith(frame(42, b"{"))
+
+
+async def test_a_batch_of_new_ids_is_resolved_each_once() -> None:
+    """Forty new ids in one batch: one lookup each (run concurrently), every record decided."""
+    registry = _Registry({7: ["articles-value"]})
+    records = _records(*[frame(schema_id, ARTICLE) for schema_id in range(40)] * 2)
+    result = await _framing(registry).classify(records, _Classifier())
+    assert sorted(registry.lookups) == list(range(40))
+    reasons = [item.reason for item in result.outgoing]
+    assert reasons.count(None) == 2
+    assert reasons.count(DeadLetterReason.SCHEMA_ID_UNKNOWN) == 78

@@ -18,6 +18,7 @@ The REST calls are those of Confluent's API, which Apicurio Registry also serves
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 #: How long an id the registry did not know (or knew under no allowed subject) stays refused
 #: before it is asked again.
 NEGATIVE_TTL_S = 60.0
+#: Lookups of one batch's new ids in flight at once.
+CONCURRENT_LOOKUPS = 8
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 OUTPUT_SCHEMA_FILE = f"classified-article-event.v{SCHEMA_VERSION}.json"
 
@@ -204,10 +207,13 @@ class RegistryFraming:
             return result
         framings = [unframe(record.value, record.headers or ()) for record in records]
         now = time.monotonic()
+        ask = []
         for schema_id in {item.schema_id for item in framings if isinstance(item, Framed)}:
             known = self._known.get(schema_id, _ASK)
             if known is _ASK or (known is not None and known.until <= now):
-                self._known[schema_id] = await self._verdict(schema_id)
+                ask.append(schema_id)
+        if ask:
+            await self._resolve(ask)
         refused: dict[tuple[int, int], Outgoing] = {}
         passed: list[Any] = []
         for record, framing in zip(records, framings, strict=True):
@@ -260,6 +266,26 @@ class RegistryFraming:
                 )
             )
         return refusal
+
+    async def _resolve(self, schema_ids: Sequence[int]) -> None:
+        """Ask about ``schema_ids``, at most ``CONCURRENT_LOOKUPS`` at a time (a batch of
+        new ids waits for the slowest, not for their sum); the first failure cancels the
+        others and is raised."""
+        slots = asyncio.Semaphore(CONCURRENT_LOOKUPS)
+
+        async def one(schema_id: int) -> None:
+            async with slots:
+                self._known[schema_id] = await self._verdict(schema_id)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for schema_id in schema_ids:
+                    group.create_task(one(schema_id))
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]
+            if isinstance(first, Exception):
+                raise first from None
+            raise
 
     async def _verdict(self, schema_id: int) -> _Refusal | None:
         """Ask the registry about ``schema_id``: None when allowed, else why refused."""
