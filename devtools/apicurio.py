@@ -10,21 +10,22 @@ Java 17; the 3.1 and later releases are built for Java 21 (3.3.3 stops at start 
 with ``UnsupportedClassVersionError``: class file version 65.0). Its storage is the default
 in-memory H2 database: everything registered is gone when it stops.
 
-``python -m devtools.apicurio [--port P]`` fetches it and runs it until Ctrl-C.
+``python -m devtools.apicurio [--port P]`` fetches it and runs it until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -199,6 +200,10 @@ class ApicurioRegistry:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def is_running(self) -> bool:
+        """True while the registry's JVM is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         """SIGTERM the JVM (kill it if it lingers); safe to call twice."""
         process, self._process = self._process, None
@@ -235,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.fetch_only:
             print(fetch_apicurio(args.version))
             return 0
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
         with ApicurioRegistry(args.port, version=args.version) as registry:
             print(f"Apicurio Registry {args.version}: {registry.ccompat_url}", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while registry._process is not None and registry._process.poll() is None:
-                    time.sleep(1)
+            while not stop.wait(1.0):
+                if not registry.is_running():
+                    print(f"Apicurio Registry exited; see {registry.log_file}", flush=True)
+                    return 1
     except BrokerStartError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ToolMissingError) else 1
