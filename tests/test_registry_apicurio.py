@@ -32,7 +32,8 @@ from conftest import (
     wait_for,
 )
 
-from devtools.apicurio import ApicurioRegistry
+from chaos.proxy import FaultProxy
+from devtools.apicurio import CCOMPAT_PATH, ApicurioRegistry
 from devtools.apicurio import require_tools as require_apicurio_tools
 from devtools.kafka_jars import ToolMissingError
 from devtools.tansu import free_port
@@ -273,3 +274,62 @@ async def test_reclassify_replays_a_framed_input(
         out_context = SerializationContext(topics.output, MessageField.VALUE)
         events = [deserializer(record.value, out_context) for record in outputs]
     assert sorted(event["article_id"] for event in events) == [f"r-{i}" for i in range(6)]
+
+
+async def test_a_registry_outage_mid_stream_is_waited_out(
+    apicurio: ApicurioRegistry,
+    broker: Broker,
+    topics: Topics,
+    model_dir: Path,
+    predictor: Any,
+) -> None:
+    """The registry cut off while the service runs (a proxy in between): articles with a
+    schema id not seen yet wait, nothing is dead-lettered and /readyz names the registry;
+    once it is back the same service classifies them and is ready again."""
+    variant = json.loads(ARTICLE_SCHEMA)
+    variant["description"] = "A second version of the article schema."
+    with SchemaRegistryClient({"url": apicurio.ccompat_url}) as client:
+        subject = f"{topics.input}-value"
+        first = client.register_schema(subject, Schema(ARTICLE_SCHEMA, "JSON"))
+        second = client.register_schema(subject, Schema(json.dumps(variant), "JSON"))
+    assert first != second
+
+    def batch(schema_id: int, start: int) -> list[tuple[bytes, Any, Any]]:
+        return [
+            (f"r-{i}".encode(), frame(schema_id, json.dumps(_article(i)).encode()), None)
+            for i in range(start, start + 3)
+        ]
+
+    restarts = "article_classifier_session_restarts_total"
+    async with FaultProxy(apicurio.port) as proxy:
+        settings = make_settings(
+            broker.bootstrap_servers,
+            topics,
+            model_dir,
+            schema_registry_url=f"http://{proxy.address}{CCOMPAT_PATH}",
+            registry_input="required",
+            registry_output=True,
+        )
+        async with running_service(settings, predictor) as service:
+            await _produce(broker.bootstrap_servers, topics.input, batch(first, 0))
+            assert len(await settle(broker.bootstrap_servers, topics.output, 3)) == 3
+            proxy.partition()
+            await _produce(broker.bootstrap_servers, topics.input, batch(second, 3))
+            await wait_for(
+                lambda: service.registry.get_sample_value(restarts, {"cause": "schema_registry"}),
+                timeout_s=60,
+            )
+            status, body = await http_get(service.port, "/readyz")
+            assert status == 503
+            report = json.loads(body)
+            assert "schema_registry_reachable" in report["failing"]
+            assert proxy.address in report["registry_error"]
+            proxy.restore()
+            outputs = await settle(broker.bootstrap_servers, topics.output, 6)
+
+            async def ready() -> bool:
+                return (await http_get(service.port, "/readyz"))[0] == 200
+
+            await wait_for(ready, timeout_s=60)
+    assert await settle(broker.bootstrap_servers, topics.dead_letter, 0, quiet_s=0.5) == []
+    assert sorted({record.key for record in outputs}) == [f"r-{i}".encode() for i in range(6)]

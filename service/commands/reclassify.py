@@ -341,12 +341,16 @@ async def _sessions(
     """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
     failed session restarts from the last commit after a jittered backoff."""
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    # Reset only by the registry's next answer (serve does the same).
+    registry_backoff = Backoff(1.0, 60.0)
+    if framing is not None:
+        framing.on_answer = registry_backoff.reset
     rate_limit = RateLimit(settings.rate_limit)
     message = "replay session failed; resuming from the last commit"
     supervisor = Supervisor(
         [
             Restart((GroupJoinStuckError,), "group_join_stuck", backoff, message=message),
-            Restart((RegistryUnavailableError,), "schema_registry", backoff, message=str),
+            Restart((RegistryUnavailableError,), "schema_registry", registry_backoff, message=str),
             Restart(_RECOVERABLE, "broker", backoff, message=message),
         ],
         stop=stop,

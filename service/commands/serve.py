@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -80,6 +79,8 @@ EXIT_DRAIN_TIMEOUT = 1
 EXIT_CONFIG = 2
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
+_REGISTRY_BACKOFF_INITIAL_S = 1.0
+_REGISTRY_BACKOFF_MAX_S = 60.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
 #: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
 _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
@@ -123,10 +124,6 @@ async def run_service(
         stack.push_async_callback(shadow.close)
         if framing is not None:
             stack.push_async_callback(framing.client.close)
-            framing.on_answer = functools.partial(setattr, health, "registry_error", None)
-            framing.on_request = lambda request, outcome: metrics.schema_registry_requests.labels(
-                request, outcome
-            ).inc()
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -266,11 +263,24 @@ async def _sessions(
     breaker's once it closes.
     """
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    # Its own delay, reset only by the registry's next answer: a session start does not
+    # reset it, so an outage does not make the consumer rejoin its group in a tight loop.
+    registry_backoff = Backoff(_REGISTRY_BACKOFF_INITIAL_S, _REGISTRY_BACKOFF_MAX_S)
+    if framing is not None:
+
+        def answered() -> None:
+            health.registry_error = None
+            registry_backoff.reset()
+
+        framing.on_answer = answered
+        framing.on_request = lambda request, outcome: metrics.schema_registry_requests.labels(
+            request, outcome
+        ).inc()
     breaker = _BreakerState(
         Backoff(settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False)
     )
     supervisor = Supervisor(
-        _restarts(backoff, breaker, metrics, health),
+        _restarts(backoff, breaker, metrics, health, registry_backoff),
         stop=stop,
         count=lambda cause: metrics.session_restarts.labels(cause).inc(),
         fatal=(TransactionsUnsupportedError,),
@@ -319,7 +329,11 @@ class _BreakerState:
 
 
 def _restarts(
-    backoff: Backoff, breaker: _BreakerState, metrics: ServiceMetrics, health: Health
+    backoff: Backoff,
+    breaker: _BreakerState,
+    metrics: ServiceMetrics,
+    health: Health,
+    registry_backoff: Backoff | None = None,
 ) -> list[Restart]:
     """How the article sessions restart, by cause (the first that matches applies)."""
 
@@ -362,7 +376,7 @@ def _restarts(
         Restart(
             (RegistryUnavailableError,),
             "schema_registry",
-            backoff,
+            registry_backoff or backoff,
             message=str,
             then=registry_failed,
         ),
