@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint typecheck docs check schemas demo-model quality bench bench-service clean
+.PHONY: help install demo test test-fast lint typecheck docs check schemas demo-model demo-model-de quality bench bench-service clean
 .PHONY: chaos
 CHAOS_S ?= 180
 
@@ -28,11 +28,17 @@ demo: $(STAMP) ## run it end to end: embedded broker, demo model, service, sampl
 demo-model: $(STAMP) ## train the demo model into artifacts/demo-model
 	$(BIN)/article-classifier train --data model/samples/demo.jsonl --out artifacts/demo-model --name demo
 
+demo-model-de: $(STAMP) ## train the German demo model into artifacts/demo-model-de (one model per language)
+	$(BIN)/article-classifier train --data model/samples/demo-de.jsonl --out artifacts/demo-model-de --name demo-de
+
 quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../shared/data)
 	$(BIN)/python -m model.quality --data $(DATA)
 
 bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared/data)
 	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
+
+bench-language: $(STAMP) ## per-article cost of the language detector and routing (demo corpora)
+	$(BIN)/python benchmarks/bench_language.py
 
 RESEARCH_MODEL := artifacts/research-model/model.json
 bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3)
@@ -46,7 +52,7 @@ $(RESEARCH_MODEL): $(STAMP) $(wildcard model/*.py)
 		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
 		--name research 2>/dev/null
 
-.PHONY: bench-peers bench-scaleout
+.PHONY: bench-peers bench-scaleout bench-language
 BENCH_REPEAT ?= 1
 bench-peers: $(STAMP) $(RESEARCH_MODEL) ## bench-service plus the peers (FastStream, aiokafka) and latency
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \

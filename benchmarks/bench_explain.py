@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from model import Predictor, load_labelled, save_artifact, train  # noqa: E402
 from schemas import ArticleEvent, LabelledArticle  # noqa: E402
 from service.core.classify import classify_values  # noqa: E402
-from service.core.records import Classified, Verdict  # noqa: E402
+from service.core.records import ArticleNotes, Classified, Verdict  # noqa: E402
 from service.observe.drift import DriftWindow  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def _signals(predictor: Predictor, articles: Sequence[ArticleEvent], size: int) 
     for start in range(0, len(articles), 256):
         batch = predictor.predict_batch(articles[start : start + 256])
         window.add(
-            Verdict.of(c, (tokens, unknown))
+            Verdict.of(c, ArticleNotes(tokens, unknown))
             for c, tokens, unknown in zip(
                 batch.classifications, batch.tokens, batch.unknown_tokens, strict=True
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,13 +39,19 @@ class BatchPrediction:
     ``tokens[i]`` counts the tokens of the text the model read for article ``i`` (the title
     counted as often as the model repeats it) and ``unknown_tokens[i]`` those of them that
     are not in the vocabulary. ``uncertain`` is how many of the articles got a section
-    scored below the predictor's section floor (0 without a floor).
+    scored below the predictor's section floor (0 without a floor). From a predictor that
+    routes by language (``model.languages.RoutedPredictor``), ``languages[i]`` names the
+    model that answered article ``i`` (a language, or ``default``) and ``fallbacks[i]`` why
+    it went to the default model (None when it did not, or for want of nothing); both are
+    empty from a single model.
     """
 
     classifications: list[Classification]
     tokens: list[int]
     unknown_tokens: list[int]
     uncertain: int = 0
+    languages: list[str] = field(default_factory=list)
+    fallbacks: list[str | None] = field(default_factory=list)
 
 
 class Predictor:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry
 
 from devtools.apache_kafka import ApacheKafkaBroker
@@ -193,6 +194,45 @@ async def produce(bootstrap_servers: str, topic: str, records: Sequence[Record])
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+def produce_with_librdkafka(
+    bootstrap_servers: str,
+    topic: str,
+    records: Sequence[Record],
+    *,
+    headers: Sequence[tuple[str, bytes | None]] = (),
+) -> None:
+    """Produce with librdkafka (confluent-kafka), each record with ``headers``."""
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all"})
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, headers=list(headers))
+    assert producer.flush(30) == 0
+
+
+def consume_with_librdkafka(
+    bootstrap_servers: str, topic: str, group: str, count: int, *, timeout_s: float = 60.0
+) -> list[Any]:
+    """Read ``topic`` in ``group`` with librdkafka until ``count`` messages or the deadline."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            messages = consumer.consume(num_messages=500, timeout=0.5)
+            out.extend(message for message in messages if message.error() is None)
+    finally:
+        consumer.close()
+    return out
 
 
 def _reader(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:

@@ -136,6 +136,7 @@ class _Record:
     partition = 0
     timestamp = 0
     key = None
+    headers = ()
 
     def __init__(self, offset: int, value: bytes) -> None:
         self.offset = offset

@@ -184,6 +184,7 @@ class _Record:
     topic: str = "feedback"
     partition: int = 0
     offset: int = 0
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 class _Producer:

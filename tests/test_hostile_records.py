@@ -116,6 +116,7 @@ class _Record:
     topic: str = "in"
     partition: int = 0
     timestamp: int = 0
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 # -- checks shared by every test --------------------------------------------------------
@@ -152,9 +153,9 @@ def check_output(source: bytes, output: bytes) -> dict[str, Any]:
     return dict(document)
 
 
-def check_dead_letter(record: _Record, headers: Sequence[tuple[str, bytes]]) -> str:
+def check_dead_letter(record: _Record, headers: Sequence[tuple[str, bytes | None]]) -> str:
     """A dead letter names a known reason and a bounded message; returns the reason."""
-    values = dict(headers)
+    values = {name: value or b"" for name, value in headers}
     reason = values["error.reason"].decode()
     assert reason in {item.value for item in DeadLetterReason}
     assert 0 < len(values["error.message"]) <= MAX_MESSAGE_BYTES
@@ -181,7 +182,9 @@ def run_batch(predictor: Any, values: Sequence[bytes | None]) -> list[tuple[str 
             assert item.topic == TOPICS.dead_letter
             assert item.value == record.value
             assert check_dead_letter(record, item.headers) == item.reason.value
-            outcomes.append((item.reason.value, dict(item.headers)["error.message"].decode()))
+            outcomes.append(
+                (item.reason.value, (dict(item.headers)["error.message"] or b"").decode())
+            )
     assert len(result.verdicts) == sum(reason is None for reason, _ in outcomes)
     return outcomes
 
@@ -369,7 +372,7 @@ def test_a_per_record_failure_is_a_classification_error_and_the_batch_goes_on(
     )
     reasons = [item.reason for item in result.outgoing]
     assert reasons == [None, DeadLetterReason.CLASSIFICATION_ERROR, None]
-    message = dict(result.outgoing[1].headers)["error.message"].decode()
+    message = (dict(result.outgoing[1].headers)["error.message"] or b"").decode()
     assert message.startswith(stage)
     assert SECRET not in message
     assert result.outgoing[1].value == poison

@@ -409,7 +409,7 @@ async def test_a_model_failing_its_smoke_test_is_refused(
     """An artifact that loads but fails on the sample articles is refused (smoke_test)."""
     harness, health = await _harness(current, TrustPolicy())
     try:
-        monkeypatch.setattr("service.models.loading.load_predictor", lambda *_: _Failing())
+        monkeypatch.setattr("service.models.loading.load_predictor", lambda *_, **__: _Failing())
         _point(current, versions["v2"])
         await harness.reloader.check()
         failures = {"model": "primary", "reason": "smoke_test"}

@@ -41,6 +41,8 @@ _COUNTERS = (
     "dead_letters",
     "predictions",
     "low_confidence",
+    "uncertain_sections",
+    "language_fallbacks",
     "commit_failures",
     "broker_errors",
     "batch_timeouts",

@@ -95,7 +95,8 @@ def test_dashboard_json_is_well_formed() -> None:
 
 
 def test_rows_come_in_the_on_call_order() -> None:
-    """Rows read top-down: health, flow, speed, backlog, model, newsroom feedback, Kafka
+    """Rows read top-down: health, flow, speed, backlog, model, models per language, rollout,
+    newsroom feedback, Kafka
     client, hardening;
     panels never overlap and stay inside the 24-column grid."""
     rows = [p["title"] for p in _checked_in()["panels"] if p["type"] == "row"]
@@ -105,6 +106,7 @@ def test_rows_come_in_the_on_call_order() -> None:
         "Speed",
         "Backlog",
         "Model behaviour",
+        "Models per language",
         "Model rollout (hot swap and shadow)",
         "Newsroom feedback",
         "Kafka client",

@@ -432,3 +432,17 @@ async def test_a_batch_of_new_ids_is_resolved_each_once() -> None:
     reasons = [item.reason for item in result.outgoing]
     assert reasons.count(None) == 2
     assert reasons.count(DeadLetterReason.SCHEMA_ID_UNKNOWN) == 78
+
+
+async def test_the_input_schema_id_header_is_not_forwarded_to_the_output() -> None:
+    """The publisher's headers travel with the article, except __value_schema_id, which
+    names the input's schema: the output has its own id; the dead letter keeps them all."""
+    registry = _Registry({1: ["articles-value"]})
+    headers = [(VALUE_SCHEMA_ID_HEADER, frame(1, b"")), ("traceless", b"kept")]
+    records = _records((ARTICLE, headers), (b"{", headers))
+    result = await _framing(registry).classify(records, _Classifier())
+    output, dead = result.outgoing
+    assert output.reason is None
+    assert output.headers == [("traceless", b"kept")]
+    assert dead.reason is DeadLetterReason.INVALID_JSON
+    assert [name for name, _ in dead.headers][:2] == [VALUE_SCHEMA_ID_HEADER, "traceless"]

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import Consumer, Producer
 from conftest import (
     Topics,
     article_records,
     consume,
+    consume_with_librdkafka,
     http_get,
     make_settings,
     produce,
+    produce_with_librdkafka,
     running_service,
 )
 
@@ -26,46 +27,16 @@ from schemas import ClassifiedArticleEvent
 pytestmark = pytest.mark.kafka
 
 
-def _produce_with_librdkafka(bootstrap: str, topic: str, records: list[Any]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    for key, value in records:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
-
-
-def _consume_with_librdkafka(bootstrap: str, topic: str, group: str, count: int) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=500, timeout=0.5):
-                if message.error() is None:
-                    out.append(message)
-    finally:
-        consumer.close()
-    return out
-
-
 async def test_librdkafka_clients_round_trip(
     broker: EmbeddedBroker, topics: Topics, model_dir: Path, predictor: Any
 ) -> None:
     """Events produced with librdkafka come back classified to a librdkafka consumer."""
     records = article_records(40, prefix="rdkafka")
     bootstrap = broker.bootstrap_servers
-    await asyncio.to_thread(_produce_with_librdkafka, bootstrap, topics.input, records)
+    await asyncio.to_thread(produce_with_librdkafka, bootstrap, topics.input, records)
     async with running_service(make_settings(bootstrap, topics, model_dir), predictor):
         outputs = await asyncio.to_thread(
-            _consume_with_librdkafka, bootstrap, topics.output, f"{topics.group}-reader", 40
+            consume_with_librdkafka, bootstrap, topics.output, f"{topics.group}-reader", 40
         )
     received_keys = [cast(bytes, message.key()) for message in outputs]
     assert sorted(received_keys) == sorted(cast(bytes, key) for key, _ in records)

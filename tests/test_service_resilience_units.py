@@ -20,13 +20,14 @@ from conftest import http_get, serve_settings
 from prometheus_client import CollectorRegistry
 
 from service.commands import serve as app_module
+from service.commands.wiring import Observers
 from service.config.commands import (
     ConfigError,
     ServeSettings,
 )
 from service.core.backoff import Backoff
 from service.core.breaker import CircuitBreaker
-from service.core.deadletter import DeadLetterReason
+from service.core.deadletter import VALUE_DROPPED_HEADER, DeadLetterReason
 from service.core.errors import (
     BrokerUnavailableError,
     DeliveryError,
@@ -37,10 +38,11 @@ from service.core.records import BatchResult, Outgoing, Topics
 from service.http.server import HealthServer
 from service.kafka import clients as kafka_module
 from service.kafka.pipeline import Pipeline
-from service.kafka.publish import VALUE_DROPPED_HEADER, BatchPublisher, SourceKey, record_bytes
+from service.kafka.publish import BatchPublisher, SourceKey, record_bytes
 from service.models.workers import ProcessClassifier, WireRecord
 from service.observe.health import Assignment, Health
 from service.observe.metrics import ServiceMetrics
+from service.observe.tracing import ContinuedTraces
 
 # -- backoff ---------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class _Record:
     topic: str = "in"
     partition: int = 0
     timestamp: int = 0
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 class _Builder:
@@ -210,7 +213,7 @@ def test_an_output_over_the_topic_limit_is_dead_lettered_before_producing() -> N
     assert rejected.value == records[1].value
     headers = dict(rejected.headers)
     assert headers["error.reason"] == b"output_rejected"
-    assert b"max.message.bytes (1000)" in headers["error.message"]
+    assert b"max.message.bytes (1000)" in (headers["error.message"] or b"")
     assert fitted[2].value is None
     assert dict(fitted[2].headers)[VALUE_DROPPED_HEADER] == b"2000"
     assert all(record_bytes(item) <= 1000 for item in fitted)
@@ -448,7 +451,7 @@ async def _run_sessions(stop: asyncio.Event, metrics: ServiceMetrics) -> int:
             stop=stop,
             metrics=metrics,
             health=Health(),
-            batch_observers=(),
+            observers=Observers(metrics, Health(), (), ContinuedTraces()),
         ),
         10,
     )

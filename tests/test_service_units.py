@@ -83,11 +83,12 @@ def test_sasl_needs_credentials_and_hides_the_password() -> None:
 
 def test_dead_letter_headers_are_utf8_and_bounded() -> None:
     """Headers carry reason, message and source coordinates as UTF-8; long messages are cut."""
-    headers = dict(
-        dead_letter_headers(
+    headers = {
+        name: value or b""
+        for name, value in dead_letter_headers(
             DeadLetterReason.INVALID_JSON, "é" * 2000, topic="in", partition=2, offset=41
         )
-    )
+    }
     assert headers["error.reason"] == b"invalid_json"
     assert headers["source.topic"] == b"in"
     assert headers["source.partition"] == b"2"
@@ -135,6 +136,7 @@ class _Record:
     topic: str = "in"
     partition: int = 0
     timestamp: int = 0
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 class _FlakyPredictor:

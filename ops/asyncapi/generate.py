@@ -28,8 +28,12 @@ from schemas.decode import DecodeError
 from schemas.encode import encode_classified
 from schemas.feedback import ArticleFeedback
 from service.config.commands import ServeSettings
-from service.core.deadletter import MAX_MESSAGE_BYTES, DeadLetterReason, dead_letter_headers
-from service.kafka.publish import VALUE_DROPPED_HEADER
+from service.core.deadletter import (
+    MAX_MESSAGE_BYTES,
+    VALUE_DROPPED_HEADER,
+    DeadLetterReason,
+    dead_letter_headers,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCUMENT_PATH = Path(__file__).resolve().parent / "asyncapi.json"
@@ -125,7 +129,7 @@ def _examples(predictor: Predictor) -> tuple[dict[str, Any], dict[str, Any], dic
     dead = {
         "name": "published-at-without-offset",
         "summary": "The same article with a date that has no offset: refused, as received.",
-        "headers": {name: value.decode() for name, value in headers},
+        "headers": {name: (value or b"").decode() for name, value in headers},
         "payload": EXAMPLE_BROKEN,
         "x-key": key,
     }

@@ -308,6 +308,7 @@ ROWS: tuple[Row, ...] = (
                 ),
                 unit="percentunit",
                 stacked=True,
+                width=6,
             ),
             Panel(
                 "Low-confidence share",
@@ -322,6 +323,21 @@ ROWS: tuple[Row, ...] = (
                 ),
                 unit="percentunit",
                 thresholds=(Threshold("green"), Threshold("orange", 0.2), Threshold("red", 0.4)),
+                width=6,
+            ),
+            Panel(
+                "Uncertain sections",
+                "Articles per second whose best section scored under --section-floor (output"
+                " flagged classification.section.uncertain), by section; empty without a floor.",
+                (
+                    Query(
+                        f"sum by (section) (rate({_P}uncertain_sections_total{{$SEL}}[{_RATE}]))",
+                        "{{section}}",
+                    ),
+                ),
+                unit="ops",
+                stacked=True,
+                width=6,
             ),
             Panel(
                 "Tags per article",
@@ -334,6 +350,40 @@ ROWS: tuple[Row, ...] = (
                     ),
                     _quantile(0.95, _P + "tags_per_article"),
                 ),
+                width=6,
+            ),
+        ),
+    ),
+    Row(
+        "Models per language",
+        (
+            Panel(
+                "Articles by answering model",
+                "Classified articles per second by the model that answered them: a configured"
+                " language (--model de=DIR), or default.",
+                (
+                    Query(
+                        f"sum by (language) (rate({_P}predictions_total{{$SEL}}[{_RATE}]))",
+                        "{{language}}",
+                    ),
+                ),
+                unit="ops",
+                stacked=True,
+                width=12,
+            ),
+            Panel(
+                "Default-model fallbacks",
+                "Articles per second the default model answered although models per language are"
+                " configured: no model for their language (no_model) or no language detected"
+                " (undetected).",
+                (
+                    Query(
+                        f"sum by (reason) (rate({_P}language_fallbacks_total{{$SEL}}[{_RATE}]))",
+                        "{{reason}}",
+                    ),
+                ),
+                unit="ops",
+                width=12,
             ),
         ),
     ),

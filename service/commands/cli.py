@@ -166,7 +166,12 @@ def _evaluate(settings: EvaluateSettings) -> int:
 
 
 def _classify(settings: ClassifySettings) -> int:
-    trust = trust_policy(settings).for_model(settings.model)
+    policy = trust_policy(settings)
+    trust = policy.for_model(settings.model)
+    languages = [
+        (language, directory, policy.for_model(directory))
+        for language, directory in settings.language_models
+    ]
     with (
         _open_binary(settings.input_file, "rb") as source,
         _open_binary(settings.output_file, "wb") as sink,
@@ -181,6 +186,8 @@ def _classify(settings: ClassifySettings) -> int:
             limits=settings.record_limits,
             trust=trust,
             explain=settings.explain,
+            section_floor=settings.section_floor,
+            language_models=languages,
         )
 
 

@@ -27,10 +27,11 @@ from model import (
 )
 from model.compare import compare
 from model.errors import CorpusError
+from model.languages import RoutedPredictor
 from schemas import DEFAULT_LIMITS, LabelledArticle, RecordLimits
 from service.core.classify import classify_values
 from service.core.deadletter import DeadLetterReason
-from service.core.records import Refused
+from service.core.records import ArticlePredictor, Refused
 
 CLASSIFY_BATCH_SIZE = 256
 _SKIPPED_LINES_SHOWN = 10
@@ -114,6 +115,8 @@ def run_classify(
     limits: RecordLimits = DEFAULT_LIMITS,
     trust: ArtifactTrust | None = None,
     explain: int = 0,
+    section_floor: float | None = None,
+    language_models: Sequence[tuple[str, Path, ArtifactTrust | None]] = (),
 ) -> int:
     """Classify ArticleEvent JSONL: one output line per valid input line, in input order.
 
@@ -121,9 +124,21 @@ def run_classify(
     line the service would dead-letter (invalid, over a cap, or failing in the model or the
     encoder) is reported on stderr with its line number, reason and message, and skipped;
     blank lines are ignored. With ``strict`` the exit status is 1 if any line was refused.
-    ``explain`` > 0 adds that many explaining terms per label (``--explain``).
+    ``explain`` > 0 adds that many explaining terms per label (``--explain``); a section
+    scored under ``section_floor`` is flagged ``uncertain`` (``--section-floor``).
+    ``language_models`` (language, directory, trust) route each article to the model of its
+    language; the one in ``model_dir`` answers the others (``model.languages``).
     """
-    predictor = Predictor.load(model_dir, trust)
+    default = Predictor.load(model_dir, trust, section_floor=section_floor)
+    predictor: ArticlePredictor = default
+    if language_models:
+        predictor = RoutedPredictor(
+            default,
+            {
+                language: Predictor.load(directory, checks, section_floor=section_floor)
+                for language, directory, checks in language_models
+            },
+        )
     valid = invalid = 0
     for batch in _batches(_lines(source, max_event_bytes), CLASSIFY_BATCH_SIZE):
         outcomes = iter(

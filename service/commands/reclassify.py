@@ -31,7 +31,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from service.commands.wiring import build_classifier, build_observers, trust_policy
+from service.commands.wiring import (
+    Observers,
+    build_classifier,
+    build_observers,
+    trust_policy,
+)
 from service.config.commands import ReclassifySettings
 from service.core.backoff import Backoff
 from service.core.errors import (
@@ -42,7 +47,6 @@ from service.core.errors import (
     RegistryUnavailableError,
     ServiceError,
 )
-from service.core.records import BatchObserver
 from service.http.server import HealthServer
 from service.kafka.clients import (
     client_options,
@@ -136,7 +140,8 @@ async def run_reclassify(
     """
     stderr = stderr or sys.stderr
     registry = registry if registry is not None else CollectorRegistry()
-    metrics, health, batch_observers = build_observers(registry, settings)
+    observers = build_observers(registry, settings)
+    metrics, health = observers.metrics, observers.health
     classifier = build_classifier(settings, trust_policy(settings), predictor=predictor)
     # Built from the live topics: the allowed input subject stays <input-topic>-value when
     # --from-dead-letters reads the dead letters of that input.
@@ -145,6 +150,7 @@ async def run_reclassify(
         stack.callback(classifier.close)
         if framing is not None:
             stack.push_async_callback(framing.client.close)
+        stack.callback(observers.traces.close)
         if settings.replay_metrics_port is not None:
             await stack.enter_async_context(
                 HealthServer(
@@ -157,7 +163,13 @@ async def run_reclassify(
         model = await classifier.start()
         metrics.model_info.info({"name": model.name, "version": model.version})
         health.model_loaded = True
-        job = settings.job(model.version)
+        # With models per language, each one's version names the job too (without, the
+        # default model's version alone, as before).
+        versions = ",".join(
+            [model.version]
+            + [f"{language}={m.version}" for language, m in classifier.models.languages]
+        )
+        job = settings.job(versions)
         group = settings.replay_group_id or _GROUP_PREFIX + job
         # Replaying dead letters reads the dead-letter topic and writes failures back to it:
         # the range's fixed end keeps that from looping, unlike the live service.
@@ -189,7 +201,7 @@ async def run_reclassify(
             stop=stop,
             metrics=metrics,
             health=health,
-            batch_observers=batch_observers,
+            observers=observers,
             framing=framing,
         )
         state = "done" if done else "interrupted; run the same command again to resume"
@@ -335,7 +347,7 @@ async def _sessions(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    batch_observers: tuple[BatchObserver, ...],
+    observers: Observers,
     framing: RegistryFraming | None = None,
 ) -> bool:
     """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
@@ -369,7 +381,7 @@ async def _sessions(
             stop=stop,
             metrics=metrics,
             health=health,
-            batch_observers=batch_observers,
+            observers=observers,
             on_started=backoff.reset,
             framing=framing,
         )
@@ -392,7 +404,7 @@ async def _session(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    batch_observers: tuple[BatchObserver, ...],
+    observers: Observers,
     on_started: Any,
     framing: RegistryFraming | None = None,
 ) -> bool:
@@ -423,7 +435,8 @@ async def _session(
             settings=service,
             metrics=metrics,
             health=health,
-            observers=batch_observers,
+            observers=observers.batches,
+            traces=observers.traces,
             limits=limits,
             bounds=gate,
             framing=framing,

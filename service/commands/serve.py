@@ -34,7 +34,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from service.commands.wiring import build_classifier, build_observers, trust_policy
+from service.commands.wiring import (
+    Observers,
+    build_classifier,
+    build_observers,
+    trust_policy,
+)
 from service.config.commands import ServeSettings
 from service.core.backoff import Backoff
 from service.core.errors import (
@@ -46,7 +51,7 @@ from service.core.errors import (
     RegistryUnavailableError,
     TransactionsUnsupportedError,
 )
-from service.core.records import ArticlePredictor, BatchObserver, ShadowBatch
+from service.core.records import ArticlePredictor, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
 from service.http.api import ApiServer
 from service.http.server import HealthServer
@@ -108,7 +113,8 @@ async def run_service(
     """
     stop = stop or asyncio.Event()
     registry = registry if registry is not None else CollectorRegistry()
-    metrics, health, batch_observers = build_observers(registry, settings)
+    observers = build_observers(registry, settings)
+    metrics, health = observers.metrics, observers.health
     policy = trust_policy(settings)
     shadow = _Shadow(settings, metrics)
     classifier = build_classifier(
@@ -121,6 +127,7 @@ async def run_service(
     framing = build_registry_framing(settings)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
+        stack.callback(observers.traces.close)
         stack.push_async_callback(shadow.close)
         if framing is not None:
             stack.push_async_callback(framing.client.close)
@@ -154,6 +161,7 @@ async def run_service(
                 model_path=settings.model,
                 shadow_path=settings.shadow_model,
                 policy=policy,
+                language_paths=settings.language_dirs,
                 poll_s=settings.model_poll_s,
                 metrics=metrics,
                 health=health,
@@ -166,7 +174,7 @@ async def run_service(
             stop=stop,
             metrics=metrics,
             health=health,
-            batch_observers=batch_observers,
+            observers=observers,
             framing=framing,
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
@@ -181,6 +189,11 @@ def _log_loaded(models: ModelSetIdentity, classify_in: str) -> None:
             "model_sha256": models.primary.sha256,
             "classify_in": classify_in,
             "shadow_version": models.shadow.version if models.shadow else None,
+            "language_models": {
+                language: f"{identity.name} {identity.version}"
+                for language, identity in models.languages
+            }
+            or None,
         },
     )
 
@@ -251,7 +264,7 @@ async def _sessions(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    batch_observers: tuple[BatchObserver, ...],
+    observers: Observers,
     framing: RegistryFraming | None = None,
 ) -> int:
     """Run consumer-group sessions until stopped, restarting after any failure.
@@ -295,7 +308,7 @@ async def _sessions(
             stop=stop,
             metrics=metrics,
             health=health,
-            batch_observers=batch_observers,
+            observers=observers,
             on_started=backoff.reset,
             half_open=breaker.half_open,
             on_breaker_closed=breaker.closed,
@@ -404,7 +417,7 @@ async def _session(
     stop: asyncio.Event,
     metrics: ServiceMetrics,
     health: Health,
-    batch_observers: tuple[BatchObserver, ...],
+    observers: Observers,
     on_started: Callable[[], None] = lambda: None,
     half_open: bool = False,
     on_breaker_closed: Callable[[], None] | None = None,
@@ -448,7 +461,8 @@ async def _session(
             settings=settings,
             metrics=metrics,
             health=health,
-            observers=batch_observers,
+            observers=observers.batches,
+            traces=observers.traces,
             limits=limits,
             half_open=half_open,
             on_breaker_closed=on_breaker_closed,

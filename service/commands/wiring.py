@@ -18,12 +18,13 @@ from service.config.commands import PipelineSettings
 from service.config.options import ModelTrust, Rollout
 from service.core.deadletter import DeadLetterReason
 from service.core.records import ArticlePredictor, BatchObserver, Topics
-from service.models.loading import ModelSpec, TrustPolicy
+from service.models.loading import LanguageModel, ModelSpec, TrustPolicy
 from service.models.workers import ModelClassifier, ShadowSink, make_classifier
 from service.observe.batches import BatchMetrics
 from service.observe.drift import DriftObserver, DriftTracker
 from service.observe.health import Health
 from service.observe.metrics import ServiceMetrics
+from service.observe.tracing import Traces, tracing_from_environment
 
 
 class Observers(NamedTuple):
@@ -33,11 +34,16 @@ class Observers(NamedTuple):
     metrics: ServiceMetrics
     health: Health
     batches: tuple[BatchObserver, ...]
+    #: The service's span in each record's trace (``OTEL_*`` variables; off by default).
+    traces: Traces
 
 
-def build_observers(registry: CollectorRegistry, settings: PipelineSettings) -> Observers:
-    """Fresh metrics in ``registry``, a health whose readiness is also a gauge, and the batch
-    observers: the metrics of what the model said and delivered, and the drift signals."""
+def build_observers(
+    registry: CollectorRegistry, settings: PipelineSettings, traces: Traces | None = None
+) -> Observers:
+    """Fresh metrics in ``registry``, a health whose readiness is also a gauge, the batch
+    observers (the metrics of what the model said and delivered, and the drift signals),
+    and the trace stamping the ``OTEL_*`` variables ask for unless ``traces`` is given."""
     metrics = ServiceMetrics(registry)
     metrics.show_dead_letter_reasons(reason.value for reason in DeadLetterReason)
     health = Health()
@@ -46,7 +52,8 @@ def build_observers(registry: CollectorRegistry, settings: PipelineSettings) -> 
         BatchMetrics(metrics, settings.low_confidence_threshold),
         DriftObserver(DriftTracker(metrics.drift_gauges), settings.drift_window),
     )
-    return Observers(metrics, health, batches)
+    traces = traces if traces is not None else tracing_from_environment()
+    return Observers(metrics, health, batches, traces)
 
 
 def trust_policy(settings: ModelTrust) -> TrustPolicy:
@@ -61,11 +68,16 @@ def trust_policy(settings: ModelTrust) -> TrustPolicy:
 
 
 def model_spec(
-    settings: ModelTrust, policy: TrustPolicy, rollout: Rollout | None = None
+    settings: ModelTrust,
+    policy: TrustPolicy,
+    rollout: Rollout | None = None,
+    *,
+    section_floor: float | None = None,
 ) -> ModelSpec:
     """What to load at start: the live model and, with a ``rollout`` naming one, the
     candidate, each with what its artifact must satisfy (the pin file and the candidate's
-    digest are read now)."""
+    digest are read now), the models per language (``--model de=DIR``, each checked as the
+    live model is), and the ``--section-floor`` all are loaded with."""
     shadow = rollout.shadow_model if rollout is not None else None
     return ModelSpec(
         primary=settings.model,
@@ -73,6 +85,11 @@ def model_spec(
         shadow=shadow,
         shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
         shadow_topic=rollout.shadow_topic if rollout is not None else None,
+        section_floor=section_floor,
+        languages=tuple(
+            LanguageModel(language, directory, policy.for_model(directory))
+            for language, directory in settings.language_models
+        ),
     )
 
 
@@ -98,6 +115,6 @@ def build_classifier(
         max_deaths=settings.worker_max_deaths,
         limits=settings.record_limits,
         explain=settings.explain,
-        spec=model_spec(settings, policy, rollout),
+        spec=model_spec(settings, policy, rollout, section_floor=settings.section_floor),
         on_shadow=on_shadow,
     )

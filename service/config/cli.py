@@ -65,7 +65,11 @@ def add_command(
         epilog=f"Each option can also be set with the environment variable shown; flags win. "
         f"A secret also comes from the file {ENV_PREFIX}<NAME>{FILE_SUFFIX} names.",
     )
-    placed = [(_placement(settings_cls, name), name) for name in settings_cls.model_fields]
+    placed = [
+        (_placement(settings_cls, name), name)
+        for name, field in settings_cls.model_fields.items()
+        if not _extra(field, "internal")
+    ]
     placed.sort(key=lambda item: (_GROUP_ORDER.get(item[0][0], -1), item[0][1]))
     groups: dict[str, argparse._ArgumentGroup] = {}
     for (title, _), field_name in placed:
@@ -112,6 +116,7 @@ def _placement(settings_cls: type[CommandSettings], field_name: str) -> tuple[st
 
 def _add_flag(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> None:
     inner, repeated = _element_type(field.annotation)
+    repeated = repeated or bool(_extra(field, "repeat"))
     text = field.description or ""
     if field.is_required():
         text += " (required)"
@@ -202,7 +207,11 @@ def known_variables() -> frozenset[str]:
     """The environment variables of every command's settings."""
     names: set[str] = set()
     for settings_cls in COMMANDS.values():
-        names.update(env_name(name) for name in settings_cls.model_fields)
+        names.update(
+            env_name(name)
+            for name, field in settings_cls.model_fields.items()
+            if not _extra(field, "internal")
+        )
         names.update(env_name(name) + FILE_SUFFIX for name in secret_fields(settings_cls))
     return frozenset(names)
 

@@ -45,6 +45,7 @@ from service.config.options import (
     RecordCaps,
     Rollout,
     SchemaRegistry,
+    SectionFloor,
     ServiceGroup,
     SuggestApi,
     flag,
@@ -145,6 +146,7 @@ class PipelineSettings(
     ArticleTopics,
     GroupTiming,
     ModelTrust,
+    SectionFloor,
     ModelRunning,
     Explaining,
     RecordCaps,
@@ -349,8 +351,14 @@ class EvaluateSettings(ModelTrust, CommandSettings):
     )
     skip_invalid: bool = Field(default=False, description="skip and count invalid lines")
 
+    @model_validator(mode="after")
+    def _one_model(self) -> EvaluateSettings:
+        if self.language_models:
+            raise ValueError("evaluate scores one model: give --model DIR once")
+        return self
 
-class ClassifySettings(ModelTrust, Explaining, RecordCaps, CommandSettings):
+
+class ClassifySettings(ModelTrust, SectionFloor, Explaining, RecordCaps, CommandSettings):
     """``classify``"""
 
     own_group: ClassVar[str] = "Files"

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import NoDecode
 
+from model.languages import primary_subtag
 from model.trust import normalize_sha256
 from schemas import (
     DEFAULT_MAX_DEPTH,
@@ -355,13 +356,57 @@ class ServiceGroup(BaseModel):
         return f"{self.group_id}.feedback"
 
 
+#: The key of ``--model default=DIR``, the same as a plain ``--model DIR``.
+DEFAULT_MODEL_KEY = "default"
+
+
+def _language_models(values: Any) -> Any:
+    """``--model`` values (or ``ARTICLE_CLASSIFIER_MODEL``, comma-separated when it names a
+    language) split into the default model and the models per language."""
+    if not isinstance(values, dict) or values.get("model") is None:
+        return values
+    raw = values["model"]
+    if isinstance(raw, str) and "=" in raw:
+        items: list[Any] = [item.strip() for item in raw.split(",") if item.strip()]
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        items = [raw]
+    defaults: list[str] = []
+    languages: dict[str, str] = {}
+    for item in items:
+        text = str(item)
+        key, sep, directory = text.partition("=")
+        key = key.strip().lower()
+        if sep and key == DEFAULT_MODEL_KEY:
+            defaults.append(directory)
+        elif sep and primary_subtag(key) == key:
+            if key in languages:
+                raise ValueError(f"--model {key}=...: the language {key!r} is given twice")
+            languages[key] = directory
+        else:
+            defaults.append(text)
+    if len(defaults) != 1:
+        raise ValueError(
+            f"--model: give exactly one default model (DIR or default=DIR) beside the LANG=DIR "
+            f"models, not {len(defaults)}"
+        )
+    return {**values, "model": defaults[0], "language_models": tuple(sorted(languages.items()))}
+
+
 class ModelTrust(BaseModel):
     """Model"""
 
     model: Path = Field(
-        json_schema_extra=shown_as("DIR"),
-        description="the directory of a trained model artifact (article-classifier train); "
-        "no model is built in",
+        json_schema_extra={"metavar": "[LANG=]DIR", "repeat": True},
+        description="model artifact directory (article-classifier train); repeat as LANG=DIR for "
+        "one model per language, the plain DIR (or default=DIR) answering the rest",
+    )
+    #: Set from ``--model LANG=DIR`` values only (no flag or variable of its own).
+    language_models: tuple[tuple[str, Path], ...] = Field(
+        default=(),
+        json_schema_extra={"internal": True},
+        description="the models per language, from --model LANG=DIR",
     )
     model_sha256: Sha256 | None = Field(
         default=None,
@@ -375,6 +420,16 @@ class ModelTrust(BaseModel):
         default=None,
         description="Ed25519 public key (PEM): load only an artifact signed with its private key",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_models(cls, values: Any) -> Any:
+        return _language_models(values)
+
+    @property
+    def language_dirs(self) -> dict[str, Path]:
+        """The model directory of each configured language."""
+        return dict(self.language_models)
 
     @model_validator(mode="after")
     def _one_pin(self) -> ModelTrust:
@@ -401,6 +456,19 @@ class ModelRunning(BaseModel):
         ge=1,
         le=1000,
         description="worker-process deaths on single articles in a row that open the breaker",
+    )
+
+
+class SectionFloor(BaseModel):
+    """Model"""
+
+    section_floor: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        json_schema_extra=shown_as("F"),
+        description="flag a section whose calibrated score is under F as uncertain "
+        "(classification.section.uncertain) and count it (default: off)",
     )
 
 

@@ -29,7 +29,9 @@ from schemas import (
     utc_now_rfc3339,
 )
 from service.core.deadletter import DeadLetterReason, dead_letter_headers
+from service.core.headers import carried
 from service.core.records import (
+    ArticleNotes,
     ArticlePredictor,
     BatchResult,
     Classified,
@@ -80,13 +82,13 @@ def _classify_values(
     """The outcomes, plus each value decoded and the model's results by ``id(event)``."""
     decoded = [_decode(value, max_event_bytes, limits) for value in values]
     valid = [item for item in decoded if isinstance(item, ArticleEvent)]
-    texts: dict[int, tuple[int, int]] = {}
+    texts: dict[int, ArticleNotes] = {}
     predictions = _predict(predictor, valid, explain=explain, texts=texts)
     classified_at = utc_now_rfc3339()
     outcomes = [
         item
         if isinstance(item, Refused)
-        else _encode(item, predictions[id(item)], classified_at, texts.get(id(item), (0, 0)))
+        else _encode(item, predictions[id(item)], classified_at, texts.get(id(item)))
         for item in decoded
     ]
     return outcomes, decoded, predictions
@@ -166,7 +168,7 @@ def classify_batch(
                 topic=topics.output,
                 key=record.key,
                 value=outcome.value,
-                headers=[],
+                headers=carried(record.headers),
                 source_partition=record.partition,
                 source_offset=record.offset,
                 source_timestamp_ms=record.timestamp,
@@ -201,13 +203,13 @@ def _encode(
     event: ArticleEvent,
     prediction: Classification | Exception,
     classified_at: str,
-    text: tuple[int, int] = (0, 0),
+    notes: ArticleNotes | None = None,
 ) -> Outcome:
     if isinstance(prediction, Exception):
         return _failure("the model", prediction, event.article_id)
     try:
         _check(prediction)
-        verdict = Verdict.of(prediction, text)
+        verdict = Verdict.of(prediction, notes)
     except _NOT_PER_RECORD:
         raise
     except Exception as error:
@@ -261,13 +263,13 @@ def _predict(
     valid: list[ArticleEvent],
     *,
     explain: int = 0,
-    texts: dict[int, tuple[int, int]] | None = None,
+    texts: dict[int, ArticleNotes] | None = None,
 ) -> dict[int, Classification | Exception]:
     """Results keyed by ``id(event)``: a classification, or the error of the model on that
     article alone (after the whole batch failed and each article was retried by itself).
 
-    ``texts``, if given, receives each classified article's (tokens, unknown tokens) by
-    ``id(event)`` from a predictor that counts them.
+    ``texts``, if given, receives each classified article's ``ArticleNotes`` (tokens,
+    unknown tokens, the model that answered) by ``id(event)`` from a predictor that says.
     """
     if not valid:
         return {}
@@ -301,16 +303,28 @@ def _run_model(
     articles: list[ArticleEvent],
     *,
     explain: int,
-    texts: dict[int, tuple[int, int]] | None,
+    texts: dict[int, ArticleNotes] | None,
 ) -> list[Classification]:
     if not isinstance(predictor, ObservedPredictor):
         return predictor.predict(articles)
     batch = predictor.predict_batch(articles, explain=explain)
-    if texts is not None and len(batch.tokens) == len(articles):
+    if texts is None or len(batch.tokens) != len(articles):
+        return batch.classifications
+    if len(batch.languages) == len(articles):
+        for article, tokens, unknown, language, fallback in zip(
+            articles,
+            batch.tokens,
+            batch.unknown_tokens,
+            batch.languages,
+            batch.fallbacks,
+            strict=True,
+        ):
+            texts[id(article)] = ArticleNotes(tokens, unknown, language, fallback)
+    else:
         for article, tokens, unknown in zip(
             articles, batch.tokens, batch.unknown_tokens, strict=True
         ):
-            texts[id(article)] = (tokens, unknown)
+            texts[id(article)] = ArticleNotes(tokens, unknown)
     return batch.classifications
 
 
@@ -351,7 +365,12 @@ def dead_letter(
         },
     )
     headers = dead_letter_headers(
-        reason, message, topic=record.topic, partition=record.partition, offset=record.offset
+        reason,
+        message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        forwarded=record.headers,
     )
     return Outgoing(
         topic=dead_letter_topic,

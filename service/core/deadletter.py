@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 from schemas import DecodeErrorReason
+from service.core.headers import Header, carried
 
 #: Longest ``error.message`` header; a validation message can quote a lot of input.
 MAX_MESSAGE_BYTES = 1024
+#: Set on a dead letter whose value was too large to forward: the value's size in bytes.
+VALUE_DROPPED_HEADER = "error.value_dropped"
 
 
 class DeadLetterReason(StrEnum):
@@ -36,12 +40,16 @@ def dead_letter_headers(
     topic: str,
     partition: int,
     offset: int,
-) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter, values UTF-8 encoded (the message cut to a bound)."""
+    forwarded: Sequence[Header] | None = None,
+) -> list[Header]:
+    """The headers of a dead letter: the input's ``forwarded`` ones first (see
+    ``service.core.headers``), then why and where from, UTF-8 encoded (the message cut to a
+    bound)."""
     encoded = message.encode("utf-8")
     if len(encoded) > MAX_MESSAGE_BYTES:
         encoded = encoded[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
     return [
+        *carried(forwarded),
         ("error.reason", str(reason.value).encode()),
         ("error.message", encoded),
         ("source.topic", topic.encode()),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from schemas import ArticleEvent, Classification
 from service.core.deadletter import DeadLetterReason
+from service.core.headers import Header
 
 if TYPE_CHECKING:
     from model.baseline import TrainingBaseline
@@ -61,6 +62,9 @@ class InputRecord(Protocol):
     @property
     def value(self) -> bytes | None: ...
 
+    @property
+    def headers(self) -> Sequence[Header]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -69,12 +73,27 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[Header]
     source_partition: int
     source_offset: int
     source_timestamp_ms: int
     #: None for a classified article, else the dead-letter reason.
     reason: DeadLetterReason | None = None
+
+
+#: The model key of the default model (``--model DIR``), as metrics label it.
+DEFAULT_MODEL = "default"
+
+
+class ArticleNotes(NamedTuple):
+    """What the predictor said about one article beside its classification: its tokens and
+    unknown tokens, the model that answered (a language, or ``default``) and why it went
+    to the default model when a language model was expected (``no_model``, ``undetected``)."""
+
+    tokens: int = 0
+    unknown_tokens: int = 0
+    language: str = DEFAULT_MODEL
+    fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,9 @@ class Verdict:
 
     ``tokens`` and ``unknown_tokens`` count the tokens of the text the model read and those
     outside its vocabulary (both 0 from a predictor that does not count them).
+    ``uncertain``: the section was scored under the model's ``--section-floor``.
+    ``language`` names the model that answered and ``fallback`` why an article went to the
+    default model (``ArticleNotes``).
     """
 
     section: str | None
@@ -90,17 +112,27 @@ class Verdict:
     tag_count: int
     tokens: int = 0
     unknown_tokens: int = 0
+    uncertain: bool = False
+    language: str = DEFAULT_MODEL
+    fallback: str | None = None
 
     @classmethod
-    def of(cls, classification: Classification, text: tuple[int, int] = (0, 0)) -> Verdict:
+    def of(cls, classification: Classification, notes: ArticleNotes | None = None) -> Verdict:
         section = classification.section
+        notes = notes or _NO_NOTES
         return cls(
             section.label if section else None,
             section.score if section else None,
             len(classification.tags),
-            text[0],
-            text[1],
+            notes.tokens,
+            notes.unknown_tokens,
+            section is not None and section.uncertain is True,
+            notes.language,
+            notes.fallback,
         )
+
+
+_NO_NOTES = ArticleNotes()
 
 
 @dataclass

@@ -33,8 +33,9 @@ from aiokafka.errors import (
 from schemas import DecodeError, decode_feedback
 from service.config.commands import ServeSettings
 from service.core.backoff import Backoff
-from service.core.deadletter import dead_letter_headers
+from service.core.deadletter import VALUE_DROPPED_HEADER, dead_letter_headers
 from service.core.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
+from service.core.headers import Header
 from service.feedback.quality import QualityTracker, manifest_labels
 from service.kafka.clients import (
     client_options,
@@ -43,7 +44,6 @@ from service.kafka.clients import (
     security_kwargs,
     start_unless_stopped,
 )
-from service.kafka.publish import VALUE_DROPPED_HEADER
 from service.kafka.supervisor import Restart, Supervisor
 from service.observe.metrics import ServiceMetrics
 
@@ -300,13 +300,14 @@ async def _commit(consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list
         )
 
 
-def _headers(record: Any, error: DecodeError) -> list[tuple[str, bytes]]:
+def _headers(record: Any, error: DecodeError) -> list[Header]:
     return dead_letter_headers(
         error.reason,
         error.message,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
+        forwarded=record.headers,
     )
 
 

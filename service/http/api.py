@@ -35,6 +35,7 @@ from schemas import RecordLimits
 from schemas.api import MAX_EXPLAIN, ApiError, ApiErrorReason, ApiProblem
 from service.config.commands import ServeSettings
 from service.core.errors import WorkerUnstableError
+from service.core.headers import Header
 from service.core.records import Outgoing
 from service.http.api_request import Events, parse_events
 from service.http.openapi import CLASSIFY_PATH, OPENAPI_PATH, render_openapi
@@ -118,6 +119,7 @@ class _ApiRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[Header, ...] = ()
 
 
 class ClassifyApi:
@@ -250,7 +252,7 @@ def _render(outgoing: Sequence[Outgoing], single: bool) -> bytes | list[ApiProbl
             problems.append(
                 ApiProblem(
                     reason=_reason(record.reason.value),
-                    message=headers.get("error.message", b"").decode("utf-8", "replace"),
+                    message=(headers.get("error.message") or b"").decode("utf-8", "replace"),
                     index=None if single else index,
                 )
             )

@@ -58,6 +58,7 @@ from service.kafka.transactions import PartitionTransactions
 from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
 from service.observe.metrics import ServiceMetrics
+from service.observe.tracing import ContinuedTraces, Traces
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,11 @@ class Pipeline:
         on_breaker_closed: Callable[[], None] | None = None,
         bounds: Bounds | None = None,
         transactions: PartitionTransactions | None = None,
+        traces: Traces | None = None,
         framing: RegistryFraming | None = None,
     ) -> None:
         self._consumer = consumer
+        self._traces = traces if traces is not None else ContinuedTraces()
         self._framing = framing
         self._bounds = bounds if bounds is not None else Unbounded()
         self._producer = producer
@@ -355,6 +358,9 @@ class Pipeline:
                 )
             outgoing = self._publisher.fit(batch.result.outgoing, batch.sources())
             outgoing = self._bounds.rewrite(outgoing, batch.sources())
+            outgoing = self._traces.stamp(
+                outgoing, started_s=batch.started, topic=self._settings.input_topic
+            )
             batch.result.outgoing = outgoing
             batch.acknowledge = await self._delivery.send(
                 outgoing, batch.next_offsets, batch.sources()

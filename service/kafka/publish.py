@@ -39,7 +39,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from service.core.classify import dead_letter
-from service.core.deadletter import DeadLetterReason
+from service.core.deadletter import VALUE_DROPPED_HEADER, DeadLetterReason
 from service.core.errors import DeliveryError
 from service.core.records import Delivery, InputRecord, Outgoing
 
@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 _BATCH_OVERHEAD_BYTES = 128
 _BATCH_HEADER_BYTES = 61
 _HEADER_OVERHEAD_BYTES = 10
-VALUE_DROPPED_HEADER = "error.value_dropped"
 
 #: Produce errors about the records themselves: retrying cannot help, isolating can.
 #: UnknownError stands for INVALID_RECORD (87), which aiokafka 0.14 does not name.
@@ -66,7 +65,7 @@ SourceKey = tuple[int, int]
 
 def record_bytes(item: Outgoing) -> int:
     """What ``item`` costs against ``max.message.bytes`` when it is alone in a batch."""
-    headers = sum(len(k) + len(v) + _HEADER_OVERHEAD_BYTES for k, v in item.headers)
+    headers = sum(len(k) + len(v or b"") + _HEADER_OVERHEAD_BYTES for k, v in item.headers)
     return _BATCH_OVERHEAD_BYTES + len(item.key or b"") + len(item.value or b"") + headers
 
 

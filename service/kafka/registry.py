@@ -38,7 +38,15 @@ from service.config.options import RegistryInput
 from service.core.classify import dead_letter
 from service.core.deadletter import DeadLetterReason
 from service.core.errors import RegistryUnavailableError
-from service.core.framing import Framed, FramingError, Unframed, frame, unframe
+from service.core.framing import (
+    VALUE_SCHEMA_ID_HEADER,
+    Framed,
+    FramingError,
+    Unframed,
+    frame,
+    unframe,
+)
+from service.core.headers import Header
 from service.core.records import BatchResult, InputRecord, Outgoing
 
 logger = logging.getLogger(__name__)
@@ -143,6 +151,7 @@ class _Payload:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[Header]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +272,7 @@ class RegistryFraming:
                     record.timestamp,
                     record.key,
                     framing.payload,
+                    record.headers or (),
                 )
             )
         return refusal
@@ -332,19 +342,24 @@ class RegistryFraming:
     def _reframe(self, item: Outgoing, record: Any) -> Outgoing:
         if item.reason is not None:
             # A dead letter carries the record as received, framing included.
-            return item if record is None else _with_value(item, record.value)
+            return item if record is None else _with_value(item, record.value, item.headers)
+        # The input's schema id header names the input's schema, not the output's: a
+        # consumer reading it (confluent-kafka reads the header before the prefix) would
+        # decode the output with the wrong schema.
+        headers = [header for header in item.headers if header[0] != VALUE_SCHEMA_ID_HEADER]
         if self.output_id is None or item.value is None:
-            return item
-        return _with_value(item, frame(self.output_id, item.value))
+            return _with_value(item, item.value, headers)
+        return _with_value(item, frame(self.output_id, item.value), headers)
 
 
-def _with_value(item: Outgoing, value: bytes | None) -> Outgoing:
-    """``item`` with another value (once per record: cheaper than ``dataclasses.replace``)."""
+def _with_value(item: Outgoing, value: bytes | None, headers: list[Header]) -> Outgoing:
+    """``item`` with another value and headers (once per record: cheaper than
+    ``dataclasses.replace``)."""
     return Outgoing(
         topic=item.topic,
         key=item.key,
         value=value,
-        headers=item.headers,
+        headers=headers,
         source_partition=item.source_partition,
         source_offset=item.source_offset,
         source_timestamp_ms=item.source_timestamp_ms,

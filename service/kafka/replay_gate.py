@@ -22,8 +22,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from service.core.deadletter import VALUE_DROPPED_HEADER
 from service.core.records import Outgoing
-from service.kafka.publish import VALUE_DROPPED_HEADER, SourceKey
+from service.kafka.publish import SourceKey
 from service.kafka.replay_range import ReplayRange, encode_metadata
 
 SOURCE_HEADERS = ("source.topic", "source.partition", "source.offset")
@@ -223,6 +224,6 @@ class ReplayGate:
 
 def _header(record: Any, name: str) -> str | None:
     for key, value in getattr(record, "headers", None) or ():
-        if key == name:
+        if key == name and value is not None:
             return bytes(value).decode("utf-8", "replace")
     return None

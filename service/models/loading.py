@@ -55,10 +55,21 @@ class ModelIdentity(NamedTuple):
 
 
 class ModelSetIdentity(NamedTuple):
-    """The live model and the candidate (None without ``--shadow-model``)."""
+    """The live model and the candidate (None without ``--shadow-model``); with models per
+    language, ``primary`` is the default model and ``languages`` the others by language."""
 
     primary: ModelIdentity
     shadow: ModelIdentity | None = None
+    languages: tuple[tuple[str, ModelIdentity], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageModel:
+    """The model of one language (``--model de=DIR``) and what its artifact must satisfy."""
+
+    language: str
+    directory: Path
+    trust: ArtifactTrust | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +81,24 @@ class ModelSpec:
     shadow: Path | None = None
     shadow_trust: ArtifactTrust | None = None
     shadow_topic: str | None = None
+    #: ``--section-floor``: sections scored under it are flagged uncertain (every model).
+    section_floor: float | None = None
+    #: The models per language (``--model de=DIR``); ``primary`` is then the default one.
+    languages: tuple[LanguageModel, ...] = ()
 
     def pinned(self, loaded: ModelSetIdentity) -> ModelSpec:
         """This spec, bound to the exact artifacts that were loaded: a replacement worker
         process loads them again, and must not get whatever the directories hold by then."""
         shadow_sha = loaded.shadow.sha256 if loaded.shadow else None
+        digests = {language: identity.sha256 for language, identity in loaded.languages}
         return replace(
             self,
             trust=_pin(self.trust, loaded.primary.sha256),
             shadow_trust=_pin(self.shadow_trust, shadow_sha) if self.shadow else None,
+            languages=tuple(
+                replace(model, trust=_pin(model.trust, digests.get(model.language)))
+                for model in self.languages
+            ),
         )
 
 
@@ -92,7 +112,11 @@ class LoadedModels:
     @property
     def identity(self) -> ModelSetIdentity:
         candidate = identity_of(self.shadow.candidate) if self.shadow else None
-        return ModelSetIdentity(identity_of(self.primary), candidate)
+        languages = tuple(
+            (language, identity_of(model))
+            for language, model in getattr(self.primary, "languages", ())
+        )
+        return ModelSetIdentity(identity_of(self.primary), candidate, languages)
 
 
 def identity_of(predictor: ArticlePredictor) -> ModelIdentity:
@@ -106,20 +130,24 @@ def load_models(spec: ModelSpec, primary: ArticlePredictor | None = None) -> Loa
     instead of loading ``spec.primary``). Raises ``ModelError`` (``ArtifactTrustError``,
     ``ArtifactError``, ``SmokeTestError``) naming the artifact and the problem."""
     if primary is None:
-        primary = load_predictor(spec.primary, spec.trust)
+        primary = load_predictor(spec.primary, spec.trust, section_floor=spec.section_floor)
         smoke_test(primary, spec.primary)
+    if spec.languages and not hasattr(primary, "languages"):
+        primary = _routed(spec, primary)
     scorer = None
     if spec.shadow is not None:
-        candidate = load_predictor(spec.shadow, spec.shadow_trust)
+        candidate = load_predictor(spec.shadow, spec.shadow_trust, section_floor=spec.section_floor)
         smoke_test(candidate, spec.shadow)
         scorer = CandidateScorer(candidate, topic=spec.shadow_topic)
     return LoadedModels(primary, scorer)
 
 
-def load_predictor(directory: Path, trust: ArtifactTrust | None) -> ArticlePredictor:
+def load_predictor(
+    directory: Path, trust: ArtifactTrust | None, *, section_floor: float | None = None
+) -> ArticlePredictor:
     from model import Predictor  # noqa: PLC0415 - only where the model lives
 
-    predictor: ArticlePredictor = Predictor.load(directory, trust)
+    predictor: ArticlePredictor = Predictor.load(directory, trust, section_floor=section_floor)
     return predictor
 
 
@@ -151,6 +179,32 @@ def smoke_test(predictor: ArticlePredictor, directory: Path | None = None) -> No
                 f"{where}smoke test failed: output says model version {model.version!r}, "
                 f"the model is {predictor.version!r}"
             )
+
+
+def _routed(spec: ModelSpec, default: ArticlePredictor) -> ArticlePredictor:
+    """The default model and one model per language behind one predictor that routes each
+    article by its language; a directory listed twice (with the same trust) loads once."""
+    from model import Predictor  # noqa: PLC0415 - only where the model lives
+    from model.languages import RoutedPredictor  # noqa: PLC0415
+
+    if not isinstance(default, Predictor):
+        raise ModelError("models per language need the default model loaded from an artifact")
+    loaded: dict[tuple[Path, ArtifactTrust | None], Predictor] = {
+        (spec.primary.resolve(), spec.trust): default
+    }
+    by_language: dict[str, Predictor] = {}
+    for model in spec.languages:
+        key = (model.directory.resolve(), model.trust)
+        predictor = loaded.get(key)
+        if predictor is None:
+            predictor = Predictor.load(
+                model.directory, model.trust, section_floor=spec.section_floor
+            )
+            smoke_test(predictor, model.directory)
+            loaded[key] = predictor
+        by_language[model.language] = predictor
+    routed: ArticlePredictor = RoutedPredictor(default, by_language)
+    return routed
 
 
 @cache
@@ -255,6 +309,7 @@ def _pin(trust: ArtifactTrust | None, sha256: str | None) -> ArtifactTrust | Non
 __all__ = [
     "ArtifactError",
     "Fingerprint",
+    "LanguageModel",
     "LoadedModels",
     "ModelIdentity",
     "ModelSetIdentity",

@@ -1,4 +1,5 @@
-"""Hot swap: notice that ``--model`` (or ``--shadow-model``) points to another artifact, or
+"""Hot swap: notice that ``--model`` (any of them: the default model and each language's) or
+``--shadow-model`` points to another artifact, or
 that SIGHUP asked for a reload, and swap the classifier's models without a restart.
 
 A change is detected cheaply: every ``--model-poll-s`` seconds the path is resolved (a
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,13 +53,20 @@ class ModelReloader:
         model_path: Path,
         shadow_path: Path | None,
         policy: TrustPolicy,
+        language_paths: Mapping[str, Path] | None = None,
         poll_s: float,
         metrics: ServiceMetrics,
         health: Health,
         on_swapped: Callable[[ModelSetIdentity], None] = lambda _: None,
     ) -> None:
         self._classifier = classifier
-        self._paths = {PRIMARY: model_path, SHADOW: shadow_path}
+        #: The watched paths: the live (default) model, the candidate, and each language's
+        #: model under its language (``de``), which is also its ``model`` label.
+        self._paths: dict[str, Path | None] = {
+            PRIMARY: model_path,
+            SHADOW: shadow_path,
+            **(language_paths or {}),
+        }
         self._policy = policy
         self._poll_s = poll_s
         self._metrics = metrics
@@ -91,8 +99,7 @@ class ModelReloader:
     async def check(self, *, force: bool = False) -> None:
         """Swap each model whose path points to another artifact (each, with ``force``)."""
         async with self._lock:
-            for which in (PRIMARY, SHADOW):
-                path = self._paths[which]
+            for which, path in self._paths.items():
                 if path is None:
                     continue
                 target = await asyncio.to_thread(_target, path, self._policy.sha256_file)
@@ -123,6 +130,12 @@ class ModelReloader:
         spec, models = self._classifier.spec, self._classifier.models
         if which == PRIMARY:
             return spec.primary.resolve(), models.primary.sha256
+        if which != SHADOW:
+            model = next((m for m in spec.languages if m.language == which), None)
+            identity = dict(models.languages).get(which)
+            if model is None or identity is None:
+                return None
+            return model.directory.resolve(), identity.sha256
         if spec.shadow is None or models.shadow is None:
             return None
         return spec.shadow.resolve(), models.shadow.sha256
@@ -169,6 +182,14 @@ class ModelReloader:
         current = self._classifier.spec
         if which == PRIMARY:
             return replace(current, primary=directory, trust=self._policy.for_model(directory))
+        if which != SHADOW:
+            languages = tuple(
+                replace(model, directory=directory, trust=self._policy.for_model(directory))
+                if model.language == which
+                else model
+                for model in current.languages
+            )
+            return replace(current, languages=languages)
         return replace(
             current, shadow=directory, shadow_trust=self._policy.for_candidate(directory)
         )
@@ -180,6 +201,10 @@ def show_models(metrics: ServiceMetrics, health: Health, models: ModelSetIdentit
     # Info keeps one label set: the old model's series is replaced, not kept beside it.
     metrics.model_info.info({"name": primary.name, "version": primary.version})
     metrics.show_sections(primary.sections)
+    for language, identity in models.languages:
+        metrics.show_sections(identity.sections, language)
+    # At 0 even without models per language, so that the dashboard's panel has a series.
+    metrics.show_language_fallbacks(("no_model", "undetected"))
     health.model_name, health.model_version = primary.name, primary.version
     health.model_sha256 = primary.sha256
     if models.shadow is not None:
@@ -203,7 +228,11 @@ def _reason(error: BaseException) -> str:
 
 
 def _identity(models: ModelSetIdentity, which: str) -> ModelIdentity | None:
-    return models.primary if which == PRIMARY else models.shadow
+    if which == PRIMARY:
+        return models.primary
+    if which == SHADOW:
+        return models.shadow
+    return dict(models.languages).get(which)
 
 
 def _version(models: ModelSetIdentity, which: str) -> str | None:

@@ -40,6 +40,7 @@ from service.config.options import (
 )
 from service.core.classify import classify_batch, dead_letter_for_crash, predict_events
 from service.core.errors import WorkerUnstableError
+from service.core.headers import Header
 from service.core.records import (
     ArticlePredictor,
     BatchResult,
@@ -135,6 +136,7 @@ class WireRecord(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[Header] = ()
 
 
 #: Called on the event loop with each batch's shadow comparison.
@@ -187,7 +189,11 @@ class ThreadClassifier:
         # A thread of its own: the classify thread keeps serving batches meanwhile. A live
         # model the swap leaves as it is (a new candidate only) is kept, not reloaded.
         current = self._current()
-        unchanged = spec.primary == self._spec.primary and spec.trust == self._spec.trust
+        unchanged = (
+            spec.primary == self._spec.primary
+            and spec.trust == self._spec.trust
+            and spec.languages == self._spec.languages
+        )
         loaded = await asyncio.to_thread(_load_models, spec, current.primary if unchanged else None)
         self._loaded = loaded
         self._spec = spec.pinned(loaded.identity)
@@ -308,7 +314,8 @@ class ProcessClassifier:
     ) -> BatchResult:
         terms = self._explain if explain is None else explain
         wire = [
-            WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records
+            WireRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
+            for r in records
         ]
         for attempt in (1, 2):
             try:
@@ -476,6 +483,9 @@ def _resolved(spec: ModelSpec) -> ModelSpec:
         spec,
         primary=spec.primary.resolve(),
         shadow=spec.shadow.resolve() if spec.shadow is not None else None,
+        languages=tuple(
+            replace(model, directory=model.directory.resolve()) for model in spec.languages
+        ),
     )
 
 

@@ -17,18 +17,30 @@ class BatchMetrics:
         self._threshold = low_confidence_threshold
 
     def on_classified(self, result: BatchResult) -> None:
-        """Duration, articles, predicted sections, tags per article, low confidence."""
+        """Duration, articles, predicted sections, tags per article, low confidence and
+        sections under the floor."""
         metrics = self._metrics
         metrics.classification_duration.observe(result.duration_s)
         metrics.articles_classified.inc(len(result.verdicts))
-        sections: Counter[str] = Counter()
+        sections: Counter[tuple[str, str]] = Counter()
+        uncertain: Counter[tuple[str, str]] = Counter()
+        fallbacks: Counter[str] = Counter()
         low = 0
         for verdict in result.verdicts:
-            sections[verdict.section or "none"] += 1
+            key = (verdict.section or "none", verdict.language)
+            sections[key] += 1
+            if verdict.uncertain:
+                uncertain[key] += 1
+            if verdict.fallback is not None:
+                fallbacks[verdict.fallback] += 1
             metrics.tags_per_article.observe(verdict.tag_count)
             low += verdict.section_score is not None and verdict.section_score < self._threshold
-        for label, count in sections.items():
-            metrics.predictions.labels(label).inc(count)
+        for (label, language), count in sections.items():
+            metrics.predictions.labels(label, language).inc(count)
+        for (label, language), count in uncertain.items():
+            metrics.uncertain_sections.labels(label, language).inc(count)
+        for reason, count in fallbacks.items():
+            metrics.language_fallbacks.labels(reason).inc(count)
         if low:
             metrics.low_confidence.inc(low)
 

@@ -92,8 +92,9 @@ class ServiceMetrics:
         )
         self.predictions = Counter(
             f"{_PREFIX}_predictions_total",
-            "Articles by predicted section.",
-            ["section"],
+            "Articles by predicted section and the model that answered (language: a configured"
+            " language, or default).",
+            ["section", "language"],
             registry=registry,
         )
         self.tags_per_article = Histogram(
@@ -105,6 +106,20 @@ class ServiceMetrics:
         self.low_confidence = Counter(
             f"{_PREFIX}_low_confidence_total",
             "Articles whose section score is under the low-confidence threshold.",
+            registry=registry,
+        )
+        self.uncertain_sections = Counter(
+            f"{_PREFIX}_uncertain_sections_total",
+            "Articles whose best section scored under --section-floor (flagged"
+            " classification.section.uncertain), by that section and the model that answered.",
+            ["section", "language"],
+            registry=registry,
+        )
+        self.language_fallbacks = Counter(
+            f"{_PREFIX}_language_fallbacks_total",
+            "Articles the default model answered although models per language are configured:"
+            " their language has no model (no_model) or could not be detected (undetected).",
+            ["reason"],
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -351,7 +366,13 @@ class ServiceMetrics:
         for reason in reasons:
             self.dead_letters.labels(reason)
 
-    def show_sections(self, sections: tuple[str, ...]) -> None:
+    def show_sections(self, sections: tuple[str, ...], language: str = "default") -> None:
         """Start the per-section prediction series of a newly loaded model at 0."""
         for section in sections:
-            self.predictions.labels(section)
+            self.predictions.labels(section, language)
+            self.uncertain_sections.labels(section, language)
+
+    def show_language_fallbacks(self, reasons: Iterable[str]) -> None:
+        """Start the fallback series at 0 (where models per language are configured)."""
+        for reason in reasons:
+            self.language_fallbacks.labels(reason)
