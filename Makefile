@@ -69,10 +69,13 @@ chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while produc
 kafka-jars: $(STAMP) ## fetch Apache Kafka's jars with Maven into ~/.cache/article-classifier
 	$(BIN)/python -m devtools.kafka_jars
 
+apicurio: $(STAMP) ## fetch Apicurio Registry (the registry tests) with Maven into ~/.cache/article-classifier
+	$(BIN)/python -m devtools.apicurio --fetch-only
+
 broker-kafka: $(STAMP) ## run Apache Kafka on 127.0.0.1:9092 (needs Java 17+ and Maven)
 	$(BIN)/python -m devtools broker --engine apache-kafka --port 9092
 
-.PHONY: kafka-jars broker-kafka
+.PHONY: kafka-jars broker-kafka apicurio
 
 test: $(STAMP) ## run the whole test suite (starts the embedded broker itself)
 	$(BIN)/pytest

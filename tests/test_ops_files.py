@@ -65,6 +65,7 @@ _COUNTERS = (
     "shadow_publish_failures",
     "transactions_committed",
     "transactions_aborted",
+    "schema_registry_requests",
 )
 _HISTOGRAMS = (
     "batch_size",

@@ -73,6 +73,7 @@ async def test_health_readiness_and_metrics_over_http(
             "breaker_closed": True,
             "topics_exist": True,
             "access_granted": True,
+            "schema_registry_reachable": True,
         }
         assert (await http_get(svc.port, "/nope"))[0] == 404
         deadline = time.monotonic() + 10

@@ -187,7 +187,9 @@ def channels(predictor: Predictor) -> tuple[Channel, ...]:
             id="articles",
             address=_DEFAULTS["input_topic"].default,
             description="New articles (ArticleEvent, JSON). Anything may arrive here: whatever"
-            " cannot be classified goes to the dead-letter channel, never lost.",
+            " cannot be classified goes to the dead-letter channel, never lost. With"
+            " --registry-input the JSON is framed with a Schema Registry schema id (magic byte"
+            " 0 and 4 bytes big-endian before it, or the __value_schema_id header).",
             action="receive",
             operation="consumeArticles",
             message=Message(
@@ -203,7 +205,9 @@ def channels(predictor: Predictor) -> tuple[Channel, ...]:
         Channel(
             id="articlesClassified",
             address=_DEFAULTS["output_topic"].default,
-            description="Every input field as received, plus classification and classified_at.",
+            description="Every input field as received, plus classification and classified_at."
+            " With --registry-output the JSON is framed with the schema id of the output schema,"
+            " registered under <topic>-value (magic byte 0 and 4 bytes big-endian before it).",
             action="send",
             operation="publishClassified",
             message=Message(

@@ -525,6 +525,18 @@ ROWS: tuple[Row, ...] = (
                 (_increase_or_zero(_P + "session_restarts_total", "cause"),),
                 thresholds=_TRAFFIC_LIGHT,
             ),
+            Panel(
+                "Schema Registry requests",
+                "Lookups of input schema ids not seen before and registrations of the output"
+                " schema, by outcome, per window (none without --schema-registry-url).",
+                (
+                    Query(
+                        f"sum by (request, outcome) (increase({_P}schema_registry_requests_total"
+                        f"{{$SEL}}[{_RATE}])) or on() vector(0)",
+                        "{{request}} {{outcome}}",
+                    ),
+                ),
+            ),
         ),
     ),
     Row(

@@ -44,6 +44,7 @@ from service.core.errors import (
     BrokerUnavailableError,
     DeliveryError,
     GroupJoinStuckError,
+    RegistryUnavailableError,
     ServiceError,
 )
 from service.http.server import HealthServer
@@ -56,6 +57,7 @@ from service.kafka.clients import (
     topic_message_limits,
 )
 from service.kafka.pipeline import Pipeline
+from service.kafka.registry import RegistryFraming, build_registry_framing
 from service.kafka.replay_gate import Progress, RateLimit, ReplayGate
 from service.kafka.replay_range import (
     PartitionRange,
@@ -142,8 +144,13 @@ async def run_reclassify(
     observers = build_observers(registry, settings)
     metrics, health = observers.metrics, observers.health
     classifier = build_classifier(settings, trust_policy(settings), predictor=predictor)
+    # Built from the live topics: the allowed input subject stays <input-topic>-value when
+    # --from-dead-letters reads the dead letters of that input.
+    framing = build_registry_framing(settings)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
+        if framing is not None:
+            stack.push_async_callback(framing.client.close)
         stack.callback(observers.traces.close)
         if settings.replay_metrics_port is not None:
             await stack.enter_async_context(
@@ -196,6 +203,7 @@ async def run_reclassify(
             metrics=metrics,
             health=health,
             observers=observers,
+            framing=framing,
         )
         state = "done" if done else "interrupted; run the same command again to resume"
         print(f"reclassify: {state}: {progress.render()}", file=stderr, flush=True)
@@ -345,16 +353,22 @@ async def _sessions(
     metrics: ServiceMetrics,
     health: Health,
     observers: Observers,
+    framing: RegistryFraming | None = None,
 ) -> bool:
     """Consumer sessions until the range is done (True) or ``stop`` is set (False); a
     failed session restarts from the last commit after a jittered backoff."""
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    # Reset only by the registry's next answer (serve does the same).
+    registry_backoff = Backoff(1.0, 60.0)
+    if framing is not None:
+        framing.on_answer = registry_backoff.reset
     rate_limit = RateLimit(settings.rate_limit)
     message = "replay session failed; resuming from the last commit"
     supervisor = Supervisor(
         [
             access_restart(access_backoff(), then=lambda error: _refused(health, error)),
             Restart((GroupJoinStuckError,), "group_join_stuck", backoff, message=message),
+            Restart((RegistryUnavailableError,), "schema_registry", registry_backoff, message=str),
             Restart(_RECOVERABLE, "broker", backoff, message=message),
         ],
         stop=stop,
@@ -384,6 +398,7 @@ async def _sessions(
             health=health,
             observers=observers,
             on_started=backoff.reset,
+            framing=framing,
         )
 
     # A session that ends with the range unfinished (and no stop) is followed by another.
@@ -411,6 +426,7 @@ async def _session(
     health: Health,
     observers: Observers,
     on_started: Any,
+    framing: RegistryFraming | None = None,
 ) -> bool:
     async with AsyncExitStack() as stack:
         stack.callback(setattr, health, "assignment", Assignment.STOPPED)
@@ -418,6 +434,8 @@ async def _session(
         stack.push_async_callback(_close, producer)
         await producer.start()
         limits = await _limits(service)
+        if framing is not None:
+            await framing.start()
         consumer = make_consumer(service)
         stack.push_async_callback(_close, consumer)
         finished = asyncio.Event()
@@ -441,6 +459,7 @@ async def _session(
             traces=observers.traces,
             limits=limits,
             bounds=gate,
+            framing=framing,
         )
         consumer.subscribe([service.input_topic], listener=pipeline.listener())
         await consumer.start()

@@ -51,6 +51,7 @@ from service.core.errors import (
     DeliveryError,
     GroupJoinStuckError,
     MissingTopicError,
+    RegistryUnavailableError,
     TransactionsUnsupportedError,
 )
 from service.core.records import ArticlePredictor, ShadowBatch
@@ -67,6 +68,7 @@ from service.kafka.clients import (
     transactions_unsupported,
 )
 from service.kafka.pipeline import Pipeline
+from service.kafka.registry import RegistryFraming, build_registry_framing
 from service.kafka.shadow import ShadowPublisher
 from service.kafka.supervisor import Restart, Supervisor
 from service.kafka.transactions import PartitionTransactions
@@ -86,6 +88,8 @@ EXIT_DRAIN_TIMEOUT = 1
 EXIT_CONFIG = 2
 _BACKOFF_INITIAL_S = 0.5
 _BACKOFF_MAX_S = 10.0
+_REGISTRY_BACKOFF_INITIAL_S = 1.0
+_REGISTRY_BACKOFF_MAX_S = 60.0
 _CLIENT_CLOSE_TIMEOUT_S = 10.0
 #: Failures of the broker or of delivery: counted in broker_errors_total, once per session.
 _BROKER_ERRORS = (KafkaError, BrokerUnavailableError, DeliveryError, OSError)
@@ -124,10 +128,13 @@ async def run_service(
         rollout=settings,
         on_shadow=shadow.on_batch if settings.shadow_model is not None else None,
     )
+    framing = build_registry_framing(settings)
     async with AsyncExitStack() as stack:
         stack.callback(classifier.close)
         stack.callback(observers.traces.close)
         stack.push_async_callback(shadow.close)
+        if framing is not None:
+            stack.push_async_callback(framing.client.close)
         server = await stack.enter_async_context(
             HealthServer(
                 settings.metrics_host, settings.metrics_port, registry=registry, health=health
@@ -172,6 +179,7 @@ async def run_service(
             metrics=metrics,
             health=health,
             observers=observers,
+            framing=framing,
         )
     raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
@@ -261,6 +269,7 @@ async def _sessions(
     metrics: ServiceMetrics,
     health: Health,
     observers: Observers,
+    framing: RegistryFraming | None = None,
 ) -> int:
     """Run consumer-group sessions until stopped, restarting after any failure.
 
@@ -271,12 +280,25 @@ async def _sessions(
     breaker's once it closes.
     """
     backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+    # Its own delay, reset only by the registry's next answer: a session start does not
+    # reset it, so an outage does not make the consumer rejoin its group in a tight loop.
+    registry_backoff = Backoff(_REGISTRY_BACKOFF_INITIAL_S, _REGISTRY_BACKOFF_MAX_S)
+    if framing is not None:
+
+        def answered() -> None:
+            health.registry_error = None
+            registry_backoff.reset()
+
+        framing.on_answer = answered
+        framing.on_request = lambda request, outcome: metrics.schema_registry_requests.labels(
+            request, outcome
+        ).inc()
     breaker = _BreakerState(
         Backoff(settings.breaker_backoff_s, settings.breaker_backoff_max_s, full_jitter=False)
     )
     access = _AccessState(health)
     supervisor = Supervisor(
-        [access.restart(metrics), *_restarts(backoff, breaker, metrics, health)],
+        [access.restart(metrics), *_restarts(backoff, breaker, metrics, health, registry_backoff)],
         stop=stop,
         count=lambda cause: metrics.session_restarts.labels(cause).inc(),
         fatal=(TransactionsUnsupportedError,),
@@ -300,6 +322,7 @@ async def _sessions(
                 on_started=started,
                 half_open=breaker.half_open,
                 on_breaker_closed=breaker.closed,
+                framing=framing,
             )
         except _BROKER_ERRORS as error:
             await raise_denied(error, settings, (settings.output_topic, settings.dead_letter_topic))
@@ -361,7 +384,11 @@ class _BreakerState:
 
 
 def _restarts(
-    backoff: Backoff, breaker: _BreakerState, metrics: ServiceMetrics, health: Health
+    backoff: Backoff,
+    breaker: _BreakerState,
+    metrics: ServiceMetrics,
+    health: Health,
+    registry_backoff: Backoff | None = None,
 ) -> list[Restart]:
     """How the article sessions restart, by cause (the first that matches applies)."""
 
@@ -369,6 +396,9 @@ def _restarts(
         health.broker_reachable = True
         health.broker_error = None
         health.missing_topics = tuple(getattr(error, "topics", ()))
+
+    def registry_failed(error: Exception) -> None:
+        health.registry_error = str(error)
 
     def broker_failed(error: Exception) -> None:
         metrics.broker_errors.inc()
@@ -399,6 +429,13 @@ def _restarts(
             then=breaker.opened,
         ),
         Restart(
+            (RegistryUnavailableError,),
+            "schema_registry",
+            registry_backoff or backoff,
+            message=str,
+            then=registry_failed,
+        ),
+        Restart(
             _BROKER_ERRORS,
             "broker",
             backoff,
@@ -426,12 +463,15 @@ async def _session(
     on_started: Callable[[], None] = lambda: None,
     half_open: bool = False,
     on_breaker_closed: Callable[[], None] | None = None,
+    framing: RegistryFraming | None = None,
 ) -> bool:
     """One producer + consumer pair; True when it stopped after a complete drain."""
     missing = await missing_topics(settings, [settings.input_topic])
     if missing:
         raise MissingTopicError(missing)
     health.missing_topics = ()
+    if framing is not None:
+        await framing.start()
     async with AsyncExitStack() as stack:
         stack.callback(_mark_stopped, health)
         producer = None
@@ -469,6 +509,7 @@ async def _session(
             half_open=half_open,
             on_breaker_closed=on_breaker_closed,
             transactions=transactions,
+            framing=framing,
         )
         consumer.subscribe([settings.input_topic], listener=pipeline.listener())
         join_bound_s = settings.group_join_bound_s

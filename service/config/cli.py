@@ -88,6 +88,7 @@ _GROUP_ORDER = {
             "Model",
             "Kafka connection",
             "Topics",
+            "Schema Registry",
             "Consumer group",
             "Delivery",
             "Batching and flow control",

@@ -46,6 +46,7 @@ from service.config.options import (
     PerSecond,
     RecordCaps,
     Rollout,
+    SchemaRegistry,
     SectionFloor,
     ServiceGroup,
     SuggestApi,
@@ -185,6 +186,7 @@ class ServeSettings(
     SuggestApi,
     ApiAuth,
     Feedback,
+    SchemaRegistry,
     PipelineSettings,
 ):
     """``serve``: everything the long-running service honours."""
@@ -215,7 +217,7 @@ class ServeSettings(
         return f"{prefix}-{topic}-{partition}"
 
 
-class ReclassifySettings(PipelineSettings):
+class ReclassifySettings(SchemaRegistry, PipelineSettings):
     """``reclassify``: the pipeline's options plus the replay's own. Its group and metrics
     port have variables of their own (``..._REPLAY_GROUP_ID``, ``..._REPLAY_METRICS_PORT``),
     so the live service's in the same environment never reach a replay."""

@@ -852,3 +852,77 @@ class Feedback(BaseModel):
         le=100,
         description="model versions that keep feedback quality series (the oldest are removed)",
     )
+
+
+class RegistryInput(StrEnum):
+    """Whether input values carry a Schema Registry schema id (``--registry-input``)."""
+
+    OFF = "off"
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+
+
+class SchemaRegistry(BaseModel):
+    """Schema Registry"""
+
+    schema_registry_url: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^https?://",
+        description="base URL of a Confluent-compatible Schema Registry API "
+        "(e.g. http://registry:8081 or Apicurio's .../apis/ccompat/v7)",
+    )
+    schema_registry_username: str | None = Field(
+        default=None, min_length=1, description="Schema Registry basic-auth user name"
+    )
+    schema_registry_password: SecretStr | None = Field(
+        default=None,
+        description="Schema Registry basic-auth password",
+    )
+    schema_registry_token: SecretStr | None = Field(
+        default=None,
+        description="Schema Registry bearer token, instead of basic auth",
+    )
+    schema_registry_cafile: Path | None = Field(
+        default=None, description="CA bundle to verify the Schema Registry's certificate"
+    )
+    schema_registry_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="bound of one Schema Registry request, in seconds"
+    )
+    registry_input: RegistryInput = Field(
+        default=RegistryInput.OFF,
+        description="input values framed with a schema id (magic byte 0 + 4-byte id, or the "
+        "__value_schema_id header): off (plain JSON), required (an unframed value is a "
+        "schema_id_missing dead letter) or optional (an unframed value is read as plain JSON)",
+    )
+    registry_input_subjects: CommaList = Field(
+        default_factory=list,
+        json_schema_extra=shown_as("SUBJECT,..."),
+        description="subjects an input schema id must be registered under "
+        "(default: <input-topic>-value)",
+    )
+    registry_output: bool = Field(
+        default=False,
+        description="register the output JSON Schema at start and frame every output with "
+        "its schema id",
+    )
+    registry_output_subject: str | None = Field(
+        default=None,
+        min_length=1,
+        description="subject the output schema is registered under "
+        "(default: <output-topic>-value, the TopicNameStrategy)",
+    )
+
+    @model_validator(mode="after")
+    def _registry(self) -> SchemaRegistry:
+        used = self.registry_input is not RegistryInput.OFF or self.registry_output
+        if used and self.schema_registry_url is None:
+            raise ValueError("--registry-input and --registry-output need --schema-registry-url")
+        if self.schema_registry_password is not None and self.schema_registry_username is None:
+            raise ValueError("--schema-registry-password needs --schema-registry-username")
+        if self.schema_registry_token is not None and self.schema_registry_username is not None:
+            raise ValueError(
+                "give either --schema-registry-username/--schema-registry-password or "
+                "--schema-registry-token, not both"
+            )
+        return self

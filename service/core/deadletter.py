@@ -15,7 +15,8 @@ VALUE_DROPPED_HEADER = "error.value_dropped"
 
 
 class DeadLetterReason(StrEnum):
-    """Every ``error.reason`` header value: the decode reasons plus the model's failure."""
+    """Every ``error.reason`` header value: the decode reasons, the model's failure, and
+    the Schema Registry framing of the input."""
 
     INVALID_UTF8 = DecodeErrorReason.INVALID_UTF8.value
     INVALID_JSON = DecodeErrorReason.INVALID_JSON.value
@@ -23,6 +24,13 @@ class DeadLetterReason(StrEnum):
     TOO_LARGE = DecodeErrorReason.TOO_LARGE.value
     CLASSIFICATION_ERROR = "classification_error"
     OUTPUT_REJECTED = "output_rejected"
+    #: Schema Registry framing (``--registry-input``): no schema id where one is required,
+    #: or a prefix/header that cannot be read.
+    SCHEMA_ID_MISSING = "schema_id_missing"
+    #: The registry does not know the id (or it is a GUID, which is not resolved).
+    SCHEMA_ID_UNKNOWN = "schema_id_unknown"
+    #: The registry knows the id, under none of the subjects the input allows.
+    SCHEMA_SUBJECT_REFUSED = "schema_subject_refused"
 
 
 def dead_letter_headers(

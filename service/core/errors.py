@@ -105,3 +105,9 @@ class AccessDeniedError(ServiceError):
     def __init__(self, denied: AccessDenied) -> None:
         self.denied = denied
         super().__init__(str(denied))
+
+
+class RegistryUnavailableError(ServiceError):
+    """The Schema Registry did not answer, or refused a request it should have granted
+    (authentication, a schema it will not register): the session ends and is retried from
+    the last commit after a growing delay, so no record is dead-lettered for it."""

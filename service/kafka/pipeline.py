@@ -53,6 +53,7 @@ from service.core.records import BatchObserver, BatchResult, Delivery, InputReco
 from service.kafka.delivery import Acknowledgement, AtLeastOnce, DeliveryMode, ExactlyOnce
 from service.kafka.offsets import OffsetTracker
 from service.kafka.publish import BatchPublisher, SourceKey
+from service.kafka.registry import RegistryFraming
 from service.kafka.transactions import PartitionTransactions
 from service.models.workers import BatchClassifier
 from service.observe.health import Assignment, Health
@@ -142,9 +143,11 @@ class Pipeline:
         bounds: Bounds | None = None,
         transactions: PartitionTransactions | None = None,
         traces: Traces | None = None,
+        framing: RegistryFraming | None = None,
     ) -> None:
         self._consumer = consumer
         self._traces = traces if traces is not None else ContinuedTraces()
+        self._framing = framing
         self._bounds = bounds if bounds is not None else Unbounded()
         self._producer = producer
         self._classifier = classifier
@@ -332,7 +335,10 @@ class Pipeline:
         while True:
             batch = await self._to_classify.get()
             try:
-                batch.result = await self._classifier.classify(batch.records)
+                if self._framing is not None:
+                    batch.result = await self._framing.classify(batch.records, self._classifier)
+                else:
+                    batch.result = await self._classifier.classify(batch.records)
             except WorkerUnstableError as error:
                 await self._trip("worker", str(error))
             self._observe_classification(batch.result)

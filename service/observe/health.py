@@ -34,6 +34,8 @@ class Health:
     missing_topics: tuple[str, ...] = ()
     #: Why the broker refused the service (reason code and what was denied), else None.
     access_denied: str | None = None
+    #: Why the Schema Registry last failed to answer (``--schema-registry-url``), else None.
+    registry_error: str | None = None
 
     def checks(self) -> dict[str, bool]:
         """Each readiness check by name, True when it passes."""
@@ -44,6 +46,7 @@ class Health:
             "breaker_closed": self.breaker_open is None,
             "topics_exist": not self.missing_topics,
             "access_granted": self.access_denied is None,
+            "schema_registry_reachable": self.registry_error is None,
         }
 
     def is_ready(self) -> bool:
@@ -62,6 +65,7 @@ class Health:
             "breaker": self.breaker_open,
             "missing_topics": list(self.missing_topics),
             "access_denied": self.access_denied,
+            "registry_error": self.registry_error,
             "model": None
             if self.model_name is None
             else {

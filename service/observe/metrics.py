@@ -182,6 +182,14 @@ class ServiceMetrics:
             ["cause"],
             registry=registry,
         )
+        self.schema_registry_requests = Counter(
+            f"{_PREFIX}_schema_registry_requests_total",
+            "Schema Registry requests (--schema-registry-url), by request (lookup: an input"
+            " schema id not seen before; register: the output schema) and outcome (ok, or"
+            " error: unreachable or refused).",
+            ["request", "outcome"],
+            registry=registry,
+        )
 
     def _drift(self, registry: CollectorRegistry) -> None:
         """The drift signals over the last --drift-window articles."""
