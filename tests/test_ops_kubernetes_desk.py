@@ -68,3 +68,46 @@ def test_the_desk_component_builds_valid_and_apart(tmp_path: Path) -> None:
     assert container["resources"]["limits"]["memory"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(tokens.parent) in mounts
+
+
+def test_on_a_secured_cluster_the_desk_connects_as_the_service_does(tmp_path: Path) -> None:
+    """With the desk listed before kafka-auth, the desk's pod gets the service's security
+    variables, the same Secret keys for the credentials, and the CA file mounted."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    relative = {
+        name: os.path.relpath(KUBERNETES / path, overlay)
+        for name, path in {
+            "base": "base",
+            "desk": "components/desk",
+            "auth": "components/kafka-auth",
+        }.items()
+    }
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative['base']}\n"
+        f"components:\n  - {relative['desk']}\n  - {relative['auth']}\n"
+    )
+    built = _build(overlay)
+    service = _named(built, "Deployment", "article-classifier")
+    desk = _named(built, "Deployment", "article-classifier-desk")
+    kubernetes_validate.validate(desk, KUBERNETES_VERSION, strict=True)
+    names = (
+        "ARTICLE_CLASSIFIER_SECURITY_PROTOCOL",
+        "ARTICLE_CLASSIFIER_SASL_MECHANISM",
+        "ARTICLE_CLASSIFIER_SASL_PLAIN_USERNAME",
+        "ARTICLE_CLASSIFIER_SASL_PLAIN_PASSWORD",
+        "ARTICLE_CLASSIFIER_SSL_CAFILE",
+    )
+
+    def security(deployment: dict[str, Any]) -> dict[str, Any]:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e for e in container["env"] if e["name"] in names}
+
+    assert security(desk) == security(service)
+    assert set(security(desk)) == set(names)
+    (container,) = desk["spec"]["template"]["spec"]["containers"]
+    cafile = Path(security(desk)["ARTICLE_CLASSIFIER_SSL_CAFILE"]["value"])
+    assert str(cafile.parent) in {m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"] for v in desk["spec"]["template"]["spec"]["volumes"]}
+    assert "kafka-credentials" in volumes

@@ -35,8 +35,12 @@ from conftest import (
 from secured_kafka import AclAdmin, Pki, admin_kwargs, client_settings, make_pki
 
 from devtools.apache_kafka import ApacheKafkaBroker
+from devtools.browser import classified_event
+from schemas import ArticleFeedback
 from service.commands.reclassify import ReplayError, run_reclassify
-from service.config.commands import ReclassifySettings
+from service.config.commands import DeskSettings, ReclassifySettings
+from service.desk.feeds import DeskReader, VerdictPublisher
+from service.desk.state import DeskState
 from service.feedback.dataset import DatasetError, Source, build_dataset
 from service.kafka.acls import Mode, Operation, Resource, bound
 
@@ -466,3 +470,51 @@ async def test_a_write_acl_revoked_while_running_loses_nothing(
         expected = sorted(key.decode() for key, _ in [*first, *second] if key)
         ids = await read_ids(secured.bootstrap_servers, pki, topics.output, len(expected))
         assert sorted(set(ids)) == expected
+
+
+async def test_the_desk_works_with_exactly_the_documented_acls(
+    secured: ApacheKafkaBroker, pki: Pki, acl_admin: AclAdmin, topics: Topics
+) -> None:
+    """With only the desk's ACLs, the desk follows the classified topic, sees what was
+    judged, and publishes a verdict (the reader and the publisher of ``desk``)."""
+    feedback = names(topics)["--feedback-topic"]
+    acl_admin.create_topics({feedback: 1})
+    acl_admin.grant(bound(Mode.DESK, names(topics)))
+    article = classified_event("desk-1", "Markets rally", section=("business", 0.55))
+    await produce(secured.bootstrap_servers, pki, topics.output, [(b"desk-1", article)])
+    settings = DeskSettings(
+        bootstrap_servers=secured.bootstrap_servers,
+        output_topic=topics.output,
+        feedback_topic=feedback,
+        **client_settings(pki),
+    )
+    state = DeskState(max_articles=100, max_verdicts=100)
+    stop = asyncio.Event()
+    reading = asyncio.create_task(DeskReader(settings, state).run(stop))
+    publisher = VerdictPublisher(settings)
+    try:
+        await wait_for(lambda: state.article("desk-1") is not None, timeout_s=40)
+        await publisher.start()
+        await publisher.publish(
+            ArticleFeedback(
+                article_id="desk-1",
+                section="world",
+                editor="alice",
+                corrected_at="2026-12-07T12:00:00Z",
+            )
+        )
+        await wait_for(lambda: state.judged_by("desk-1") == "alice", timeout_s=40)
+    finally:
+        stop.set()
+        await publisher.stop()
+        await asyncio.wait_for(reading, 20)
+    consumer = AIOKafkaConsumer(
+        feedback, **admin_kwargs(secured.bootstrap_servers, pki), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    (record,) = [record for records in batch.values() for record in records]
+    assert json.loads(record.value)["editor"] == "alice"

@@ -45,6 +45,7 @@ class Mode(StrEnum):
     FEEDBACK = "serve (feedback consumer)"
     RECLASSIFY = "reclassify"
     DATASET = "dataset"
+    DESK = "desk"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,11 @@ ACLS: Mapping[Mode, tuple[Acl, ...]] = {
     Mode.DATASET: (
         Acl(_T, "--feedback", _R, why="read the feedback topic (no group)"),
         Acl(_T, "--articles", _R, why="read the articles topic (no group)"),
+    ),
+    Mode.DESK: (
+        Acl(_T, "--output-topic", _R, why="follow the classified articles (no group)"),
+        Acl(_T, "--feedback-topic", _R, why="see which articles were judged (no group)"),
+        Acl(_T, "--feedback-topic", _W, why="publish the editors' verdicts"),
     ),
 }
 
