@@ -244,7 +244,9 @@ def channels(predictor: Predictor) -> tuple[Channel, ...]:
         Channel(
             id="articlesFeedback",
             address=_DEFAULTS["feedback_topic"].default,
-            description="Editors' corrections (ArticleFeedback, JSON), consumed in the group"
+            description="Editors' corrections (ArticleFeedback, JSON), written by a CMS or by"
+            " the editors' desk (`article-classifier desk`, which also reads this topic without"
+            " a group to know what was judged), consumed in the group"
             " <group-id>.feedback for the live quality metrics and joined into training data by"
             " `article-classifier dataset`; invalid records go to the dead-letter channel.",
             action="receive",
