@@ -167,12 +167,13 @@ def test_traceparent_continues_the_trace_with_a_span_of_the_service() -> None:
 def test_a_traceparent_that_is_not_valid_w3c_travels_unchanged(value: bytes | None) -> None:
     item = _outgoing([("traceparent", value), ("x", b"1")])
     (stamped,) = ContinuedTraces().stamp([item], started_s=0.0, topic="articles")
-    assert stamped.headers == item.headers
+    assert stamped.headers == [("traceparent", value), ("x", b"1")]
 
 
 def test_records_without_a_trace_are_not_given_one_when_tracing_is_off() -> None:
     items = [_outgoing([]), _outgoing([("x", b"1")])]
-    assert ContinuedTraces().stamp(items, started_s=0.0, topic="articles") == items
+    stamped = ContinuedTraces().stamp(items, started_s=0.0, topic="articles")
+    assert [item.headers for item in stamped] == [[], [("x", b"1")]]
 
 
 # -- OpenTelemetry ------------------------------------------------------------------------

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 from opentelemetry import trace
@@ -38,8 +36,9 @@ from service.core.headers import Header
 from service.core.records import Outgoing
 
 TRACEPARENT = "traceparent"
-#: version 00: trace id (32 hex, not all zero), parent id (16 hex, not all zero), flags.
-_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+#: ``00-`` + trace id (32 hex) + ``-`` + parent id (16 hex) + ``-`` + flags (2 hex).
+_TRACEPARENT_BYTES = 55
+_LOWER_HEX = b"0123456789abcdef"
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 
@@ -48,10 +47,18 @@ def parse_traceparent(value: bytes | None) -> tuple[bytes, bytes, bytes] | None:
     """(trace id, parent id, flags) of a valid version-00 ``traceparent``, else None."""
     if value is None:
         return None
-    match = _TRACEPARENT.fullmatch(value.strip())
-    if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+    if len(value) != _TRACEPARENT_BYTES:
+        value = value.strip()
+        if len(value) != _TRACEPARENT_BYTES:
+            return None
+    if value[:3] != b"00-" or value[35:36] != b"-" or value[52:53] != b"-":
         return None
-    return match[1], match[2], match[3]
+    trace_id, span_id, flags = value[3:35], value[36:52], value[53:55]
+    if (trace_id + span_id + flags).translate(None, _LOWER_HEX):
+        return None  # a character that is not lowercase hex
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return trace_id, span_id, flags
 
 
 def _traceparent_of(headers: Sequence[Header]) -> bytes | None:
@@ -61,19 +68,28 @@ def _traceparent_of(headers: Sequence[Header]) -> bytes | None:
     return None
 
 
-def _with_traceparent(item: Outgoing, value: bytes) -> Outgoing:
-    headers = [(name, value if name == TRACEPARENT else old) for name, old in item.headers]
-    if not any(name == TRACEPARENT for name, _ in item.headers):
-        headers.append((TRACEPARENT, value))
-    return replace(item, headers=headers)
+def _set_traceparent(item: Outgoing, value: bytes) -> None:
+    """Give ``item`` this ``traceparent``, in the place of the one it has, or last.
+
+    In place: an outgoing record's header list is its own (``service.core.headers.carried``
+    and the dead-letter headers make a new list per record), and a new record per stamp
+    would cost more than the rest of the stamping.
+    """
+    headers = item.headers
+    for index, (name, _) in enumerate(headers):
+        if name == TRACEPARENT:
+            headers[index] = (TRACEPARENT, value)
+            return
+    headers.append((TRACEPARENT, value))
 
 
 class Traces(Protocol):
     """Gives a batch's outgoing records the service's span in their trace context."""
 
     def stamp(self, outgoing: list[Outgoing], *, started_s: float, topic: str) -> list[Outgoing]:
-        """``outgoing`` with each ``traceparent`` continued; ``started_s`` is when the
-        batch was fetched (``time.monotonic()``), ``topic`` the input topic."""
+        """``outgoing`` with each ``traceparent`` continued (the records' header lists are
+        changed in place); ``started_s`` is when the batch was fetched
+        (``time.monotonic()``), ``topic`` the input topic."""
         ...
 
     def close(self) -> None:
@@ -88,19 +104,16 @@ class ContinuedTraces:
         self._bits = (rng or random.Random()).getrandbits  # noqa: S311 - an id, not a secret
 
     def stamp(self, outgoing: list[Outgoing], *, started_s: float, topic: str) -> list[Outgoing]:
-        stamped = outgoing
-        for index, item in enumerate(outgoing):
+        for item in outgoing:
             if not item.headers:
                 continue
             parsed = parse_traceparent(_traceparent_of(item.headers))
             if parsed is None:
                 continue
             trace_id, _, flags = parsed
-            span_id = f"{self._bits(64) or 1:016x}".encode()
-            if stamped is outgoing:
-                stamped = list(outgoing)
-            stamped[index] = _with_traceparent(item, b"00-%s-%s-%s" % (trace_id, span_id, flags))
-        return stamped
+            span_id = b"%016x" % (self._bits(64) or 1)
+            _set_traceparent(item, b"00-%s-%s-%s" % (trace_id, span_id, flags))
+        return outgoing
 
     def close(self) -> None:
         """Nothing was recorded."""
@@ -136,16 +149,19 @@ class OpenTelemetryTraces:
         )
         try:
             batch_context = batch.get_span_context()
-            return [self._stamped(item, sources, batch_context) for item in outgoing]
+            for item in outgoing:
+                self._stamp(item, sources, batch_context)
+            return outgoing
         finally:
             batch.end()
 
-    def _stamped(
+    def _stamp(
         self, item: Outgoing, sources: Mapping[tuple[int, int], SpanContext], batch: SpanContext
-    ) -> Outgoing:
+    ) -> None:
         producer = sources.get((item.source_partition, item.source_offset))
         if producer is None:
-            return _with_traceparent(item, _format(batch))
+            _set_traceparent(item, _format(batch))
+            return
         links = [Link(batch)]
         span = self._tracer.start_span(
             f"publish {item.topic}",
@@ -161,7 +177,7 @@ class OpenTelemetryTraces:
             },
         )
         span.end()
-        return _with_traceparent(item, _format(span.get_span_context()))
+        _set_traceparent(item, _format(span.get_span_context()))
 
     def close(self) -> None:
         if self._owns_provider:
