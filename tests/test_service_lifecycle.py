@@ -32,6 +32,7 @@ from schemas import ClassifiedArticleEvent
 from service.config.options import (
     WorkerKind,
 )
+from service.kafka.clients import missing_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -242,6 +243,19 @@ async def test_a_missing_input_topic_is_reported_then_consumed_once_created(
         await produce(bootstrap, late, records)
         assert len(await consume(bootstrap, topics.output, len(records))) == len(records)
         await wait_for(lambda: _ready(service), timeout_s=30)
+
+
+async def test_looking_for_a_missing_topic_never_creates_it(
+    broker: EmbeddedBroker, topics: Topics, model_dir: Path
+) -> None:
+    """The check before subscribing asks the broker about the missing topic by name without
+    letting it create the topic: a broker that creates topics on a metadata request (tansu
+    does, as Apache Kafka with auto.create.topics.enable) must not get one from the
+    service."""
+    absent = f"never-{topics.input}"
+    settings = make_settings(broker.bootstrap_servers, topics, model_dir, input_topic=absent)
+    for _ in range(3):
+        assert await missing_topics(settings, [absent, topics.output]) == [absent]
 
 
 async def test_sigterm_while_topics_are_missing_exits_within_the_shutdown_bound(

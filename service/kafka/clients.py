@@ -313,7 +313,9 @@ async def raise_unauthorized(client: AIOKafkaClient, topics: Sequence[str]) -> N
     name, the broker says which are not authorized."""
     if not topics:
         return
-    answer = await client.send(client.get_random_node(), MetadataRequest(list(topics)))
+    # Never True: asked by name, a broker with auto.create.topics.enable creates the topic.
+    request = MetadataRequest(list(topics), allow_auto_topic_creation=False)
+    answer = await client.send(client.get_random_node(), request)
     for topic_data in answer.topics:
         error_code, topic = topic_data[0], topic_data[1]
         if error_code == TopicAuthorizationFailedError.errno:
