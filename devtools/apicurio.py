@@ -30,10 +30,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from devtools.kafka_jars import ToolMissingError, missing_tools
-from devtools.tansu import BrokerStartError, free_port
+from devtools.tansu import BrokerStartError, ManagedBroker, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ def _maven_copy(version: str, staging: Path, timeout_s: float) -> Path:
     return archives[0]
 
 
-class ApicurioRegistry:
+class ApicurioRegistry(ManagedBroker):
     """``with ApicurioRegistry() as registry:`` Apicurio on ``registry.ccompat_url``."""
 
     def __init__(
@@ -214,18 +213,6 @@ class ApicurioRegistry:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
-
-    def __enter__(self) -> ApicurioRegistry:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,8 +60,9 @@ def broker_binary() -> str:
 
 
 class ManagedBroker:
-    """``with`` / ``async with`` support for a broker process with ``start`` and ``stop``
-    (shared by tansu here and Apache Kafka in ``devtools.apache_kafka``)."""
+    """``with`` / ``async with`` support for a process with ``start`` and ``stop`` (shared by
+    tansu here, Apache Kafka in ``devtools.apache_kafka`` and the Schema Registry in
+    ``devtools.apicurio``)."""
 
     def start(self) -> None:
         raise NotImplementedError

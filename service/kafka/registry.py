@@ -48,6 +48,7 @@ from service.core.framing import (
 )
 from service.core.headers import Header
 from service.core.records import BatchResult, InputRecord, Outgoing
+from service.models.workers import WireRecord
 
 logger = logging.getLogger(__name__)
 
@@ -139,19 +140,6 @@ class Classifier(Protocol):
     """What the framing needs of ``service.models.workers.BatchClassifier``."""
 
     async def classify(self, records: Sequence[InputRecord]) -> BatchResult: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Payload:
-    """An input record with its value's framing taken off (what the model sees)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[Header]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +253,8 @@ class RegistryFraming:
         refusal = self._known[framing.schema_id]
         if refusal is None:
             passed.append(
-                _Payload(
+                # The record as the model sees it: its value without the framing.
+                WireRecord(
                     record.topic,
                     record.partition,
                     record.offset,
