@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from model.languages import DEFAULT_LANGUAGE, RoutedPredictor
 from model.metrics import LabelStats, SectionMetrics, TagMetrics, section_metrics, tag_metrics
 from model.predictor import Predictor
 from schemas import Classification, LabelledArticle
@@ -98,6 +100,16 @@ def score_predictions(
 ) -> EvaluationReport:
     """Compare predictions already made by ``predictor`` with the records' labels (as
     ``evaluate`` does, without predicting again)."""
+    return _scored(predictor.name, predictor.version, predictor.tags, records, predictions)
+
+
+def _scored(
+    name: str,
+    version: str,
+    known_tags: Sequence[str],
+    records: Sequence[Labels],
+    predictions: Sequence[Classification],
+) -> EvaluationReport:
     labelled = [(r, p) for r, p in zip(records, predictions, strict=True) if r.section is not None]
     sections = None
     if labelled:
@@ -109,9 +121,9 @@ def score_predictions(
     tagged = [(r, p) for r, p in zip(records, predictions, strict=True) if r.tags is not None]
     tags = None
     if tagged:
-        known = set(predictor.tags)
+        known = set(known_tags)
         extra = sorted({t for record, _ in tagged for t in record.tags or () if t not in known})
-        labels = [*predictor.tags, *extra]
+        labels = [*known_tags, *extra]
         index = {label: i for i, label in enumerate(labels)}
         truth = np.zeros((len(tagged), len(labels)), dtype=np.bool_)
         predicted = np.zeros_like(truth)
@@ -123,9 +135,74 @@ def score_predictions(
         tags = tag_metrics(truth, predicted, labels)
 
     return EvaluationReport(
-        model_name=predictor.name,
-        model_version=predictor.version,
+        model_name=name,
+        model_version=version,
         records=len(records),
         sections=sections,
         tags=tags,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvaluationReport:
+    """Metrics of models routed by language (``model.languages``): ``overall`` over every
+    record, each predicted by the model that answered it (its tags scored over every
+    model's tags), and one report per model that answered some record, keyed by its
+    language or ``default``; ``fallbacks`` counts the records the default model took for
+    want of a language model, by reason."""
+
+    overall: EvaluationReport
+    by_model: tuple[tuple[str, EvaluationReport], ...]
+    fallbacks: tuple[tuple[str, int], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: the one-model report's keys for every record, plus
+        ``by_model`` and ``language_fallbacks``."""
+        return {
+            **self.overall.to_dict(),
+            "by_model": {key: report.to_dict() for key, report in self.by_model},
+            "language_fallbacks": dict(self.fallbacks),
+        }
+
+    def render_text(self) -> str:
+        """Every record first, then one block per model."""
+        lines = [f"all models: {self.overall.render_text()}"]
+        if self.fallbacks:
+            counted = ", ".join(f"{reason} {count}" for reason, count in self.fallbacks)
+            lines.append(f"taken by the default model for want of a language model: {counted}")
+        for key, report in self.by_model:
+            lines.extend(["", f"model for {key}: {report.render_text()}"])
+        return "\n".join(lines)
+
+
+def evaluate_routed(
+    routed: RoutedPredictor, records: Sequence[LabelledArticle]
+) -> RoutedEvaluationReport:
+    """``evaluate`` for models routed by language: each record goes to the model that
+    would answer it in the service (its ``language`` field, else the detector, else the
+    default model), and is scored against that model."""
+    predictions: list[Classification] = []
+    keys: list[str] = []
+    fallbacks: Counter[str] = Counter()
+    for start in range(0, len(records), BATCH_SIZE):
+        batch = routed.predict_batch(records[start : start + BATCH_SIZE])
+        predictions.extend(batch.classifications)
+        keys.extend(batch.languages)
+        fallbacks.update(reason for reason in batch.fallbacks if reason is not None)
+    models = {DEFAULT_LANGUAGE: routed.default, **dict(routed.languages)}
+    by_model = []
+    for key in sorted(set(keys), key=lambda k: (k != DEFAULT_LANGUAGE, k)):
+        rows = [i for i, answered in enumerate(keys) if answered == key]
+        model = models[key]
+        by_model.append(
+            (
+                key,
+                score_predictions(
+                    model, [records[i] for i in rows], [predictions[i] for i in rows]
+                ),
+            )
+        )
+    every_tag = list(dict.fromkeys(tag for model in models.values() for tag in model.tags))
+    default = routed.default
+    overall = _scored(default.name, default.version, every_tag, records, predictions)
+    return RoutedEvaluationReport(overall, tuple(by_model), tuple(sorted(fallbacks.items())))

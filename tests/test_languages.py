@@ -23,7 +23,7 @@ from conftest import (
 )
 from prometheus_client import CollectorRegistry
 
-from model import Predictor, artifact_digest, load_labelled, save_artifact, train
+from model import Predictor, artifact_digest, evaluate, load_labelled, save_artifact, train
 from model.errors import ArtifactTrustError
 from model.languages import (
     DEFAULT_LANGUAGE,
@@ -34,7 +34,7 @@ from model.languages import (
     primary_subtag,
 )
 from schemas import ArticleEvent, Classification
-from service.commands.offline import run_classify
+from service.commands.offline import run_classify, run_evaluate
 from service.commands.wiring import model_spec, trust_policy
 from service.config.commands import ConfigError, ServeSettings
 from service.core.classify import classify_batch
@@ -49,6 +49,7 @@ from service.observe.metrics import ServiceMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 GERMAN_CORPUS = ROOT / "model" / "samples" / "demo-de.jsonl"
+DEMO_CORPUS = ROOT / "model" / "samples" / "demo.jsonl"
 
 GERMAN = ("Bundesliga: Tabellenführer verliert", "Der Stürmer traf in der Nachspielzeit zum Sieg.")
 ENGLISH = ("Striker scores late winner", "The home side won the derby in a sold-out stadium.")
@@ -191,6 +192,46 @@ def test_classify_with_two_models_names_the_model_that_answered(
     assert status == 0
     outputs = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert [o["classification"]["model"]["name"] for o in outputs] == ["demo-de", "demo", "demo"]
+
+
+def test_evaluate_with_two_models_scores_each_record_by_the_model_that_answers_it(
+    model_dir: Path, german_dir: Path, tmp_path: Path
+) -> None:
+    """``evaluate --model DIR --model de=DIR`` scores every record by its language's model:
+    each model's block equals evaluating that model alone on its records, the whole equals
+    their sum, and a French record (no French model) is scored by the default and counted."""
+    english = load_labelled([DEMO_CORPUS]).records[:40]
+    german = load_labelled([GERMAN_CORPUS]).records[:30]
+    french = english[0].model_copy(update={"article_id": "fr-1", "language": "fr"})
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        "".join(
+            r.model_copy(update={"language": language}).model_dump_json(exclude_none=True) + "\n"
+            for records, language in ((english, "en"), (german, "de"), ([french], "fr"))
+            for r in records
+        )
+    )
+    out = io.StringIO()
+    status = run_evaluate(
+        model_dir,
+        [mixed],
+        as_json=True,
+        skip_invalid=False,
+        stdout=out,
+        language_models=[("de", german_dir, None), ("en", model_dir, None)],
+    )
+    assert status == 0
+    report = json.loads(out.getvalue())
+    assert set(report["by_model"]) == {"default", "de", "en"}
+    alone = evaluate(Predictor.load(german_dir), german).to_dict()
+    assert report["by_model"]["de"] == alone
+    assert report["by_model"]["default"]["records"] == 1
+    assert report["language_fallbacks"] == {FALLBACK_NO_MODEL: 1}
+    assert report["records"] == len(english) + len(german) + 1
+    per_model = [block["sections"] for block in report["by_model"].values()]
+    correct = sum(round(block["accuracy"] * block["records"]) for block in per_model)
+    assert report["sections"]["records"] == sum(block["records"] for block in per_model)
+    assert report["sections"]["accuracy"] == pytest.approx(correct / report["sections"]["records"])
 
 
 async def test_a_language_model_swaps_alone_and_a_refused_one_keeps_serving(

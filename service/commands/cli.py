@@ -164,13 +164,18 @@ def _evaluate(settings: EvaluateSettings) -> int:
     from service.commands.offline import run_evaluate
     from service.commands.wiring import trust_policy
 
+    policy = trust_policy(settings)
     return run_evaluate(
         settings.model,
         settings.data,
         as_json=settings.as_json,
         skip_invalid=settings.skip_invalid,
         stdout=sys.stdout,
-        trust=trust_policy(settings).for_model(settings.model),
+        trust=policy.for_model(settings.model),
+        language_models=[
+            (language, directory, policy.for_model(directory))
+            for language, directory in settings.language_models
+        ],
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from model import (
     ArtifactTrust,
     CorpusLoad,
+    EvaluationReport,
     Predictor,
     artifact_digest,
     evaluate,
@@ -27,6 +28,7 @@ from model import (
 )
 from model.compare import compare
 from model.errors import CorpusError
+from model.evaluation import RoutedEvaluationReport, evaluate_routed
 from model.languages import RoutedPredictor
 from schemas import DEFAULT_LIMITS, LabelledArticle, RecordLimits
 from service.core.classify import classify_values
@@ -69,11 +71,25 @@ def run_evaluate(
     skip_invalid: bool,
     stdout: TextIO,
     trust: ArtifactTrust | None = None,
+    language_models: Sequence[tuple[str, Path, ArtifactTrust | None]] = (),
 ) -> int:
-    """Score a saved model on labelled JSONL files."""
-    predictor = Predictor.load(model_dir, trust)
+    """Score a saved model on labelled JSONL files; with ``language_models`` (language,
+    directory, trust), each record is scored by the model that would answer it, and the
+    report has every record and each model apart (``model.evaluate_routed``)."""
+    default = Predictor.load(model_dir, trust)
     corpus = _load(data, skip_invalid=skip_invalid)
-    report = evaluate(predictor, corpus.records)
+    report: EvaluationReport | RoutedEvaluationReport
+    if language_models:
+        routed = RoutedPredictor(
+            default,
+            {
+                language: Predictor.load(directory, checks)
+                for language, directory, checks in language_models
+            },
+        )
+        report = evaluate_routed(routed, corpus.records)
+    else:
+        report = evaluate(default, corpus.records)
     if as_json:
         print(json.dumps(report.to_dict(), sort_keys=True), file=stdout)
     else:

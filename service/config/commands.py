@@ -410,12 +410,6 @@ class EvaluateSettings(ModelTrust, CommandSettings):
     )
     skip_invalid: bool = Field(default=False, description="skip and count invalid lines")
 
-    @model_validator(mode="after")
-    def _one_model(self) -> EvaluateSettings:
-        if self.language_models:
-            raise ValueError("evaluate scores one model: give --model DIR once")
-        return self
-
 
 class ClassifySettings(ModelTrust, SectionFloor, Explaining, RecordCaps, CommandSettings):
     """``classify``"""
