@@ -18,12 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from model.baseline import TrainingBaseline
-from model.predictor import BatchPrediction, Predictor
+from model.predictor import DEFAULT_MODEL_KEY, BatchPrediction, Predictor
 from model.text import HasTitleAndBody
 from schemas import Classification
 
 #: The key of the model that answers every article no language model takes.
-DEFAULT_LANGUAGE = "default"
+DEFAULT_LANGUAGE = DEFAULT_MODEL_KEY
 #: Why an article went to the default model.
 FALLBACK_NO_MODEL = "no_model"
 FALLBACK_UNDETECTED = "undetected"
@@ -110,7 +110,7 @@ class RoutedPredictor:
     """Predicts each article with the model of its language (module docstring); offers what
     ``Predictor`` offers, its identity and drift baseline being the default model's."""
 
-    __slots__ = ("_by_language", "_default", "_detector", "languages")
+    __slots__ = ("_by_language", "_default", "_detector", "baselines", "languages")
 
     def __init__(
         self,
@@ -122,6 +122,11 @@ class RoutedPredictor:
         self._by_language = dict(by_language)
         #: The configured languages, and the model answering each.
         self.languages: tuple[tuple[str, Predictor], ...] = tuple(sorted(self._by_language.items()))
+        #: The training baseline of each model, by its key (a language, or ``default``).
+        self.baselines: Mapping[str, TrainingBaseline] = {
+            DEFAULT_LANGUAGE: default.baseline,
+            **{language: model.baseline for language, model in self.languages},
+        }
         if detector is None and self._by_language:
             detector = LanguageDetector(self._by_language)
         self._detector = detector

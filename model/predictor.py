@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,11 @@ from schemas import (
 
 # Scores are rounded so that outputs carry no float32 noise digits.
 SCORE_DECIMALS = 6
+
+
+#: The key of the model that answers every article no language model takes: how metrics
+#: and ``BatchPrediction.languages`` name it (``model.languages``).
+DEFAULT_MODEL_KEY = "default"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -74,6 +79,7 @@ class Predictor:
         "_vocabulary",
         "artifact_sha256",
         "baseline",
+        "baselines",
         "manifest",
         "section_floor",
         "sections",
@@ -103,6 +109,9 @@ class Predictor:
         self._vocabulary = model.feature_names
         #: The training section mix and tag rate, for drift signals.
         self.baseline = TrainingBaseline.from_card(manifest)
+        #: The baseline of every model behind this predictor, by model key: one model,
+        #: so ``default`` (``model.languages.RoutedPredictor`` has one per language).
+        self.baselines: Mapping[str, TrainingBaseline] = {DEFAULT_MODEL_KEY: self.baseline}
 
     @classmethod
     def load(

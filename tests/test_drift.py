@@ -25,8 +25,9 @@ def _verdict(
     tags: int = 1,
     tokens: int = 10,
     unknown: int = 1,
+    language: str = "default",
 ) -> Verdict:
-    return Verdict(section, score, tags, tokens, unknown)
+    return Verdict(section, score, tags, tokens, unknown, language=language)
 
 
 verdicts = st.builds(
@@ -120,7 +121,7 @@ def test_the_window_refuses_sizes_and_priors_that_cannot_work() -> None:
         DriftWindow(5, SECTIONS, (0.5, 0.5))
 
 
-def _gauges(registry: CollectorRegistry) -> dict[str, float]:
+def _gauges(registry: CollectorRegistry, model: str = "default") -> dict[str, float]:
     names = (
         "section_divergence",
         "unknown_token_share",
@@ -131,7 +132,7 @@ def _gauges(registry: CollectorRegistry) -> dict[str, float]:
     )
     values = {}
     for name in names:
-        value = registry.get_sample_value(f"article_classifier_drift_{name}")
+        value = registry.get_sample_value(f"article_classifier_drift_{name}", {"language": model})
         assert value is not None, name
         values[name] = value
     return values
@@ -146,7 +147,7 @@ def test_the_tracker_sets_the_gauges_and_restarts_for_another_model() -> None:
     assert math.isnan(before["training_tags_per_article"])
 
     old = TrainingBaseline("v1", SECTIONS, PRIOR, 1.5)
-    tracker.observe([_verdict("sport", 0.8, 2, 10, 5)] * 4, old, 100)
+    tracker.observe([_verdict("sport", 0.8, 2, 10, 5)] * 4, {"default": old}, 100)
     after = _gauges(registry)
     assert after["window_articles"] == 4
     assert after["unknown_token_share"] == 0.5
@@ -158,7 +159,7 @@ def test_the_tracker_sets_the_gauges_and_restarts_for_another_model() -> None:
     )
 
     new = TrainingBaseline("v2", SECTIONS, PRIOR, None)
-    tracker.observe([_verdict("business", 0.6, 0, 10, 0)], new, 100)
+    tracker.observe([_verdict("business", 0.6, 0, 10, 0)], {"default": new}, 100)
     swapped = _gauges(registry)
     assert swapped["window_articles"] == 1
     assert swapped["unknown_token_share"] == 0.0
@@ -171,10 +172,38 @@ def test_the_tracker_ignores_empty_batches_and_works_without_a_baseline() -> Non
     gives the token, score and tag signals."""
     registry = CollectorRegistry()
     tracker = DriftTracker(ServiceMetrics(registry).drift_gauges)
-    tracker.observe([], None, 100)
-    assert registry.get_sample_value("article_classifier_drift_window_articles") == 0
-    tracker.observe([_verdict("sport", 0.7, 1, 4, 1)], None, 100)
+    tracker.observe([], {}, 100)
+    window = "article_classifier_drift_window_articles"
+    assert registry.get_sample_value(window, {"language": "default"}) == 0
+    tracker.observe([_verdict("sport", 0.7, 1, 4, 1)], {}, 100)
     values = _gauges(registry)
     assert values["window_articles"] == 1
     assert values["unknown_token_share"] == 0.25
     assert math.isnan(values["section_divergence"])
+
+
+def test_each_language_model_has_its_own_window_against_its_own_baseline() -> None:
+    """With one model per language, each model's articles fill its own window and are
+    compared with its own training mix; a swap of one model restarts only its window."""
+    registry = CollectorRegistry()
+    tracker = DriftTracker(ServiceMetrics(registry).drift_gauges)
+    english = TrainingBaseline("en-1", SECTIONS, PRIOR, 1.0)
+    german = TrainingBaseline("de-1", ("politik", "sport"), (0.5, 0.5), 3.0)
+    baselines = {"default": english, "en": english, "de": german}
+    batch = [_verdict("sport", 0.8, language="en")] * 3 + [
+        _verdict("politik", 0.6, tags=3, language="de")
+    ] * 2
+    tracker.observe(batch, baselines, 100)
+    en, de = _gauges(registry, "en"), _gauges(registry, "de")
+    assert (en["window_articles"], de["window_articles"]) == (3, 2)
+    assert en["section_divergence"] == pytest.approx(jensenshannon([0, 0, 1], PRIOR, base=2) ** 2)
+    assert de["section_divergence"] == pytest.approx(jensenshannon([1, 0], (0.5, 0.5), base=2) ** 2)
+    assert (en["training_tags_per_article"], de["training_tags_per_article"]) == (1.0, 3.0)
+    assert de["mean_tags_per_article"] == 3.0
+    assert _gauges(registry)["window_articles"] == 0
+
+    swapped = {**baselines, "de": TrainingBaseline("de-2", ("politik", "sport"), (0.5, 0.5), 2.0)}
+    tracker.observe([_verdict("sport", 0.9, language="de")], swapped, 100)
+    assert _gauges(registry, "de")["window_articles"] == 1
+    assert _gauges(registry, "de")["training_tags_per_article"] == 2.0
+    assert _gauges(registry, "en")["window_articles"] == 3

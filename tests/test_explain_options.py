@@ -151,7 +151,7 @@ def test_verdicts_carry_token_counts_and_the_batch_its_baseline(predictor: Any) 
     result = classify_batch(
         records, predictor, topics=Topics("out", "dlq"), max_event_bytes=10_000, explain=1
     )
-    assert result.baseline is predictor.baseline
+    assert result.baselines["default"] is predictor.baseline
     first, second = result.verdicts
     assert first.tokens == 2 * 6
     assert first.unknown_tokens < first.tokens

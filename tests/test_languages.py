@@ -336,6 +336,10 @@ async def test_serve_with_two_models_routes_counts_and_never_drops(
         if sample.name.endswith("_total") and sample.labels.get("language") == "de"
     )
     assert german == 2
+    # Each model has its own drift window: the German articles, the English one, the French
+    # one the default model took.
+    window = "article_classifier_drift_window_articles"
+    assert [value(window, {"language": key}) for key in ("de", "en", "default")] == [2, 1, 1]
 
 
 async def test_the_suggest_api_answers_with_the_model_of_each_language(

@@ -88,7 +88,8 @@ async def _metrics(port: int) -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(body)
         for sample in family.samples
-        if not sample.labels
+        # Unlabelled series, and the drift series of the one (default) model.
+        if sample.labels in ({}, {"language": "default"})
     }
 
 

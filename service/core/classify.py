@@ -140,7 +140,7 @@ def classify_batch(
     )
     result = BatchResult()
     if isinstance(predictor, ObservedPredictor):
-        result.baseline = predictor.baseline
+        result.baselines = predictor.baselines
     if shadow is not None:
         pairs = [
             (record, event)

@@ -3,7 +3,7 @@ what comes out of it, and what a model must offer. No behaviour beyond building 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
@@ -34,7 +34,7 @@ class ObservedPredictor(ArticlePredictor, Protocol):
     asks it for explanations (``--explain``) and for what the drift signals need."""
 
     @property
-    def baseline(self) -> TrainingBaseline: ...
+    def baselines(self) -> Mapping[str, TrainingBaseline]: ...
 
     def predict_batch(
         self, articles: Sequence[ArticleEvent], *, explain: int = 0
@@ -142,9 +142,10 @@ class BatchResult:
     outgoing: list[Outgoing] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     duration_s: float = 0.0
-    #: The training baseline of the model that classified the batch (for drift signals;
-    #: None from a predictor without one). A reference to the model's own object.
-    baseline: TrainingBaseline | None = None
+    #: The training baseline of each model that may have classified the batch, by model
+    #: key (``Verdict.language``), for drift signals; empty from a predictor without
+    #: baselines. References to the models' own objects.
+    baselines: Mapping[str, TrainingBaseline] = field(default_factory=dict)
     #: The candidate model's comparison (``--shadow-model``); never published as output.
     shadow: ShadowBatch | None = None
 

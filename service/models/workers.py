@@ -379,7 +379,7 @@ class ProcessClassifier:
             combined.outgoing.extend(single.outgoing)
             combined.verdicts.extend(single.verdicts)
             combined.duration_s += single.duration_s
-            combined.baseline = combined.baseline or single.baseline
+            combined.baselines = combined.baselines or single.baselines
             if single.shadow is not None:
                 shadows.append(single.shadow)
         combined.shadow = merge_shadow(shadows)

@@ -12,7 +12,9 @@ Each article's numbers travel in its ``Verdict``; the window keeps exact integer
 sums (scores in millionths: they are rounded to 6 decimals), so adding an article and
 dropping the oldest costs O(1) and a batch O(batch) whatever the window size. A model
 swap starts a new window: a new model's predictions are not comparable with the old
-model's baseline.
+model's baseline. With one model per language (``model.languages``) each model has its own
+window and its own series (label ``language``: a configured language, or ``default``),
+against its own training baseline.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from service.core.records import BatchResult, Delivery, Verdict
+from service.core.records import DEFAULT_MODEL, BatchResult, Delivery, Verdict
 from service.observe.metrics import DriftGauges
 
 if TYPE_CHECKING:
@@ -140,14 +142,25 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     return min(1.0, max(0.0, total / 2))
 
 
+class _ModelWindow(NamedTuple):
+    """The window of one model (by key) and the baseline version it was started for."""
+
+    window: DriftWindow
+    version: str | None
+
+
 class DriftTracker:
-    """Feeds each batch's verdicts into the window of the model that classified them and
-    sets the gauges; lives as long as the process (sessions come and go)."""
+    """Feeds each batch's verdicts into the window of the model that answered each article
+    (its ``Verdict.language``: a configured language, or ``default``) and sets that
+    model's gauges; lives as long as the process (sessions come and go)."""
 
     def __init__(self, gauges: DriftGauges) -> None:
         self._gauges = gauges
-        self._window: DriftWindow | None = None
-        self._version: str | None = None
+        self._windows: dict[str, _ModelWindow] = {}
+        self._unset(DEFAULT_MODEL)
+
+    def _unset(self, key: str) -> None:
+        gauges = self._gauges
         for gauge in (
             gauges.section_divergence,
             gauges.unknown_token_share,
@@ -155,43 +168,72 @@ class DriftTracker:
             gauges.mean_tags,
             gauges.training_tags,
         ):
-            gauge.set(math.nan)
+            gauge.labels(key).set(math.nan)
+        gauges.window_articles.labels(key).set(0)
 
     def observe(
-        self, verdicts: Sequence[Verdict], baseline: TrainingBaseline | None, size: int
+        self,
+        verdicts: Sequence[Verdict],
+        baselines: Mapping[str, TrainingBaseline],
+        size: int,
     ) -> None:
-        """Add one batch's verdicts; a batch of another model (or window size) restarts
-        the window with that model's baseline."""
+        """Add one batch's verdicts, each to its model's window; a model of another version
+        (a swap) or another window size restarts that model's window with its baseline."""
         if not verdicts:
             return
+        if len(baselines) <= 1:
+            # One model answered every article: no need to look at each.
+            key = next(iter(baselines), DEFAULT_MODEL)
+            self._observe(key, verdicts, baselines.get(key), size)
+            return
+        groups: dict[str, list[Verdict]] = {}
+        for verdict in verdicts:
+            groups.setdefault(verdict.language, []).append(verdict)
+        for key, group in groups.items():
+            self._observe(key, group, baselines.get(key), size)
+
+    def _observe(
+        self,
+        key: str,
+        verdicts: Sequence[Verdict],
+        baseline: TrainingBaseline | None,
+        size: int,
+    ) -> None:
         version = baseline.model_version if baseline is not None else None
-        window = self._window
-        if window is None or version != self._version or window.size != size:
-            window = self._start(baseline, size)
+        current = self._windows.get(key)
+        if current is None or current.version != version or current.window.size != size:
+            window = self._start(key, baseline, size, restart=current is not None)
+        else:
+            window = current.window
         window.add(verdicts)
         found = window.snapshot()
         gauges = self._gauges
-        gauges.window_articles.set(found.articles)
-        gauges.section_divergence.set(_or_nan(found.section_divergence))
-        gauges.unknown_token_share.set(_or_nan(found.unknown_token_share))
-        gauges.mean_section_score.set(_or_nan(found.mean_section_score))
-        gauges.mean_tags.set(_or_nan(found.mean_tags))
+        gauges.window_articles.labels(key).set(found.articles)
+        gauges.section_divergence.labels(key).set(_or_nan(found.section_divergence))
+        gauges.unknown_token_share.labels(key).set(_or_nan(found.unknown_token_share))
+        gauges.mean_section_score.labels(key).set(_or_nan(found.mean_section_score))
+        gauges.mean_tags.labels(key).set(_or_nan(found.mean_tags))
 
-    def _start(self, baseline: TrainingBaseline | None, size: int) -> DriftWindow:
+    def _start(
+        self, key: str, baseline: TrainingBaseline | None, size: int, *, restart: bool
+    ) -> DriftWindow:
         if baseline is None:
             window = DriftWindow(size, (), ())
             training_tags = None
         else:
             window = DriftWindow(size, baseline.sections, baseline.section_prior)
             training_tags = baseline.tags_per_article
-        if self._window is not None:
+        if restart:
             logger.info(
                 "drift window restarted for another model",
-                extra={"model_version": baseline.model_version if baseline else None},
+                extra={
+                    "language": key,
+                    "model_version": baseline.model_version if baseline else None,
+                },
             )
-        self._window = window
-        self._version = baseline.model_version if baseline is not None else None
-        self._gauges.training_tags.set(_or_nan(training_tags))
+        version = baseline.model_version if baseline is not None else None
+        self._windows[key] = _ModelWindow(window, version)
+        self._gauges.training_tags.labels(key).set(_or_nan(training_tags))
         return window
 
 
@@ -208,7 +250,7 @@ class DriftObserver:
 
     def on_classified(self, result: BatchResult) -> None:
         """Add the batch's verdicts to the window."""
-        self._tracker.observe(result.verdicts, result.baseline, self._window)
+        self._tracker.observe(result.verdicts, result.baselines, self._window)
 
     def on_published(self, delivery: Delivery) -> None:
         """Nothing: drift is about what the model said, not what was delivered."""

@@ -23,7 +23,9 @@ _JACCARD_BUCKETS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.999, 1.0)
 
 @dataclass(frozen=True, slots=True)
 class DriftGauges:
-    """The gauges of the drift signals (set by ``service.observe.drift.DriftTracker``)."""
+    """The gauges of the drift signals (set by ``service.observe.drift.DriftTracker``),
+    labelled by the model they are about: ``language`` is a configured language, or
+    ``default``."""
 
     section_divergence: Gauge
     unknown_token_share: Gauge
@@ -192,41 +194,47 @@ class ServiceMetrics:
         )
 
     def _drift(self, registry: CollectorRegistry) -> None:
-        """The drift signals over the last --drift-window articles."""
+        """The drift signals over the last --drift-window articles of each model."""
         self.drift_gauges = DriftGauges(
             section_divergence=Gauge(
                 f"{_PREFIX}_drift_section_divergence",
                 "Jensen-Shannon divergence (base 2, 0..1) of the predicted section mix of"
                 " the last --drift-window articles from the training section mix; NaN"
                 " until an article came, or without a section head.",
+                ["language"],
                 registry=registry,
             ),
             unknown_token_share=Gauge(
                 f"{_PREFIX}_drift_unknown_token_share",
                 "Share of the tokens of the last --drift-window articles that are not in"
                 " the model's vocabulary (the title counted as often as the model reads it).",
+                ["language"],
                 registry=registry,
             ),
             mean_section_score=Gauge(
                 f"{_PREFIX}_drift_mean_section_score",
                 "Mean score of the predicted section over the last --drift-window articles.",
+                ["language"],
                 registry=registry,
             ),
             mean_tags=Gauge(
                 f"{_PREFIX}_drift_mean_tags_per_article",
                 "Mean number of predicted tags over the last --drift-window articles.",
+                ["language"],
                 registry=registry,
             ),
             training_tags=Gauge(
                 f"{_PREFIX}_drift_training_tags_per_article",
                 "Mean number of tags of a tag-labelled training article of the serving"
                 " model; NaN without a tag head.",
+                ["language"],
                 registry=registry,
             ),
             window_articles=Gauge(
                 f"{_PREFIX}_drift_window_articles",
                 "Articles in the drift window now (at most --drift-window; restarts at 0"
                 " with a new model).",
+                ["language"],
                 registry=registry,
             ),
         )
