@@ -41,10 +41,10 @@ bench-language: $(STAMP) ## per-article cost of the language detector and routin
 	$(BIN)/python benchmarks/bench_language.py
 
 RESEARCH_MODEL := artifacts/research-model/model.json
-bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3)
+bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3, BROKER=apache-kafka)
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)" \
-		--repeat $(BENCH_REPEAT)
+		--repeat $(BENCH_REPEAT) --broker $(BROKER) $(foreach rate,$(RATES),--rate $(rate))
 
 # The research model, trained again only when the model code or the install changes.
 $(RESEARCH_MODEL): $(STAMP) $(wildcard model/*.py)
@@ -54,6 +54,9 @@ $(RESEARCH_MODEL): $(STAMP) $(wildcard model/*.py)
 
 .PHONY: bench-peers bench-scaleout bench-language
 BENCH_REPEAT ?= 1
+# bench-service: the broker, and the offered rates of its latency runs (none: no latency run).
+BROKER ?= tansu
+RATES ?=
 bench-peers: $(STAMP) $(RESEARCH_MODEL) ## bench-service plus the peers (FastStream, aiokafka) and latency
 	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 20000 --service-args "$(SERVICE_ARGS)" \

@@ -1,6 +1,8 @@
-"""The service through a real (embedded) broker, side by side with its I/O ceiling and peers.
+"""The service through a real broker, side by side with its I/O ceiling and peers.
 
-One run, one broker, one backlog of articles produced up front (6 partitions):
+One run, one broker (the embedded tansu, or Apache Kafka with ``--broker apache-kafka``:
+tansu's fetch slows as its log grows, so rates and latency are Apache Kafka's to judge),
+one backlog of articles produced up front (6 partitions):
 
 1. In process: ``Predictor.predict`` alone, and bytes -> decode -> predict -> encode ->
    bytes (the service's work per article without Kafka), before and after the broker runs.
@@ -11,15 +13,16 @@ One run, one broker, one backlog of articles produced up front (6 partitions):
    batch, aiokafka ``async for`` + ``send_and_wait``, a ``getmany`` batch loop). Each is
    measured from its output topic (``contenders.py``): records/s, and the peak RSS of its
    process tree.
-3. With ``--peers``: end-to-end latency of each classifying contender at one fixed offered
-   load (default: half the service's median backlog rate), p50 and p99.
+3. With ``--peers`` or ``--rate``: end-to-end latency of each classifying contender at each
+   fixed offered load (``--rate``, repeatable; default: half the service's median backlog
+   rate), p50 and p99; a contender that fell behind the offered rate has no percentile.
 
 ``--repeat N`` runs 1 and 2 N times (the contenders' order rotated each time) and 3 N
 times, and prints the spread (min / median / max) of every rate and ratio: on a shared
 2-core machine one run is not a figure.
 
 Usage: ``python benchmarks/bench_service.py [--articles 30000] [--model DIR] [--data FILE]
-[--peers] [--repeat 3]``.
+[--broker apache-kafka] [--peers] [--rate 2000 --rate 4000] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from devtools.apache_kafka import ApacheKafkaBroker
 from devtools.tansu import EmbeddedBroker, ensure_topics
 from model import Predictor, load_labelled, save_artifact, train
 from schemas import ArticleEvent, decode_article, encode_classified, utc_now_rfc3339
@@ -200,18 +205,28 @@ def _fmt(values: Sequence[float], unit: str = "", scale: float = 1.0, digits: in
     return f"{mid:,.{digits}f}{unit} ({low:,.{digits}f}-{high:,.{digits}f})"
 
 
+def broker_for(engine: str, scratch: Path) -> AbstractContextManager[Any]:
+    """The broker the run measures through, started on loopback."""
+    if engine == "tansu":
+        return EmbeddedBroker(log_file=scratch / "tansu.log")
+    return ApacheKafkaBroker(data_dir=scratch / "kafka", log_file=scratch / "kafka.log")
+
+
 async def main_async(args: argparse.Namespace) -> int:
     articles = load_articles(args.data, args.articles)
     chosen = contenders(args)
     with tempfile.TemporaryDirectory() as scratch:
         model = model_dir(args.model, Path(scratch))
         predictor = Predictor.load(model)
-        print(f"model: {predictor.name} {predictor.version}; {args.repeat} repeat(s)")
+        print(
+            f"model: {predictor.name} {predictor.version}; broker: {args.broker}; "
+            f"{args.repeat} repeat(s)"
+        )
         predict_rates: list[float] = []
         full_rates: list[float] = []
         backlog: dict[str, list[BacklogResult]] = {c.label: [] for c in chosen}
-        latencies: dict[str, list[LatencyResult]] = {}
-        with EmbeddedBroker() as broker:
+        latencies: dict[float, dict[str, list[LatencyResult]]] = {}
+        with broker_for(args.broker, Path(scratch)) as broker:
             bootstrap = broker.bootstrap_servers
             await ensure_topics(bootstrap, {"bench-in": PARTITIONS})
             await produce_articles(bootstrap, "bench-in", articles)
@@ -236,33 +251,37 @@ async def main_async(args: argparse.Namespace) -> int:
                 after = in_process_rates(predictor, articles, args.batch_size)
                 predict_rates.append((before[0] + after[0]) / 2)
                 full_rates.append((before[1] + after[1]) / 2)
-            if args.peers:
+            if args.peers or args.rate:
                 service = statistics.median(
                     r.rate for r in backlog["service, --classify-in thread"]
                 )
-                rate = args.rate or max(1.0, round(service / 2))
-                print(f"latency: {rate:,.0f} articles/s offered for {args.latency_seconds:.0f} s")
+                rates = args.rate or [max(1.0, round(service / 2))]
                 classifying = [c for c in chosen if c.kind != "passthrough"]
-                latencies = {c.label: [] for c in classifying}
-                for repeat in range(args.repeat):
-                    shift = repeat % len(classifying)
-                    for contender in classifying[shift:] + classifying[:shift]:
-                        at = Endpoints(
-                            bootstrap, model, f"lat-in-{contender.slug}-{repeat}",
-                            f"lat-out-{contender.slug}-{repeat}", f"lat-{contender.slug}-{repeat}",
-                        )  # fmt: skip
-                        measured = await latency_run(
-                            contender,
-                            at,
-                            articles,
-                            rate=rate,
-                            seconds=args.latency_seconds,
-                            log=Path(scratch) / f"{at.group_id}.log",
-                        )
-                        latencies[contender.label].append(measured)
-                        print(f"  run {repeat + 1}: {contender.label}: p99 "
-                              f"{measured.quantile(0.99) * 1000:.1f} ms, "
-                              f"{measured.received}/{measured.offered}", flush=True)  # fmt: skip
+                for rate in rates:
+                    print(f"latency: {rate:,.0f} articles/s offered for "
+                          f"{args.latency_seconds:.0f} s")  # fmt: skip
+                    at_rate = latencies[rate] = {c.label: [] for c in classifying}
+                    for repeat in range(args.repeat):
+                        shift = repeat % len(classifying)
+                        for contender in classifying[shift:] + classifying[:shift]:
+                            topic = f"{contender.slug}-{round(rate)}-{repeat}"
+                            at = Endpoints(
+                                bootstrap, model, f"lat-in-{topic}",
+                                f"lat-out-{topic}", f"lat-{topic}",
+                            )  # fmt: skip
+                            measured = await latency_run(
+                                contender,
+                                at,
+                                articles,
+                                rate=rate,
+                                seconds=args.latency_seconds,
+                                log=Path(scratch) / f"{at.group_id}.log",
+                            )
+                            at_rate[contender.label].append(measured)
+                            p99_ms = measured.quantile(0.99) * 1000
+                            answered = f"{measured.received}/{measured.offered}"
+                            print(f"  run {repeat + 1}: {contender.label}: "
+                                  f"p99 {p99_ms:.1f} ms, {answered}", flush=True)  # fmt: skip
     print_tables(predict_rates, full_rates, backlog, latencies)
     return 0
 
@@ -271,40 +290,46 @@ def print_tables(
     predict_rates: list[float],
     full_rates: list[float],
     backlog: dict[str, list[BacklogResult]],
-    latencies: dict[str, list[LatencyResult]],
+    latencies: dict[float, dict[str, list[LatencyResult]]],
 ) -> None:
     """Rates as median (min-max) over the repeats; ratios are taken within each repeat."""
+    ceiling = [r.rate for r in backlog["pass-through loop (no model)"]]
     print()
     print("| | articles/s | x in-process decode+predict+encode | x in-process predict "
-          "| peak RSS, MiB |")  # fmt: skip
-    print("|---|---|---|---|---|")
+          "| x pass-through | peak RSS, MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     print(f"| in-process `Predictor.predict` | {_fmt(predict_rates)} | "
           f"{_fmt([p / f for p, f in zip(predict_rates, full_rates, strict=True)], digits=2)} "
-          "| 1 | |")  # fmt: skip
+          "| 1 | | |")  # fmt: skip
     print(f"| in-process decode + predict + encode | {_fmt(full_rates)} | 1 | "
           f"{_fmt([f / p for p, f in zip(predict_rates, full_rates, strict=True)], digits=2)} "
-          "| |")  # fmt: skip
+          "| | |")  # fmt: skip
+    peers = {label for runs in latencies.values() for label in runs}
     for label, results in backlog.items():
-        if label in latencies and not label.startswith("service"):
-            continue  # a peer: in the second table
+        if label in peers and not label.startswith("service"):
+            continue  # a peer: in the latency tables
         rates = [r.rate for r in results]
         vs_full = [r / f for r, f in zip(rates, full_rates, strict=True)]
         vs_predict = [r / p for r, p in zip(rates, predict_rates, strict=True)]
+        vs_ceiling = [r / c for r, c in zip(rates, ceiling, strict=True)]
         rss = [r.rss_bytes for r in results]
         print(f"| {label} | {_fmt(rates)} | {_fmt(vs_full, digits=2)} | "
-              f"{_fmt(vs_predict, digits=2)} | {_fmt(rss, scale=1 / 2**20)} |")  # fmt: skip
-    if latencies:
-        print_peers(full_rates, backlog, latencies)
+              f"{_fmt(vs_predict, digits=2)} | {_fmt(vs_ceiling, digits=2)} | "
+              f"{_fmt(rss, scale=1 / 2**20)} |")  # fmt: skip
+    for rate, at_rate in latencies.items():
+        print_peers(full_rates, backlog, at_rate, rate)
 
 
 def print_peers(
     full_rates: list[float],
     backlog: dict[str, list[BacklogResult]],
     latencies: dict[str, list[LatencyResult]],
+    rate: float,
 ) -> None:
     """The classifying contenders side by side: rate, ratio, latency at the offered load."""
     offered = next(iter(latencies.values()))[0].offered
     print()
+    print(f"at {rate:,.0f} articles/s offered:")
     print("| | records/s | x in-process decode+predict+encode | p50 ms | p99 ms "
           "| peak RSS under load, MiB |")  # fmt: skip
     print("|---|---|---|---|---|---|")
@@ -346,7 +371,17 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=15.0,
                         help="stop a backlog run this long after its first output")  # fmt: skip
     parser.add_argument(
-        "--rate", type=float, default=None, help="offered rate (default: half the service's)"
+        "--rate",
+        type=float,
+        action="append",
+        default=[],
+        help="offered rate of a latency run; repeatable (default with --peers: half the service's)",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("tansu", "apache-kafka"),
+        default="tansu",
+        help="the broker to measure through (apache-kafka: make kafka-jars)",
     )
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
