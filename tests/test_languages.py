@@ -39,6 +39,7 @@ from service.commands.wiring import model_spec, trust_policy
 from service.config.commands import ConfigError, ServeSettings
 from service.core.classify import classify_batch
 from service.core.records import Topics as OutTopics
+from service.core.shadow import CandidateScorer
 from service.http.api import ApiServer
 from service.models.loading import LanguageModel, ModelSpec, TrustPolicy
 from service.models.reload import ModelReloader, show_models
@@ -232,6 +233,51 @@ def test_evaluate_with_two_models_scores_each_record_by_the_model_that_answers_i
     correct = sum(round(block["accuracy"] * block["records"]) for block in per_model)
     assert report["sections"]["records"] == sum(block["records"] for block in per_model)
     assert report["sections"]["accuracy"] == pytest.approx(correct / report["sections"]["records"])
+
+
+def test_a_candidate_for_one_language_is_compared_with_that_language_model_only(
+    routed: RoutedPredictor, german_dir: Path, tmp_path: Path
+) -> None:
+    """``--shadow-model de=DIR``: the candidate scores only the articles the German model
+    answered (by field or by detection), against the German model's answers, and its
+    shadow outputs are those articles alone."""
+    candidate = Predictor.load(german_dir)
+    events = [
+        _event("de-field", GERMAN, "de"),
+        _event("de-detected", GERMAN),
+        _event("en", ENGLISH, "en"),
+        _event("fr", FRENCH, "fr"),
+    ]
+    records = [
+        WireRecord("in", 0, i, 1, None, event.model_dump_json().encode())
+        for i, event in enumerate(events)
+    ]
+    result = classify_batch(
+        records,
+        routed,
+        topics=OutTopics("out", "dlq"),
+        max_event_bytes=1 << 20,
+        shadow=CandidateScorer(candidate, topic="shadow", language="de"),
+    )
+    shadow = result.shadow
+    assert shadow is not None
+    assert (shadow.articles, shadow.section_agreements, shadow.failures) == (2, 2, 0)
+    assert shadow.model_version == candidate.version  # the German live model's version
+    assert sorted(json.loads(o.value or b"")["article_id"] for o in shadow.outgoing) == [
+        "de-detected",
+        "de-field",
+    ]
+
+
+def test_a_candidate_language_needs_a_model_of_that_language() -> None:
+    """``--shadow-model de=DIR`` is refused without ``--model de=DIR``; a plain directory
+    is a candidate for every article, as before."""
+    settings = serve_settings("--model", "a", "--model", "de=b", "--shadow-model", "DE=c")
+    assert (settings.shadow_model, settings.shadow_language) == (Path("c"), "de")
+    plain = serve_settings("--model", "a", "--shadow-model", "c")
+    assert (plain.shadow_model, plain.shadow_language) == (Path("c"), None)
+    with pytest.raises(ConfigError, match="no --model fr=DIR to compare it with"):
+        serve_settings("--model", "a", "--model", "de=b", "--shadow-model", "fr=c")
 
 
 async def test_a_language_model_swaps_alone_and_a_refused_one_keeps_serving(

@@ -85,6 +85,7 @@ def model_spec(
         shadow=shadow,
         shadow_trust=policy.for_candidate(shadow) if shadow is not None else None,
         shadow_topic=rollout.shadow_topic if rollout is not None else None,
+        shadow_language=rollout.shadow_language if rollout is not None else None,
         section_floor=section_floor,
         languages=tuple(
             LanguageModel(language, directory, policy.for_model(directory))

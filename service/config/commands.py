@@ -208,6 +208,11 @@ class ServeSettings(
             raise ValueError(
                 f"--api-port={self.api_port} must differ from --metrics-port={self.metrics_port}"
             )
+        language = self.shadow_language
+        if language is not None and language not in self.language_dirs:
+            raise ValueError(
+                f"--shadow-model {language}=...: no --model {language}=DIR to compare it with"
+            )
         return self
 
     def transactional_id(self, topic: str, partition: int) -> str:

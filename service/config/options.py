@@ -767,8 +767,16 @@ class Rollout(BaseModel):
     )
     shadow_model: Path | None = Field(
         default=None,
+        json_schema_extra={"metavar": "[LANG=]DIR"},
         description="candidate model artifact scored beside the live one; never published to "
-        "the output",
+        "the output; as LANG=DIR, a candidate for that language's model (--model LANG=DIR), "
+        "scored on the articles that model answers",
+    )
+    #: Set from a ``--shadow-model LANG=DIR`` value only (no flag or variable of its own).
+    shadow_language: str | None = Field(
+        default=None,
+        json_schema_extra={"internal": True},
+        description="the language whose model the candidate would replace",
     )
     shadow_topic: str | None = Field(
         default=None,
@@ -776,6 +784,17 @@ class Rollout(BaseModel):
         max_length=249,
         description="publish the candidate's outputs here (same contract, best effort)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shadow_language(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or not isinstance(values.get("shadow_model"), str):
+            return values
+        key, sep, directory = values["shadow_model"].partition("=")
+        key = key.strip().lower()
+        if not sep or _primary_subtag(key) != key:
+            return values
+        return {**values, "shadow_model": directory, "shadow_language": key}
 
     @model_validator(mode="after")
     def _shadow(self) -> Rollout:

@@ -78,8 +78,14 @@ def _classify_values(
     max_event_bytes: int,
     limits: RecordLimits,
     explain: int = 0,
-) -> tuple[list[Outcome], list[ArticleEvent | Refused], dict[int, Classification | Exception]]:
-    """The outcomes, plus each value decoded and the model's results by ``id(event)``."""
+) -> tuple[
+    list[Outcome],
+    list[ArticleEvent | Refused],
+    dict[int, Classification | Exception],
+    dict[int, ArticleNotes],
+]:
+    """The outcomes, plus each value decoded, and the model's results and notes (tokens,
+    the model that answered) by ``id(event)``."""
     decoded = [_decode(value, max_event_bytes, limits) for value in values]
     valid = [item for item in decoded if isinstance(item, ArticleEvent)]
     texts: dict[int, ArticleNotes] = {}
@@ -91,7 +97,7 @@ def _classify_values(
         else _encode(item, predictions[id(item)], classified_at, texts.get(id(item)))
         for item in decoded
     ]
-    return outcomes, decoded, predictions
+    return outcomes, decoded, predictions, texts
 
 
 def predict_events(
@@ -131,7 +137,7 @@ def classify_batch(
     """Decode, classify and encode ``records``; the result keeps their order. With a
     ``shadow`` scorer, the valid articles are also scored by the candidate model."""
     started = time.perf_counter()
-    outcomes, decoded, predictions = _classify_values(
+    outcomes, decoded, predictions, notes = _classify_values(
         [record.value for record in records],
         predictor,
         max_event_bytes=max_event_bytes,
@@ -147,7 +153,7 @@ def classify_batch(
             for record, event in zip(records, decoded, strict=True)
             if isinstance(event, ArticleEvent)
         ]
-        result.shadow = shadow(pairs, predictions)
+        result.shadow = shadow(pairs, predictions, notes)
     for record, outcome in zip(records, outcomes, strict=True):
         if isinstance(outcome, Refused):
             result.outgoing.append(

@@ -151,12 +151,15 @@ class BatchResult:
 
 
 class ShadowScorer(Protocol):
-    """Scores a batch's valid articles with a candidate model (``service.core.shadow``)."""
+    """Scores a batch's valid articles with a candidate model (``service.core.shadow``):
+    ``predictions`` and ``notes`` (which model answered) are the live model's, by
+    ``id(event)``."""
 
     def __call__(
         self,
         valid: Sequence[tuple[InputRecord, ArticleEvent]],
         predictions: dict[int, Classification | Exception],
+        notes: Mapping[int, ArticleNotes] | None = None,
     ) -> ShadowBatch: ...
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from schemas import ArticleEvent, Classification, utc_now_rfc3339
 from service.core.classify import encode_result, predict_events
 from service.core.records import (
+    ArticleNotes,
     ArticlePredictor,
     Classified,
     InputRecord,
@@ -37,18 +38,35 @@ SECTION, TAG = "section", "tag"
 
 
 class CandidateScorer:
-    """Scores a batch's valid articles with the candidate and compares (in the worker)."""
+    """Scores a batch's valid articles with the candidate and compares (in the worker).
 
-    def __init__(self, candidate: ArticlePredictor, *, topic: str | None = None) -> None:
+    With a ``language`` (``--shadow-model de=DIR``) the candidate is a replacement for that
+    language's model: it scores only the articles that model answered (by the live
+    ``notes``), and is compared with it alone.
+    """
+
+    def __init__(
+        self, candidate: ArticlePredictor, *, topic: str | None = None, language: str | None = None
+    ) -> None:
         self.candidate = candidate
+        self.language = language
         self._topic = topic
 
     def __call__(
         self,
         valid: Sequence[tuple[InputRecord, ArticleEvent]],
         predictions: dict[int, Classification | Exception],
+        notes: Mapping[int, ArticleNotes] | None = None,
     ) -> ShadowBatch:
         started = time.perf_counter()
+        if self.language is not None:
+            answered = notes or {}
+            valid = [
+                (record, event)
+                for record, event in valid
+                if (note := answered.get(id(event))) is not None and note.language == self.language
+            ]
+            predictions = {id(event): predictions[id(event)] for _, event in valid}
         results: Sequence[Classification | Refused | None]
         try:
             results = predict_events(self.candidate, [event for _, event in valid])

@@ -81,6 +81,9 @@ class ModelSpec:
     shadow: Path | None = None
     shadow_trust: ArtifactTrust | None = None
     shadow_topic: str | None = None
+    #: The language whose model the candidate is compared with (``--shadow-model de=DIR``);
+    #: None: every article, against whichever model answered it.
+    shadow_language: str | None = None
     #: ``--section-floor``: sections scored under it are flagged uncertain (every model).
     section_floor: float | None = None
     #: The models per language (``--model de=DIR``); ``primary`` is then the default one.
@@ -138,7 +141,7 @@ def load_models(spec: ModelSpec, primary: ArticlePredictor | None = None) -> Loa
     if spec.shadow is not None:
         candidate = load_predictor(spec.shadow, spec.shadow_trust, section_floor=spec.section_floor)
         smoke_test(candidate, spec.shadow)
-        scorer = CandidateScorer(candidate, topic=spec.shadow_topic)
+        scorer = CandidateScorer(candidate, topic=spec.shadow_topic, language=spec.shadow_language)
     return LoadedModels(primary, scorer)
 
 
