@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from service.config.commands import (
     ServeSettings,
 )
 from service.feedback.consumer import FeedbackConsumer, quality_tracker
-from service.feedback.quality import QualityTracker, manifest_labels
+from service.feedback.quality import QualityTracker, manifest_labels, serving_labels
 from service.observe.metrics import ServiceMetrics
 
 SECTIONS = ("business", "politics", "sport")
@@ -248,3 +249,36 @@ async def test_a_dead_letter_the_topic_refuses_goes_on_without_its_value(tmp_pat
     failing = _Producer(limit=10_000, failure=KafkaTimeoutError())
     with pytest.raises(KafkaTimeoutError):
         await consumer._handle(_fetched(SMALL_BAD), failing)
+
+
+def test_labels_of_each_language_model_and_of_a_swapped_in_model_count_by_name(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """With ``--model de=DIR`` the German model's labels are series of their own, not
+    ``_other``; labels of a model swapped in later join the set (``serving_labels``)."""
+    german = tmp_path / "de"
+    german.mkdir()
+    (german / "model.json").write_text(
+        json.dumps({"sections": ["inland"], "tags": ["bundesliga"]}), encoding="utf-8"
+    )
+    settings = serve_settings("--model", str(model_dir), "--model", f"de={german}")
+    registry = CollectorRegistry()
+    tracker = quality_tracker(settings, ServiceMetrics(registry))
+    verdict = {"predicted_tags": ["bundesliga"], "tags": ["bundesliga", "wahl"]}
+    tracker.record(
+        _feedback(model_version="de-1", predicted_section="inland", section="inland", **verdict)
+    )
+    agreed = {"model_version": "de-1", "section": "inland", "outcome": "agreed"}
+    assert _value(registry, "feedback_section_total", **agreed) == 1
+    kept = {"model_version": "de-1", "tag": "bundesliga", "outcome": "true_positive"}
+    assert _value(registry, "feedback_tag_total", **kept) == 1
+    unknown = {"model_version": "de-1", "tag": "_other", "outcome": "false_negative"}
+    assert _value(registry, "feedback_tag_total", **unknown) == 1
+
+    (german / "model.json").write_text(
+        json.dumps({"sections": ["inland"], "tags": ["bundesliga", "wahl"]}), encoding="utf-8"
+    )
+    tracker.add_labels(*serving_labels([model_dir, german]))
+    tracker.record(_feedback(model_version="de-2", **verdict))
+    added = {"model_version": "de-2", "tag": "wahl", "outcome": "false_negative"}
+    assert _value(registry, "feedback_tag_total", **added) == 1

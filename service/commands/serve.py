@@ -56,6 +56,7 @@ from service.core.errors import (
 )
 from service.core.records import ArticlePredictor, ShadowBatch
 from service.feedback.consumer import quality_tracker, run_feedback
+from service.feedback.quality import QualityTracker, serving_labels
 from service.http.api import ApiServer
 from service.http.server import HealthServer
 from service.kafka.access import access_backoff, access_restart, raise_denied
@@ -74,7 +75,7 @@ from service.kafka.supervisor import Restart, Supervisor
 from service.kafka.transactions import PartitionTransactions
 from service.models.loading import ModelSetIdentity
 from service.models.reload import ModelReloader, show_models
-from service.models.workers import BatchClassifier, ModelIdentity
+from service.models.workers import BatchClassifier, ModelClassifier, ModelIdentity
 from service.observe.health import Assignment, Health
 from service.observe.logs import configure_logging
 from service.observe.metrics import ServiceMetrics
@@ -155,6 +156,7 @@ async def run_service(
             if api_port is not None and not api_port.done():
                 api_port.set_result(api.port)
         _log_loaded(models, settings.classify_in.value if predictor is None else "thread")
+        quality = None
         if settings.feedback_topic:
             # Its own group and session loop: nothing it meets reaches the article pipeline.
             quality = quality_tracker(settings, metrics, predictor)
@@ -169,7 +171,7 @@ async def run_service(
                 poll_s=settings.model_poll_s,
                 metrics=metrics,
                 health=health,
-                on_swapped=shadow.swapped(health),
+                on_swapped=_learning_labels(shadow.swapped(health), quality, classifier),
             )
             _watch_models(stack, reloader, reload)
         return await _sessions(
@@ -241,6 +243,26 @@ class _Shadow:
     async def close(self) -> None:
         if self._publisher is not None:
             await self._publisher.close()
+
+
+def _learning_labels(
+    show: Callable[[ModelSetIdentity], None],
+    quality: QualityTracker | None,
+    classifier: ModelClassifier,
+) -> Callable[[ModelSetIdentity], None]:
+    """``show``, then (with feedback metrics) the labels of the models now serving added
+    to the feedback quality series' label set, so a swapped-in model's new labels count
+    under their own names."""
+    if quality is None:
+        return show
+
+    def after(models: ModelSetIdentity) -> None:
+        show(models)
+        spec = classifier.spec
+        directories = [spec.primary, *(model.directory for model in spec.languages)]
+        quality.add_labels(*serving_labels(directories))
+
+    return after
 
 
 def _models(classifier: BatchClassifier, started: ModelIdentity) -> ModelSetIdentity:

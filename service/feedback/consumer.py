@@ -36,7 +36,7 @@ from service.core.backoff import Backoff
 from service.core.deadletter import VALUE_DROPPED_HEADER, dead_letter_headers
 from service.core.errors import BrokerUnavailableError, DeliveryError, MissingTopicError
 from service.core.headers import Header
-from service.feedback.quality import QualityTracker, manifest_labels
+from service.feedback.quality import QualityTracker, manifest_labels, serving_labels
 from service.kafka.access import access_backoff, access_restart, raise_denied
 from service.kafka.clients import (
     client_options,
@@ -284,14 +284,17 @@ async def run_feedback(
 def quality_tracker(
     settings: ServeSettings, metrics: ServiceMetrics, predictor: object | None = None
 ) -> QualityTracker:
-    """A tracker knowing the model's labels: the given predictor's, or the manifest's."""
+    """A tracker knowing the models' labels: the given predictor's or the default model's
+    manifest's, and those of the models per language (``--model de=DIR``)."""
     sections = getattr(predictor, "sections", None)
     tags = getattr(predictor, "tags", None)
     if sections is None or tags is None:
         sections, tags = manifest_labels(settings.model)
-    return QualityTracker(
+    tracker = QualityTracker(
         metrics, sections=sections, tags=tags, max_versions=settings.feedback_max_versions
     )
+    tracker.add_labels(*serving_labels(settings.language_dirs.values()))
+    return tracker
 
 
 async def _forward(stop: asyncio.Event, done: asyncio.Event) -> None:

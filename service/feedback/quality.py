@@ -4,7 +4,8 @@ Each ``ArticleFeedback`` carries the labels the model gave (as the editor saw th
 the editor's final ones, so a verdict is scored on its own: no per-article state. Series
 are labelled by model version; only the ``max_versions`` most recently seen versions keep
 series (the oldest one's are removed when another arrives), and section and tag labels
-outside the loaded model's label set count as ``_other``. So the number of series is at
+outside the label sets of the models loaded since the start (the default model and each
+language's, and every model swapped in) count as ``_other``. So the number of series is at
 most ``max_versions x (sections x 2 + tags x 3 + a few)`` whatever the volume.
 
 PromQL: section agreement is ``agreed / (agreed + corrected)`` of ``feedback_section_total``;
@@ -72,9 +73,15 @@ class QualityTracker:
         )
 
     def set_labels(self, sections: Iterable[str], tags: Iterable[str]) -> None:
-        """The loaded model's label set (call again when another model is loaded)."""
+        """The loaded models' label set."""
         self._sections = frozenset(sections)
         self._tags = frozenset(tags)
+
+    def add_labels(self, sections: Iterable[str], tags: Iterable[str]) -> None:
+        """Labels of a model loaded since (a swap): counted under their own names from now
+        on. The set only grows, as older versions' series stay until they are evicted."""
+        self._sections |= frozenset(sections)
+        self._tags |= frozenset(tags)
 
     @property
     def versions(self) -> list[str]:
@@ -120,6 +127,18 @@ class QualityTracker:
             "feedback series of an older model version removed",
             extra={"model_version": version, "max_versions": self._max_versions},
         )
+
+
+def serving_labels(model_dirs: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """The sections and tags of every artifact in ``model_dirs`` (the default model and
+    each language's), in order of first appearance."""
+    sections: dict[str, None] = {}
+    tags: dict[str, None] = {}
+    for model_dir in model_dirs:
+        more_sections, more_tags = manifest_labels(model_dir)
+        sections.update(dict.fromkeys(more_sections))
+        tags.update(dict.fromkeys(more_tags))
+    return list(sections), list(tags)
 
 
 def manifest_labels(model_dir: Path) -> tuple[list[str], list[str]]:
