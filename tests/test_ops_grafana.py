@@ -111,7 +111,7 @@ def test_rows_come_in_the_on_call_order() -> None:
         "Newsroom feedback",
         "Kafka client",
         "Hardening",
-        "Drift (last --drift-window articles per instance)",
+        "Drift (last --drift-window articles per instance and model)",
     ]
     cells: set[tuple[int, int]] = set()
     for panel in _checked_in()["panels"]:

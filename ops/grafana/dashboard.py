@@ -599,7 +599,7 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
-        "Drift (last --drift-window articles per instance)",
+        "Drift (last --drift-window articles per instance and model)",
         (
             Panel(
                 "Section mix vs training",
@@ -607,7 +607,8 @@ ROWS: tuple[Row, ...] = (
                 " mix; the alert is at 0.1.",
                 (
                     Query(
-                        f"max by (instance) ({_P}drift_section_divergence{{$SEL}})", "{{instance}}"
+                        f"max by (instance, language) ({_P}drift_section_divergence{{$SEL}})",
+                        "{{instance}} {{language}}",
                     ),
                 ),
                 width=6,
@@ -617,7 +618,8 @@ ROWS: tuple[Row, ...] = (
                 "Share of the tokens read that are outside the model's vocabulary; alert at 0.4.",
                 (
                     Query(
-                        f"max by (instance) ({_P}drift_unknown_token_share{{$SEL}})", "{{instance}}"
+                        f"max by (instance, language) ({_P}drift_unknown_token_share{{$SEL}})",
+                        "{{instance}} {{language}}",
                     ),
                 ),
                 width=6,
@@ -627,7 +629,8 @@ ROWS: tuple[Row, ...] = (
                 "Mean score of the chosen section; alert under 0.6.",
                 (
                     Query(
-                        f"min by (instance) ({_P}drift_mean_section_score{{$SEL}})", "{{instance}}"
+                        f"min by (instance, language) ({_P}drift_mean_section_score{{$SEL}})",
+                        "{{instance}} {{language}}",
                     ),
                 ),
                 width=6,
@@ -637,13 +640,16 @@ ROWS: tuple[Row, ...] = (
                 "Mean tags per article in the window, the training mean, and the window's fill.",
                 (
                     Query(
-                        f"max by (instance) ({_P}drift_mean_tags_per_article{{$SEL}})",
-                        "{{instance}}",
+                        f"max by (instance, language) ({_P}drift_mean_tags_per_article{{$SEL}})",
+                        "{{instance}} {{language}}",
                     ),
-                    Query(f"max({_P}drift_training_tags_per_article{{$SEL}})", "training"),
                     Query(
-                        f"max by (instance) ({_P}drift_window_articles{{$SEL}}) / 1000",
-                        "window / 1000 {{instance}}",
+                        f"max by (language) ({_P}drift_training_tags_per_article{{$SEL}})",
+                        "training {{language}}",
+                    ),
+                    Query(
+                        f"max by (instance, language) ({_P}drift_window_articles{{$SEL}}) / 1000",
+                        "window / 1000 {{instance}} {{language}}",
                     ),
                 ),
                 width=6,
