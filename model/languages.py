@@ -137,6 +137,11 @@ class RoutedPredictor:
         return self._default
 
     @property
+    def detector(self) -> LanguageDetector | None:
+        """The detector of articles without a language field (None without languages)."""
+        return self._detector
+
+    @property
     def name(self) -> str:
         return self._default.name
 

@@ -283,8 +283,9 @@ def test_a_candidate_language_needs_a_model_of_that_language() -> None:
 async def test_a_language_model_swaps_alone_and_a_refused_one_keeps_serving(
     model_dir: Path, german_dir: Path, tmp_path: Path
 ) -> None:
-    """Flipping the German model's path swaps only it (counted under model="de"); an
-    artifact the pin file does not list is refused and the old German model keeps serving."""
+    """Flipping the German model's path swaps only it (counted under model="de"; the
+    default model and the detector are kept, not loaded again); an artifact the pin file
+    does not list is refused and the old German model keeps serving."""
     german = train(load_labelled([GERMAN_CORPUS]).records, name="demo-de")
     v2 = tmp_path / "de-v2"
     save_artifact(
@@ -321,6 +322,8 @@ async def test_a_language_model_swaps_alone_and_a_refused_one_keeps_serving(
         await classifier.start()
         default_version = classifier.models.primary.version
         before = dict(classifier.models.languages)["de"].version
+        serving = classifier._current().primary
+        assert isinstance(serving, RoutedPredictor)
         link.unlink()
         link.symlink_to(v2)
         await reloader.check()
@@ -334,6 +337,11 @@ async def test_a_language_model_swaps_alone_and_a_refused_one_keeps_serving(
         await reloader.check()
         assert dict(classifier.models.languages)["de"].version == "v2"
         assert classifier.models.primary.version == default_version
+        # Only the German model was loaded again: the default model and the detector stay.
+        swapped = classifier._current().primary
+        assert isinstance(swapped, RoutedPredictor)
+        assert swapped.default is serving.default
+        assert swapped.detector is serving.detector
         reloads = "article_classifier_model_reloads_total"
         assert registry.get_sample_value(reloads, {"model": "de"}) == 1
         (result,) = await classifier.classify_articles([_event("x", GERMAN, "de")])

@@ -128,15 +128,48 @@ def identity_of(predictor: ArticlePredictor) -> ModelIdentity:
     return ModelIdentity(predictor.name, predictor.version, sha256, sections)
 
 
-def load_models(spec: ModelSpec, primary: ArticlePredictor | None = None) -> LoadedModels:
+#: A loaded model by the (directory, trust) a spec named it with.
+ModelKey = tuple[Path, ArtifactTrust | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Reusable:
+    """Models a swap may keep instead of loading them again: each serving model by the
+    (directory, trust) of the serving spec, which pins it to its bytes, and the language
+    detector (``reusable``)."""
+
+    predictors: dict[ModelKey, ArticlePredictor]
+    detector: object | None = None
+
+
+def reusable(spec: ModelSpec, serving: ArticlePredictor) -> Reusable:
+    """What ``serving`` (loaded from ``spec``) offers a swap: its default model and each
+    language's. A swap that names a model with the same directory and the same pinned
+    trust keeps it (``load_models``)."""
+    default: ArticlePredictor = getattr(serving, "default", serving)
+    predictors: dict[ModelKey, ArticlePredictor] = {(spec.primary, spec.trust): default}
+    by_language = dict(getattr(serving, "languages", ()))
+    for model in spec.languages:
+        if model.language in by_language:
+            predictors[(model.directory, model.trust)] = by_language[model.language]
+    return Reusable(predictors, getattr(serving, "detector", None))
+
+
+def load_models(
+    spec: ModelSpec, primary: ArticlePredictor | None = None, reuse: Reusable | None = None
+) -> LoadedModels:
     """Load, verify and smoke-test what ``spec`` names (``primary``, if given, is used
-    instead of loading ``spec.primary``). Raises ``ModelError`` (``ArtifactTrustError``,
+    instead of loading ``spec.primary``; a model ``reuse`` holds under the same directory
+    and trust is kept, not loaded again). Raises ``ModelError`` (``ArtifactTrustError``,
     ``ArtifactError``, ``SmokeTestError``) naming the artifact and the problem."""
+    reuse = reuse or Reusable({})
+    if primary is None:
+        primary = reuse.predictors.get((spec.primary, spec.trust))
     if primary is None:
         primary = load_predictor(spec.primary, spec.trust, section_floor=spec.section_floor)
         smoke_test(primary, spec.primary)
     if spec.languages and not hasattr(primary, "languages"):
-        primary = _routed(spec, primary)
+        primary = _routed(spec, primary, reuse)
     scorer = None
     if spec.shadow is not None:
         candidate = load_predictor(spec.shadow, spec.shadow_trust, section_floor=spec.section_floor)
@@ -184,29 +217,32 @@ def smoke_test(predictor: ArticlePredictor, directory: Path | None = None) -> No
             )
 
 
-def _routed(spec: ModelSpec, default: ArticlePredictor) -> ArticlePredictor:
+def _routed(spec: ModelSpec, default: ArticlePredictor, reuse: Reusable) -> ArticlePredictor:
     """The default model and one model per language behind one predictor that routes each
-    article by its language; a directory listed twice (with the same trust) loads once."""
+    article by its language; a directory listed twice (with the same trust) loads once,
+    and a model (or detector) ``reuse`` holds is kept."""
     from model import Predictor  # noqa: PLC0415 - only where the model lives
-    from model.languages import RoutedPredictor  # noqa: PLC0415
+    from model.languages import LanguageDetector, RoutedPredictor  # noqa: PLC0415
 
     if not isinstance(default, Predictor):
         raise ModelError("models per language need the default model loaded from an artifact")
-    loaded: dict[tuple[Path, ArtifactTrust | None], Predictor] = {
-        (spec.primary.resolve(), spec.trust): default
-    }
+    loaded: dict[ModelKey, Predictor] = {(spec.primary.resolve(), spec.trust): default}
     by_language: dict[str, Predictor] = {}
     for model in spec.languages:
         key = (model.directory.resolve(), model.trust)
-        predictor = loaded.get(key)
+        kept = reuse.predictors.get((model.directory, model.trust))
+        predictor = kept if isinstance(kept, Predictor) else loaded.get(key)
         if predictor is None:
             predictor = Predictor.load(
                 model.directory, model.trust, section_floor=spec.section_floor
             )
             smoke_test(predictor, model.directory)
-            loaded[key] = predictor
+        loaded[key] = predictor
         by_language[model.language] = predictor
-    routed: ArticlePredictor = RoutedPredictor(default, by_language)
+    detector = reuse.detector
+    if not isinstance(detector, LanguageDetector) or set(detector.languages) != set(by_language):
+        detector = None
+    routed: ArticlePredictor = RoutedPredictor(default, by_language, detector)
     return routed
 
 

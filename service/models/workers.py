@@ -54,7 +54,9 @@ from service.models.loading import (
     ModelIdentity,
     ModelSetIdentity,
     ModelSpec,
+    Reusable,
     load_models,
+    reusable,
 )
 from service.observe.logs import configure_logging
 
@@ -187,14 +189,17 @@ class ThreadClassifier:
 
     async def swap(self, spec: ModelSpec) -> ModelSetIdentity:
         # A thread of its own: the classify thread keeps serving batches meanwhile. A live
-        # model the swap leaves as it is (a new candidate only) is kept, not reloaded.
+        # model the swap leaves as it is (the default model or a language's, when another
+        # one changes, or all of them for a new candidate) is kept, not reloaded.
         current = self._current()
         unchanged = (
             spec.primary == self._spec.primary
             and spec.trust == self._spec.trust
             and spec.languages == self._spec.languages
         )
-        loaded = await asyncio.to_thread(_load_models, spec, current.primary if unchanged else None)
+        given = current.primary if unchanged else None
+        reuse = reusable(self._spec, current.primary)
+        loaded = await asyncio.to_thread(_load_models, spec, given, reuse)
         self._loaded = loaded
         self._spec = spec.pinned(loaded.identity)
         return loaded.identity
@@ -460,8 +465,10 @@ def _classify_with(
     )
 
 
-def _load_models(spec: ModelSpec, given: ArticlePredictor | None) -> LoadedModels:
-    loaded = load_models(spec, given)
+def _load_models(
+    spec: ModelSpec, given: ArticlePredictor | None, reuse: Reusable | None = None
+) -> LoadedModels:
+    loaded = load_models(spec, given, reuse)
     _settle_heap()
     return loaded
 
