@@ -21,6 +21,7 @@ from model.training import (
     CHOSEN_BY_CALLER,
     CHOSEN_BY_SECTIONS_ONLY,
     CHOSEN_BY_TAGS,
+    ParamValue,
 )
 
 DEMO = Path(__file__).resolve().parent.parent / "model" / "samples" / "demo.jsonl"
@@ -202,7 +203,11 @@ def test_the_section_head_defaults_follow_the_feature_set(
     chose for the feature set (C 2 and weight 0.2 with n-grams: more headline accuracy
     at the same full-text accuracy), and the model equals one trained with them given."""
     records = [r.model_copy(update={"tags": None}) for r in load_labelled([DEMO]).records[::3]]
-    given = {"features": features, "section_c": c, "section_headline_weight": headline_weight}
+    given: dict[str, ParamValue] = {
+        "features": features,
+        "section_c": c,
+        "section_headline_weight": headline_weight,
+    }
     default = train(records, name="d", version="1", cv_folds=2, params={"features": features})
     explicit = train(records, name="d", version="1", cv_folds=2, params=given)
     np.testing.assert_array_equal(default.model.weights, explicit.model.weights)
