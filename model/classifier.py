@@ -55,7 +55,10 @@ _VIEW_WEIGHTS = (
 
 #: The section head's SVM regularisation when ``section_c`` is None, by whether the feature
 #: set has character n-grams.
-SECTION_C = {False: 0.5, True: 1.0}
+SECTION_C = {False: 0.5, True: 2.0}
+#: The section head's headline-view sample weight when ``section_headline_weight`` is None,
+#: by whether the feature set has character n-grams.
+SECTION_HEADLINE_WEIGHT = {False: 0.1, True: 0.2}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,6 +98,8 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     section_lead_weight, section_headline_weight, tag_lead_weight, tag_headline_weight:
         sample weight of each article's headline + first sentence view and headline-only
         view in each head's training (the full text weighs 1); 0 leaves the view out.
+        ``section_headline_weight`` None (the default) is 0.1 for words alone and 0.2 with
+        character n-grams (``SECTION_HEADLINE_WEIGHT``, with ``SECTION_C`` below).
     section_sentences, section_sentence_weight: the section head also learns from up to
         ``section_sentences`` sentences of each body after the first (spread over the
         article), each on its own, without the headline, with this sample weight: words
@@ -106,9 +111,10 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
     char_ngram_min, char_ngram_max, char_min_df: the character n-grams' lengths and their
         minimum document frequency.
     section_c, tag_c: SVM regularisation of each head; ``section_c`` None (the default)
-        is 0.5 for words alone and 1.0 with character n-grams (``SECTION_C``: with n-grams
-        the 5-fold headline accuracy rose from 0.887 at 0.5 to 0.892 at 1 and 0.897 at 2 on
-        bbc-news, the shift check staying at 0.916 to 0.920; 1 is the middle of that).
+        is 0.5 for words alone and 2.0 with character n-grams (``SECTION_C``: with n-grams
+        and the headline view weighing 0.2, the 5-fold headline accuracy on bbc-news rose
+        from 0.892 / 0.888 at C 1 and weight 0.1 to 0.901 / 0.894 on fold seeds 0 / 1, full
+        texts 0.981 either way, the shift check 0.916 to 0.914; docs/model-quality.md).
     tag_positive_weight: weight of a tag's positive examples relative to its negatives.
     section_nb_alpha: smoothing of the NBSVM (log-count-ratio scaled) one-vs-rest models
         whose scores are added to the plain SVM scores of the section head; 0 disables them.
@@ -125,7 +131,7 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         *,
         title_repeats: int = 2,
         section_lead_weight: float = 0.1,
-        section_headline_weight: float = 0.1,
+        section_headline_weight: float | None = None,
         tag_lead_weight: float = 0.1,
         tag_headline_weight: float = 0.1,
         section_sentences: int = 12,
@@ -184,8 +190,12 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
             raise TrainingError("articles, sections and tags differ in length")
         if self.cv_folds < 2:
             raise TrainingError(f"cv_folds must be at least 2, got {self.cv_folds}")
+        try:
+            feature_set = check_feature_set(self.features)
+        except ModelError as error:
+            raise TrainingError(str(error)) from None
         for name in _VIEW_WEIGHTS:
-            if not float(getattr(self, name)) >= 0.0:
+            if not self._view_weight(name) >= 0.0:
                 raise TrainingError(f"{name} must be a number >= 0, got {getattr(self, name)}")
         if int(self.section_sentences) < 0:
             raise TrainingError(f"section_sentences must be >= 0, got {self.section_sentences}")
@@ -198,10 +208,6 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         texts = {
             view: [view_text(a.title, a.body, view, repeats) for a in articles] for view in VIEWS
         }
-        try:
-            feature_set = check_feature_set(self.features)
-        except ModelError as error:
-            raise TrainingError(str(error)) from None
         vectorizer = TextFeatures(
             feature_set,
             ngram_max=self.ngram_max,
@@ -264,10 +270,17 @@ class ArticleClassifier(BaseEstimator):  # type: ignore[misc]
         """Sample weight of each view in ``head``'s training (views weighing 0 are left out)."""
         weights: dict[View, float] = {
             "full": 1.0,
-            "lead": float(getattr(self, f"{head}_lead_weight")),
-            "headline": float(getattr(self, f"{head}_headline_weight")),
+            "lead": self._view_weight(f"{head}_lead_weight"),
+            "headline": self._view_weight(f"{head}_headline_weight"),
         }
         return {view: weight for view, weight in weights.items() if weight > 0.0}
+
+    def _view_weight(self, name: str) -> float:
+        """The hyper-parameter ``name`` of ``_VIEW_WEIGHTS``, its default resolved."""
+        value = getattr(self, name)
+        if value is None and name == "section_headline_weight":
+            return SECTION_HEADLINE_WEIGHT[uses_chars(check_feature_set(self.features))]
+        return float(value)
 
     # -- section head -------------------------------------------------------------------
 

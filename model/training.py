@@ -15,7 +15,7 @@ import sklearn
 
 from model.classifier import ArticleClassifier
 from model.errors import TrainingError
-from model.feature_sets import FEATURE_SETS
+from model.feature_sets import FEATURE_SETS, FeatureSet
 from model.inference import LinearTextModel
 from model.manifest import (
     CrossValidatedMetrics,
@@ -36,6 +36,12 @@ AUTO = "auto"
 #: How far below the best cross-validated score a cheaper feature set may be and still be
 #: chosen (``FEATURE_SETS`` is in order of cost: words, character n-grams, both).
 AUTO_TOLERANCE = 0.002
+
+#: ``features_chosen_by`` in the manifest's params: how the feature set was chosen.
+CHOSEN_BY_CALLER = "given"
+CHOSEN_BY_CV = "cross-validation"
+CHOSEN_BY_SECTIONS_ONLY = "data: section labels only"
+CHOSEN_BY_TAGS = "data: tag labels, or no section labels"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,7 +101,9 @@ def train(
     ``features`` hyper-parameter) or, with ``auto``, fits each of them and keeps the
     cheapest whose cross-validated score (``feature_set_score``) is within
     ``AUTO_TOLERANCE`` of the best; the manifest's params then record every candidate's
-    score. None leaves the choice to ``params`` (default ``word``).
+    score. None leaves the choice to ``params``, and without one there to the data
+    (``default_features``). The manifest's params say how it was chosen
+    (``features_chosen_by``).
     """
     reserved = {"cv_folds", "random_state", "n_jobs"}.intersection(params or {})
     if reserved:
@@ -107,8 +115,10 @@ def train(
         chosen["features"] = features
     settings = {"cv_folds": cv_folds, "random_state": random_state, "n_jobs": n_jobs}
     labels = ([record.section for record in records], [record.tags for record in records])
-    selection: dict[str, ParamValue] = {}
-    if chosen.get("features") == AUTO:
+    selection: dict[str, ParamValue] = {"features_chosen_by": CHOSEN_BY_CALLER}
+    if "features" not in chosen:
+        chosen["features"], selection["features_chosen_by"] = default_features(records)
+    if chosen["features"] == AUTO:
         fitted, scores = {}, {}
         for candidate in FEATURE_SETS:
             estimator = ArticleClassifier().set_params(
@@ -122,7 +132,7 @@ def train(
         top = max(scores.values())
         best = next(name for name in FEATURE_SETS if scores[name] >= top - AUTO_TOLERANCE)
         estimator = fitted[best]
-        selection["features_chosen_by"] = "cross-validation"
+        selection["features_chosen_by"] = CHOSEN_BY_CV
     else:
         estimator = ArticleClassifier().set_params(**chosen, **settings).fit(records, *labels)
     fingerprint = fingerprint_records(records)
@@ -147,6 +157,21 @@ def train(
         metrics=_cross_validated_metrics(estimator),
     )
     return TrainedModel(estimator=estimator, model=estimator.to_inference(), manifest=card)
+
+
+def default_features(records: Sequence[LabelledArticle]) -> tuple[FeatureSet, str]:
+    """The feature set a model trains on when none is given, and why.
+
+    ``word+char`` (words and character n-grams) when the records carry section labels and
+    no tag labels: on bbc-news it is the best cross-validated section model (headlines and
+    text from another source gain most, docs/model-quality.md). ``word`` as soon as one
+    record carries tags: the tags head shares the feature matrix, n-grams gave it nothing
+    and would multiply its weights (features x tags) about nine times.
+    """
+    sections = any(record.section is not None for record in records)
+    if sections and all(record.tags is None for record in records):
+        return "word+char", CHOSEN_BY_SECTIONS_ONLY
+    return "word", CHOSEN_BY_TAGS
 
 
 def feature_set_score(estimator: ArticleClassifier) -> float:

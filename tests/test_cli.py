@@ -192,6 +192,28 @@ def test_every_subcommand_has_help_naming_its_environment_variables(command: str
     assert b"[env: ARTICLE_CLASSIFIER_" in result.stdout
 
 
+def test_train_chooses_words_and_char_ngrams_for_section_labels_alone(tmp_path: Path) -> None:
+    """train without --features on a section archive (no tags) writes a model of words and
+    character n-grams, and its manifest says the data chose them; --help says so too."""
+    corpus = tmp_path / "sections.jsonl"
+    lines = DEMO_CORPUS.read_text().splitlines()[::3]
+    corpus.write_text(
+        "".join(
+            json.dumps({k: v for k, v in json.loads(line).items() if k != "tags"}) + "\n"
+            for line in lines
+        )
+    )
+    out = tmp_path / "sections"
+    trained = run_cli("train", "--data", corpus, "--out", out)
+    assert trained.returncode == 0, trained.stderr.decode()
+    params = json.loads((out / "model.json").read_text())["params"]
+    assert params["features"] == "word+char"
+    assert params["features_chosen_by"] == "data: section labels only"
+    assert b"word+char when the records carry section labels" in b" ".join(
+        run_cli("train", "--help").stdout.split()
+    )
+
+
 def test_train_takes_the_feature_set_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     """train --features char writes a character n-gram model that classify runs; an
     unknown feature set is a usage error naming the choices."""

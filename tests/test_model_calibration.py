@@ -55,7 +55,9 @@ def _corpus() -> list[LabelledArticle]:
 
 def test_the_temperature_is_fitted_on_every_view_and_applied_at_inference() -> None:
     """Predictor section scores are softmax(scores / T), T fitted on the mix of views."""
-    trained = train(_corpus(), name="c", cv_folds=4)
+    # Words, so the rows can be rebuilt with the word vectoriser alone (sections alone
+    # would default to words and character n-grams).
+    trained = train(_corpus(), name="c", cv_folds=4, features="word")
     estimator = trained.estimator
     articles = [
         ArticleEvent(article_id="a", title="striker goal", body="match league coach stadium"),

@@ -16,7 +16,13 @@ from model import ArtifactError, Predictor, TrainingError, load_labelled, save_a
 from model.char_features import CompiledCharVectorizer, make_char_vectorizer
 from model.feature_sets import FEATURE_SETS, CompiledFeatures, TextFeatures
 from model.tokens import CharGrams, CodePoints
-from model.training import AUTO_TOLERANCE
+from model.training import (
+    AUTO_TOLERANCE,
+    CHOSEN_BY_CALLER,
+    CHOSEN_BY_SECTIONS_ONLY,
+    CHOSEN_BY_TAGS,
+    ParamValue,
+)
 
 DEMO = Path(__file__).resolve().parent.parent / "model" / "samples" / "demo.jsonl"
 
@@ -115,6 +121,7 @@ def test_a_char_model_round_trips_through_a_data_only_artifact(
         "model.json",
         "params.json",
     ]
+    assert trained.manifest.params["features_chosen_by"] == CHOSEN_BY_CALLER
     params = json.loads((directory / "params.json").read_text())
     assert params["features"] == features
     assert params["char_ngram_min"] == 2
@@ -127,10 +134,26 @@ def test_a_char_model_round_trips_through_a_data_only_artifact(
 
 def test_a_word_model_artifact_leaves_the_char_fields_out(tmp_path: Path) -> None:
     """A model of words alone writes params.json without any character n-gram field, as
-    before they existed, so older versions still load it."""
+    before they existed, so older versions still load it. Without a feature set, records
+    that carry tags train on words (the tags head would otherwise hold n-gram weights for
+    every tag), and the manifest says why."""
     trained = train(load_labelled([DEMO]).records, name="words", version="1")
+    assert trained.manifest.params["features"] == "word"
+    assert trained.manifest.params["features_chosen_by"] == CHOSEN_BY_TAGS
     params = json.loads((save_artifact(trained, tmp_path / "m") / "params.json").read_text())
     assert not {"features", "char_vocabulary", "char_ngram_min", "char_ngram_max"} & set(params)
+
+
+def test_by_default_section_labels_alone_train_on_words_and_char_ngrams() -> None:
+    """Without a feature set, records with section labels and no tags (a section archive
+    such as bbc-news) train on words and character n-grams, the best cross-validated
+    section model, with the section head's C for n-grams; the manifest says why."""
+    records = [r.model_copy(update={"tags": None}) for r in load_labelled([DEMO]).records[::2]]
+    trained = train(records, name="sections", version="1", cv_folds=3)
+    assert trained.model.features == trained.manifest.params["features"] == "word+char"
+    assert trained.manifest.params["features_chosen_by"] == CHOSEN_BY_SECTIONS_ONLY
+    assert trained.model.char_vocabulary
+    assert trained.manifest.tags == []
 
 
 def test_char_fields_on_a_word_model_are_refused(tmp_path: Path) -> None:
@@ -168,3 +191,25 @@ def test_an_unknown_feature_set_is_refused() -> None:
     """A feature set that is not word, char, word+char or auto is a TrainingError."""
     with pytest.raises(TrainingError, match="features must be one of"):
         train(load_labelled([DEMO]).records, name="x", version="1", features="bytes")
+
+
+@pytest.mark.parametrize(
+    ("features", "c", "headline_weight"), [("word", 0.5, 0.1), ("word+char", 2.0, 0.2)]
+)
+def test_the_section_head_defaults_follow_the_feature_set(
+    features: str, c: float, headline_weight: float
+) -> None:
+    """Left unset, the section head's C and headline-view weight are those cross-validation
+    chose for the feature set (C 2 and weight 0.2 with n-grams: more headline accuracy
+    at the same full-text accuracy), and the model equals one trained with them given."""
+    records = [r.model_copy(update={"tags": None}) for r in load_labelled([DEMO]).records[::3]]
+    given: dict[str, ParamValue] = {
+        "features": features,
+        "section_c": c,
+        "section_headline_weight": headline_weight,
+    }
+    default = train(records, name="d", version="1", cv_folds=2, params={"features": features})
+    explicit = train(records, name="d", version="1", cv_folds=2, params=given)
+    np.testing.assert_array_equal(default.model.weights, explicit.model.weights)
+    np.testing.assert_array_equal(default.model.bias, explicit.model.bias)
+    assert default.model.section_temperature == explicit.model.section_temperature

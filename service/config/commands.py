@@ -398,9 +398,11 @@ class TrainSettings(CommandSettings):
     )
     features: Literal["word", "char", "word+char", "auto"] | None = Field(
         default=None,
-        description="the features: word n-grams (the default), character n-grams within word "
-        "boundaries, both side by side, or auto (the cheapest within 0.002 of the best "
-        "cross-validated score)",
+        description="the features: word n-grams, character n-grams within word boundaries, "
+        "both side by side, or auto (the cheapest within 0.002 of the best cross-validated "
+        "score). Default: from the data: word+char when the records carry section labels and "
+        "no tags (the best cross-validated section model), word as soon as any record has "
+        "tags; the manifest's params.features_chosen_by says how it was chosen",
     )
 
 
