@@ -34,15 +34,18 @@ demo-model-de: $(STAMP) ## train the German demo model into artifacts/demo-model
 quality: $(STAMP) ## cross-validated quality on the research corpora (DATA=../shared/data)
 	$(BIN)/python -m model.quality --data $(DATA)
 
+# The benchmarks import devtools (the brokers), which is not installed: run them from the root.
+BENCH := PYTHONPATH=. $(BIN)/python
+
 bench: $(STAMP) ## in-process throughput and memory of the model (DATA=../shared/data)
-	$(BIN)/python benchmarks/bench_model.py --data $(DATA)
+	$(BENCH) benchmarks/bench_model.py --data $(DATA)
 
 bench-language: $(STAMP) ## per-article cost of the language detector and routing (demo corpora)
-	$(BIN)/python benchmarks/bench_language.py
+	$(BENCH) benchmarks/bench_language.py
 
 RESEARCH_MODEL := artifacts/research-model/model.json
 bench-service: $(STAMP) $(RESEARCH_MODEL) ## service vs in-process and the I/O ceiling (BENCH_REPEAT=3, BROKER=apache-kafka)
-	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
+	$(BENCH) benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 30000 --service-args "$(SERVICE_ARGS)" \
 		--repeat $(BENCH_REPEAT) --broker $(BROKER) $(foreach rate,$(RATES),--rate $(rate))
 
@@ -58,12 +61,12 @@ BENCH_REPEAT ?= 1
 BROKER ?= tansu
 RATES ?=
 bench-peers: $(STAMP) $(RESEARCH_MODEL) ## bench-service plus the peers (FastStream, aiokafka) and latency
-	$(BIN)/python benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
+	$(BENCH) benchmarks/bench_service.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --articles 20000 --service-args "$(SERVICE_ARGS)" \
 		--repeat $(BENCH_REPEAT) --peers --max-seconds 8 --latency-seconds 5
 
 bench-scaleout: $(STAMP) $(RESEARCH_MODEL) ## 1, 2 and 3 service instances in one group; rebalance pauses
-	$(BIN)/python benchmarks/bench_scaleout.py --data $(DATA)/reuters21578/train.jsonl \
+	$(BENCH) benchmarks/bench_scaleout.py --data $(DATA)/reuters21578/train.jsonl \
 		--model artifacts/research-model --repeat $(BENCH_REPEAT)
 
 chaos: $(STAMP) ## soak: random kill -9, SIGTERM, partitions, joins while producing (CHAOS_S=180)
@@ -126,7 +129,7 @@ bench-artifact: $(STAMP) ## size and load time of the demo and research model ar
 	$(BIN)/article-classifier train --data $(DATA)/bbc-news/train.jsonl \
 		--data $(DATA)/reuters21578/train.jsonl --skip-invalid --out artifacts/research-model \
 		--name research > /dev/null 2>&1
-	$(BIN)/python benchmarks/bench_artifact.py artifacts/demo-model artifacts/research-model
+	$(BENCH) benchmarks/bench_artifact.py artifacts/demo-model artifacts/research-model
 
 clean: ## remove the virtual environment and build leftovers
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts
