@@ -450,6 +450,18 @@ class ServiceGroup(BaseModel):
 DEFAULT_MODEL_KEY = "default"
 
 
+def _split_language(text: str) -> tuple[str | None, str]:
+    """A ``[LANG=]DIR`` value as (language, directory); the language is None for a plain
+    ``DIR`` or ``default=DIR``."""
+    key, sep, directory = text.partition("=")
+    key = key.strip().lower()
+    if sep and key == DEFAULT_MODEL_KEY:
+        return None, directory
+    if sep and _primary_subtag(key) == key:
+        return key, directory
+    return None, text
+
+
 def _language_models(values: Any) -> Any:
     """``--model`` values (or ``ARTICLE_CLASSIFIER_MODEL``, comma-separated when it names a
     language) split into the default model and the models per language."""
@@ -465,17 +477,13 @@ def _language_models(values: Any) -> Any:
     defaults: list[str] = []
     languages: dict[str, str] = {}
     for item in items:
-        text = str(item)
-        key, sep, directory = text.partition("=")
-        key = key.strip().lower()
-        if sep and key == DEFAULT_MODEL_KEY:
+        language, directory = _split_language(str(item))
+        if language is None:
             defaults.append(directory)
-        elif sep and _primary_subtag(key) == key:
-            if key in languages:
-                raise ValueError(f"--model {key}=...: the language {key!r} is given twice")
-            languages[key] = directory
+        elif language in languages:
+            raise ValueError(f"--model {language}=...: the language {language!r} is given twice")
         else:
-            defaults.append(text)
+            languages[language] = directory
     if len(defaults) != 1:
         raise ValueError(
             f"--model: give exactly one default model (DIR or default=DIR) beside the LANG=DIR "
@@ -790,11 +798,8 @@ class Rollout(BaseModel):
     def _shadow_language(cls, values: Any) -> Any:
         if not isinstance(values, dict) or not isinstance(values.get("shadow_model"), str):
             return values
-        key, sep, directory = values["shadow_model"].partition("=")
-        key = key.strip().lower()
-        if not sep or _primary_subtag(key) != key:
-            return values
-        return {**values, "shadow_model": directory, "shadow_language": key}
+        language, directory = _split_language(values["shadow_model"])
+        return {**values, "shadow_model": directory, "shadow_language": language}
 
     @model_validator(mode="after")
     def _shadow(self) -> Rollout:

@@ -191,15 +191,8 @@ class ThreadClassifier:
         # A thread of its own: the classify thread keeps serving batches meanwhile. A live
         # model the swap leaves as it is (the default model or a language's, when another
         # one changes, or all of them for a new candidate) is kept, not reloaded.
-        current = self._current()
-        unchanged = (
-            spec.primary == self._spec.primary
-            and spec.trust == self._spec.trust
-            and spec.languages == self._spec.languages
-        )
-        given = current.primary if unchanged else None
-        reuse = reusable(self._spec, current.primary)
-        loaded = await asyncio.to_thread(_load_models, spec, given, reuse)
+        reuse = reusable(self._spec, self._current().primary)
+        loaded = await asyncio.to_thread(_load_models, spec, None, reuse)
         self._loaded = loaded
         self._spec = spec.pinned(loaded.identity)
         return loaded.identity
